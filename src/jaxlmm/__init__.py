@@ -1,0 +1,55 @@
+"""jaxlmm: lme4-compatible linear mixed models on JAX, for one response or thousands.
+
+>>> import jaxlmm
+>>> fit = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", jaxlmm.load_dataset("sleepstudy"))
+>>> fit.theta.round(4).tolist()
+[0.9667, 0.0152, 0.2309]
+
+Importing jaxlmm turns on JAX's 64-bit mode (``jax_enable_x64``) so fits match
+lme4 in float64 by default; pass ``dtype="float32"`` for single precision.
+The pure JAX core lives in ``jaxlmm.core`` and never imports pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._config import enable_x64
+
+enable_x64()
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (loaded on first use, so that
+# ``import jaxlmm.core`` stays free of pandas and formulaic)
+_EXPORTS = {
+    "lmer": "lmer",
+    "deviance_function": "lmer",
+    "DevianceFunction": "lmer",
+    "build_design": "design",
+    "lformula": "design",
+    "LmerResult": "result",
+    "load_dataset": "datasets",
+    "list_datasets": "datasets",
+    "example_formula": "datasets",
+    "JaxlmmError": "errors",
+    "FormulaError": "errors",
+    "DataError": "errors",
+    "JaxlmmWarning": "errors",
+    "parse_formula": "formula",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        value = getattr(module, "build_design" if name == "lformula" else name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jaxlmm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

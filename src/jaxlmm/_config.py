@@ -1,0 +1,29 @@
+"""JAX configuration that jaxlmm needs: float64 by default, and a persistent compilation cache."""
+
+from __future__ import annotations
+
+import os
+
+
+def enable_x64() -> None:
+    """Turn on JAX's 64-bit mode (lme4 parity needs float64)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Use JAX's persistent compilation cache (default ``~/.cache/jaxlmm/jax``, or ``$JAXLMM_CACHE``).
+
+    Compiled fit programs are then reused across processes, so a second
+    ``jaxlmm fit`` of a model of the same shape skips compilation.
+    """
+    import jax
+
+    path = path or os.environ.get("JAXLMM_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxlmm", "jax")
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

@@ -1,0 +1,109 @@
+"""Weighted cross-products of the augmented model matrix ``[Z_b | Z_d | X | y]``.
+
+Everything the profiled deviance needs from the n rows is a weighted
+cross-product of the columns of ``[Z_b | Z_d | X | y]`` (MixedModels.jl's
+``A = [Z X y]^T W [Z X y]``).  They are formed once per response by
+segment sums over rows -- ``Z`` is never materialized -- and the optimizer then
+works on arrays whose size does not depend on n.
+
+Row i of the block term contributes ``w_i z_b[i] z_b[i]^T`` to level
+``refs_b[i]``; a dense term k contributes its ``S_k`` values at columns
+``offset_k + refs_k[i] * S_k + s``.  A term with a relationship-matrix factor
+``T`` (``K = T T^T``) has columns ``Z_k (T kron I_S)``; its rows of the
+cross-products are multiplied by ``(T kron I_S)^T`` after the sums.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .data import CrossProducts, ModelData
+
+
+def _dense_columns(data: ModelData):
+    """Per row, the dense-part column indices (n, m) and values (n, m)."""
+    s = data.structure
+    cols, vals = [], []
+    for k, off in zip(s.dense_terms, s.dense_offsets):
+        S = s.terms[k].ncols
+        cols.append(off + data.refs[k][:, None] * S + jnp.arange(S)[None, :])
+        vals.append(data.z[k])
+    n = data.nobs_rows
+    if not cols:
+        return jnp.zeros((n, 0), jnp.int32), jnp.zeros((n, 0), data.X.dtype)
+    return jnp.concatenate(cols, axis=1), jnp.concatenate(vals, axis=1)
+
+
+def _transform_rows(A, data: ModelData, axis: int = 0):
+    """Multiply the dense rows of ``A`` (along ``axis``) by ``(T kron I)^T`` per transformed term."""
+    s = data.structure
+    if not any(data.transforms[k] is not None for k in s.dense_terms):
+        return A
+    A = jnp.moveaxis(A, axis, 0)
+    pieces = []
+    for k, off in zip(s.dense_terms, s.dense_offsets):
+        t = s.terms[k]
+        block = A[off:off + t.q]
+        T = data.transforms[k]
+        if T is not None:
+            block = block.reshape((t.nlevels, t.ncols) + block.shape[1:])
+            block = jnp.einsum("lm,ls...->ms...", T, block).reshape((t.q,) + block.shape[2:])
+        pieces.append(block)
+    return jnp.moveaxis(jnp.concatenate(pieces, axis=0), 0, axis)
+
+
+def cross_products(data: ModelData) -> CrossProducts:
+    """The sufficient statistics of one response (see ``CrossProducts``)."""
+    s = data.structure
+    w = data.weights
+    observed = w > 0
+    w = jnp.where(observed, w, 0.0)
+    y = jnp.where(observed, data.y - data.offset, 0.0)
+    xy = jnp.concatenate([data.X, y[:, None]], axis=1)  # (n, p1)
+    wxy = w[:, None] * xy
+    p1 = xy.shape[1]
+    dtype = xy.dtype
+
+    if s.block_term is not None:
+        b = s.block_term
+        lb, Sb = s.terms[b].nlevels, s.terms[b].ncols
+        zb, rb = data.z[b], data.refs[b]
+        Dbb = jax.ops.segment_sum(w[:, None, None] * zb[:, :, None] * zb[:, None, :], rb, lb)
+        Cxb = jax.ops.segment_sum(zb[:, :, None] * wxy[:, None, :], rb, lb)
+    else:
+        lb, Sb = 0, 0
+        Dbb = jnp.zeros((0, 0, 0), dtype)
+        Cxb = jnp.zeros((0, 0, p1), dtype)
+
+    qd = s.q_dense
+    cols, vals = _dense_columns(data)
+    m = cols.shape[1]
+    if qd:
+        wvals = w[:, None] * vals  # (n, m)
+        pair_ids = (cols[:, :, None] * qd + cols[:, None, :]).reshape(-1)
+        pair_vals = (wvals[:, :, None] * vals[:, None, :]).reshape(-1)
+        Add = jax.ops.segment_sum(pair_vals, pair_ids, qd * qd).reshape(qd, qd)
+        Axd = jax.ops.segment_sum(
+            (vals[:, :, None] * wxy[:, None, :]).reshape(-1, p1), cols.reshape(-1), qd
+        ).T
+        if lb:
+            ids = (cols * lb + data.refs[s.block_term][:, None]).reshape(-1)
+            Cdb = jax.ops.segment_sum(
+                (wvals[:, :, None] * zb[:, None, :]).reshape(-1, Sb), ids, qd * lb
+            ).reshape(qd, lb, Sb)
+        else:
+            Cdb = jnp.zeros((qd, 0, 0), dtype)
+        Add = _transform_rows(_transform_rows(Add, data, 0), data, 1)
+        Axd = _transform_rows(Axd, data, 1)
+        Cdb = _transform_rows(Cdb, data, 0)
+    else:
+        del m
+        Add = jnp.zeros((0, 0), dtype)
+        Axd = jnp.zeros((p1, 0), dtype)
+        Cdb = jnp.zeros((0, lb, Sb), dtype)
+
+    Axx = xy.T @ wxy
+    n_obs = jnp.sum(observed).astype(dtype)
+    sum_log_w = jnp.sum(jnp.where(observed, jnp.log(jnp.where(observed, w, 1.0)), 0.0))
+    return CrossProducts(Dbb, Cxb, Cdb, Add, Axd, Axx, n_obs, sum_log_w, s)

@@ -1,0 +1,108 @@
+"""Estimates at a given theta from the same blocked factor as the deviance.
+
+With the full lower factor ``L`` of the penalized system, whose last row is
+``[r^T, sqrt(pwrss)]``, the conditional modes ``u`` (spherical random
+effects) and the BLUEs ``beta`` solve ``L^T [u; beta] = r``.  The random
+effects are ``b = Lambda u``, the residual scale is
+
+    sigma^2 = pwrss / (n - p)  (REML)   or   pwrss / n  (ML),
+
+``Cov(beta) = sigma^2 (R_X R_X^T)^{-1}`` with ``R_X`` the fixed-effects block of
+``L``, and lme4's conditional variances of ``b`` (``ranef(condVar = TRUE)``)
+are the diagonal blocks of ``sigma^2 Lambda (L_Z L_Z^T)^{-1} Lambda^T``.  For the
+block term the diagonal block of ``(L_Z L_Z^T)^{-1}`` at level j is
+``L_j^{-T} (I + W_j^T S^{-1} W_j) L_j^{-1}`` with ``S = L_dd L_dd^T`` the dense
+Schur complement; for dense terms it is the diagonal block of ``S^{-1}``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+from . import linalg
+from .data import CrossProducts, ModelData
+from .deviance import DevianceParts, criterion_from_parts, deviance_parts
+
+
+class Solution(NamedTuple):
+    """Estimates of one fit.  Random effects are listed per term in lme4 order."""
+
+    criterion: jnp.ndarray
+    beta: jnp.ndarray            # (p,)
+    sigma: jnp.ndarray           # ()
+    vcov_beta: jnp.ndarray       # (p, p) = sigma^2 (R_X R_X^T)^{-1}
+    u: tuple                     # per term (l_k, S_k) spherical random effects
+    b: tuple                     # per term (l_k, S_k) random effects (BLUPs)
+    cond_var: tuple              # per term (l_k, S_k, S_k) conditional covariance of b
+    parts: DevianceParts
+
+
+def _unflatten_dense(x: jnp.ndarray, cp: CrossProducts) -> dict:
+    s = cp.structure
+    out = {}
+    for k, off in zip(s.dense_terms, s.dense_offsets):
+        t = s.terms[k]
+        out[k] = x[off:off + t.q].reshape(t.nlevels, t.ncols)
+    return out
+
+
+def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
+    """beta, u, b, sigma, Cov(beta) and conditional variances at ``theta``."""
+    s = cp.structure
+    parts, fac = deviance_parts(theta, cp)
+    crit = criterion_from_parts(parts, cp.p, reml)
+    qd, p = s.q_dense, cp.p
+    L22 = fac.L22
+    Q = L22.shape[0]
+
+    # back-substitution L^T [u; beta] = r
+    r = L22[-1, :-1]
+    x_dense = solve_triangular(L22[:-1, :-1], r, lower=True, trans="T")
+    beta = x_dense[qd:qd + p]
+    u = dict(_unflatten_dense(x_dense[:qd], cp))
+    if s.block_term is not None:
+        rhs = fac.Wt[:, :, -1] - jnp.einsum("jsq,q->js", fac.Wt[:, :, :-1], x_dense)
+        u[s.block_term] = linalg.solve_upper_t(fac.Lb, rhs[:, :, None])[:, :, 0]
+
+    nmp = parts.n_obs - p if reml else parts.n_obs
+    sigma2 = parts.pwrss / nmp
+
+    LX = L22[qd:qd + p, qd:qd + p]
+    LX_inv = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
+    vcov_beta = sigma2 * LX_inv.T @ LX_inv
+
+    # diagonal blocks of (L_Z L_Z^T)^{-1}
+    Ldd_inv = solve_triangular(L22[:qd, :qd], jnp.eye(qd, dtype=L22.dtype), lower=True)
+    prec_inv = {}
+    for k, off in zip(s.dense_terms, s.dense_offsets):
+        t = s.terms[k]
+        cols = Ldd_inv[:, off:off + t.q].reshape(qd, t.nlevels, t.ncols)
+        prec_inv[k] = jnp.einsum("rla,rlb->lab", cols, cols)
+    if s.block_term is not None:
+        lb, Sb = fac.Lb.shape[0], fac.Lb.shape[1]
+        Wd = fac.Wt[:, :, :qd]                                                  # (l_b, S_b, q_d)
+        P = jnp.einsum("rq,jsq->jsr", Ldd_inv, Wd)                               # L_dd^{-1} W_j
+        inner = jnp.eye(Sb, dtype=L22.dtype) + jnp.einsum("jar,jbr->jab", P, P)
+        Linv = linalg.solve_lower(fac.Lb, jnp.broadcast_to(jnp.eye(Sb, dtype=L22.dtype), (lb, Sb, Sb)))
+        prec_inv[s.block_term] = jnp.einsum("jca,jcd,jdb->jab", Linv, inner, Linv)
+
+    b, cond_var = [], []
+    for k, t in enumerate(s.terms):
+        lam = fac.lambdas[k]
+        bk = u[k] @ lam.T
+        Vk = sigma2 * jnp.einsum("as,lst,bt->lab", lam, prec_inv[k], lam)
+        b.append(bk)
+        cond_var.append(Vk)
+    return Solution(crit, beta, jnp.sqrt(sigma2), vcov_beta, tuple(u[k] for k in range(len(s.terms))),
+                    tuple(b), tuple(cond_var), parts)
+
+
+def linear_predictor(data: ModelData, beta: jnp.ndarray, b: tuple, include: tuple | None = None) -> jnp.ndarray:
+    """``offset + X beta + sum_k z_k[i] . b_k[refs_k[i]]`` over the terms in ``include``."""
+    eta = data.offset + data.X @ beta
+    for k in range(len(data.refs)) if include is None else include:
+        eta = eta + jnp.sum(data.z[k] * b[k][data.refs[k]], axis=1)
+    return eta

@@ -1,0 +1,152 @@
+"""Static description of the random-effects structure and of the layout of theta.
+
+Notation (lme4 / MixedModels.jl).  The model is
+
+    y = X beta + sum_k Z_k b_k + eps,    eps ~ N(0, sigma^2 W^{-1}),
+
+where term ``k`` has a grouping factor with ``l_k`` levels and ``S_k`` columns
+(``(1 + x | g)`` has ``S = 2``).  Row ``i`` of ``Z_k`` is zero except for the
+``S_k`` entries ``z_k[i, :]`` at level ``refs_k[i]``.  The random effects of one
+level are ``b = sigma * lambda_k u`` with ``u ~ N(0, I)`` and ``lambda_k`` an
+``S_k x S_k`` lower-triangular *relative covariance factor*, so that
+``Var(b) = sigma^2 lambda_k lambda_k^T``.
+
+``theta`` concatenates, term by term in lme4's order, the column-major lower
+triangle of each ``lambda_k``.  Diagonal entries have lower bound 0, the others
+are unbounded; the initial value is 1 on the diagonal and 0 elsewhere.  This is
+exactly ``getME(m, "theta")`` of lme4.
+
+For the factorization one term -- the *block term* -- is kept block-diagonal
+(``l_b`` blocks of ``S_b x S_b``); all other terms are gathered into a dense
+part of size ``q_d = sum_{k != b} l_k S_k``.  The choice of the block term and
+the order of the dense terms never change what the user sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+import jax.numpy as jnp
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """One random-effects term: ``nlevels`` levels, ``ncols`` columns per level.
+
+    ``transformed`` marks a term whose columns are multiplied by a fixed dense
+    matrix (a relationship-matrix factor); such a term can never be the block term.
+    """
+
+    nlevels: int
+    ncols: int
+    transformed: bool = False
+
+    @property
+    def ntheta(self) -> int:
+        return self.ncols * (self.ncols + 1) // 2
+
+    @property
+    def q(self) -> int:
+        return self.nlevels * self.ncols
+
+
+def _lower_triangle_indices(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the column-major lower triangle (lme4's order)."""
+    rows, cols = [], []
+    for j in range(size):
+        for i in range(j, size):
+            rows.append(i)
+            cols.append(j)
+    return np.asarray(rows, dtype=np.int32), np.asarray(cols, dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class ReStructure:
+    """The random-effects terms in lme4's order and the factorization plan.
+
+    ``block_term`` is the index of the term factored as small diagonal blocks,
+    or ``None`` when every term goes into the dense part.
+    """
+
+    terms: tuple[TermSpec, ...]
+    block_term: int | None
+
+    @staticmethod
+    def build(terms: tuple[TermSpec, ...]) -> "ReStructure":
+        """Pick the block term that leaves the smallest dense part.
+
+        Removing term ``k`` from the dense part saves ``l_k S_k`` rows, so the
+        block term is the non-transformed term with the largest ``l_k S_k``
+        (ties go to the earlier term, which is lme4's choice for sorted terms).
+        """
+        candidates = [k for k, t in enumerate(terms) if not t.transformed]
+        block = max(candidates, key=lambda k: (terms[k].q, -k)) if candidates else None
+        return ReStructure(tuple(terms), block)
+
+    # ----------------------------------------------------------------- layout
+    @cached_property
+    def theta_offsets(self) -> tuple[int, ...]:
+        offsets, total = [], 0
+        for t in self.terms:
+            offsets.append(total)
+            total += t.ntheta
+        return tuple(offsets)
+
+    @property
+    def ntheta(self) -> int:
+        return sum(t.ntheta for t in self.terms)
+
+    @cached_property
+    def dense_terms(self) -> tuple[int, ...]:
+        """Indices of the terms in the dense part, in lme4's order."""
+        return tuple(k for k in range(len(self.terms)) if k != self.block_term)
+
+    @cached_property
+    def dense_offsets(self) -> tuple[int, ...]:
+        """Row offset of each dense term (aligned with ``dense_terms``)."""
+        offsets, total = [], 0
+        for k in self.dense_terms:
+            offsets.append(total)
+            total += self.terms[k].q
+        return tuple(offsets)
+
+    @property
+    def q_dense(self) -> int:
+        return sum(self.terms[k].q for k in self.dense_terms)
+
+    @property
+    def q(self) -> int:
+        return sum(t.q for t in self.terms)
+
+    @property
+    def block(self) -> TermSpec | None:
+        return None if self.block_term is None else self.terms[self.block_term]
+
+    def lower_bounds(self) -> np.ndarray:
+        """0 for diagonal elements of each lambda, -inf elsewhere."""
+        out = []
+        for t in self.terms:
+            rows, cols = _lower_triangle_indices(t.ncols)
+            out.extend(np.where(rows == cols, 0.0, -np.inf))
+        return np.asarray(out)
+
+    def theta0(self) -> np.ndarray:
+        """lme4's starting value: 1 on the diagonal, 0 off it."""
+        return np.where(self.lower_bounds() == 0.0, 1.0, 0.0)
+
+    def diagonal_mask(self) -> np.ndarray:
+        return self.lower_bounds() == 0.0
+
+    # ------------------------------------------------------------- theta -> lambda
+    def lambdas(self, theta) -> list:
+        """The relative covariance factors ``lambda_k`` (S_k x S_k) from theta."""
+        out = []
+        for t, off in zip(self.terms, self.theta_offsets):
+            rows, cols = _lower_triangle_indices(t.ncols)
+            lam = jnp.zeros((t.ncols, t.ncols), dtype=theta.dtype)
+            lam = lam.at[rows, cols].set(theta[off:off + t.ntheta])
+            out.append(lam)
+        return out

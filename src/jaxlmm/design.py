@@ -1,0 +1,371 @@
+"""From a formula and a data frame to the arrays of the JAX core (lme4's ``lFormula``).
+
+Steps, each with its own clear error:
+
+1. parse the formula (``formula.py``) and check every variable is a column;
+2. drop rows with a missing value in any used column (the count is kept);
+3. fixed effects: formulaic's model matrix with treatment contrasts, columns
+   renamed as lme4 names them, aliased columns dropped (R's pivoting QR rule:
+   a column whose residual on the earlier columns is below ``1e-7`` of its norm);
+4. random effects: per term the per-row model matrix ``z`` (formulaic, on the
+   term's left side), the grouping factor's level codes (levels sorted as R
+   sorts them, unused ones dropped; interactions ``a:b`` ordered with ``a``
+   slowest), and lme4's checks on the number of levels;
+5. terms ordered as lme4's ``mkReTrms`` does: if the numbers of levels are not
+   already non-increasing, by ``rev(order(nlevels))``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .core.structure import ReStructure, TermSpec
+from .errors import DataError, FormulaError, JaxlmmWarning
+from .formula import ParsedFormula, RandomTerm, parse_formula
+from .naming import format_level, lme4_column_name
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|⧛|⧚")
+
+
+def _formulaic():
+    import formulaic
+
+    return formulaic
+
+
+def _clean_message(exc: Exception) -> str:
+    return _ANSI.sub("", str(exc)).strip().splitlines()[0]
+
+
+@dataclass
+class GroupingFactor:
+    """Levels of a (possibly interaction) grouping factor and a code per row."""
+
+    name: str
+    variables: tuple[str, ...]
+    levels: list[str]
+    codes: np.ndarray
+    level_values: list[tuple]  # per level, the tuple of variable values
+
+    def lookup(self, frame: pd.DataFrame) -> np.ndarray:
+        """Codes of the rows of ``frame``; -1 for a level not seen in the fit."""
+        index = {v: i for i, v in enumerate(self.level_values)}
+        keys = zip(*(frame[v].tolist() for v in self.variables))
+        return np.asarray([index.get(tuple(_level_key(x) for x in key), -1) for key in keys], dtype=np.int64)
+
+
+def _level_key(x):
+    return format_level(x.item() if hasattr(x, "item") else x)
+
+
+def _sorted_levels(series: pd.Series) -> list:
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        present = set(series.dropna().unique())
+        return [c for c in series.cat.categories if c in present]
+    values = series.dropna().unique()
+    try:
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            return sorted(values.tolist())
+        return sorted(values.tolist(), key=str)
+    except TypeError:
+        return sorted(values.tolist(), key=str)
+
+
+def grouping_factor(frame: pd.DataFrame, variables: tuple[str, ...]) -> GroupingFactor:
+    """Interaction of ``variables`` with the observed combinations as levels."""
+    per_var_codes, per_var_levels = [], []
+    for v in variables:
+        levels = _sorted_levels(frame[v])
+        per_var_codes.append(pd.Categorical(frame[v], categories=levels).codes.astype(np.int64))
+        per_var_levels.append(levels)
+    combos = np.stack(per_var_codes, axis=1)
+    unique, codes = np.unique(combos, axis=0, return_inverse=True)  # lexicographic, first variable slowest
+    level_values = [tuple(format_level(per_var_levels[j][c]) for j, c in enumerate(row)) for row in unique]
+    labels = [":".join(v) for v in level_values]
+    return GroupingFactor(":".join(variables), variables, labels, codes.reshape(-1).astype(np.int64), level_values)
+
+
+@dataclass
+class TermDesign:
+    """Front-end information of one random-effects term (lme4 order)."""
+
+    term: RandomTerm
+    columns: tuple[str, ...]
+    factor: GroupingFactor
+    z_spec: object  # formulaic ModelSpec of the term's left side
+    z: np.ndarray
+    relmat: object = None  # relationship-matrix information (issue D)
+
+    @property
+    def group(self) -> str:
+        return self.factor.name
+
+    @property
+    def spec(self) -> TermSpec:
+        return TermSpec(len(self.factor.levels), len(self.columns), self.relmat is not None)
+
+
+@dataclass
+class Design:
+    """Everything ``lmer`` needs: arrays for the core plus names for the results."""
+
+    formula: ParsedFormula
+    response_name: str | None
+    y: np.ndarray                      # (n,) or (n, T) for a batch (NaN = missing)
+    X: np.ndarray                      # (n, p), aliased columns removed
+    fixef_names: list[str]
+    dropped_fixef: list[str]
+    fixed_spec: object
+    terms: list[TermDesign]
+    weights: np.ndarray
+    offset: np.ndarray
+    row_index: pd.Index                # rows of the original data kept
+    n_dropped: int
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def structure(self) -> ReStructure:
+        return ReStructure.build(tuple(t.spec for t in self.terms))
+
+    @property
+    def nobs(self) -> int:
+        return self.X.shape[0]
+
+    def model_data(self, dtype=np.float64, y=None, weights=None):
+        """The core's ``ModelData`` (one response) built from this design."""
+        import jax.numpy as jnp
+
+        from .core.data import ModelData
+
+        y = self.y if y is None else y
+        w = self.weights if weights is None else weights
+        return ModelData(
+            X=jnp.asarray(self.X, dtype),
+            y=jnp.asarray(y, dtype),
+            weights=jnp.asarray(w, dtype),
+            offset=jnp.asarray(self.offset, dtype),
+            refs=tuple(jnp.asarray(t.factor.codes, jnp.int32) for t in self.terms),
+            z=tuple(jnp.asarray(t.z, dtype) for t in self.terms),
+            transforms=tuple(None if t.relmat is None else jnp.asarray(t.relmat.factor, dtype) for t in self.terms),
+            structure=self.structure,
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_frame(data) -> pd.DataFrame:
+    if isinstance(data, pd.DataFrame):
+        frame = data
+    elif isinstance(data, dict):
+        frame = pd.DataFrame(data)
+    else:
+        raise DataError(f"data must be a pandas DataFrame (or a dict of columns), not {type(data).__name__}")
+    if frame.shape[0] == 0:
+        raise DataError("data has no rows")
+    return frame
+
+
+def _formula_variables(text: str, what: str) -> set[str]:
+    formulaic = _formulaic()
+    try:
+        return set(formulaic.Formula(text).required_variables)
+    except Exception as exc:  # formulaic's syntax errors
+        raise FormulaError(f"cannot parse the {what} {text!r}: {_clean_message(exc)}") from None
+
+
+def _check_columns(needed: dict[str, str], frame: pd.DataFrame) -> None:
+    for var, where in needed.items():
+        if var not in frame.columns:
+            avail = ", ".join(map(str, list(frame.columns)[:12]))
+            raise DataError(f"column {var!r} (used in {where}) not found in data; columns are: {avail}")
+
+
+def _model_matrix(spec_or_formula, frame: pd.DataFrame, what: str):
+    formulaic = _formulaic()
+    try:
+        if isinstance(spec_or_formula, str):
+            return formulaic.model_matrix(spec_or_formula, frame, na_action="ignore")
+        return spec_or_formula.get_model_matrix(frame, na_action="ignore")
+    except Exception as exc:
+        raise FormulaError(f"cannot build the model matrix of {what}: {_clean_message(exc)}") from None
+
+
+def aliased_columns(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """Columns linearly dependent on earlier ones (R's ``qr(X, tol = 1e-7)`` rule)."""
+    basis = np.zeros((X.shape[0], 0))
+    aliased = np.zeros(X.shape[1], dtype=bool)
+    for j in range(X.shape[1]):
+        x = X[:, j].astype(float)
+        norm = np.linalg.norm(x)
+        r = x - basis @ (basis.T @ x)
+        r = r - basis @ (basis.T @ r)
+        rn = np.linalg.norm(r)
+        if norm == 0 or rn <= tol * norm:
+            aliased[j] = True
+        else:
+            basis = np.column_stack([basis, r / rn])
+    return aliased
+
+
+def _numeric_vector(values, name: str, n: int, frame: pd.DataFrame) -> np.ndarray:
+    if isinstance(values, str):
+        if values not in frame.columns:
+            raise DataError(f"{name} column {values!r} not found in data")
+        values = frame[values]
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64).reshape(-1)
+    if arr.shape[0] != n:
+        raise DataError(f"{name} has length {arr.shape[0]} but data has {n} rows")
+    return arr
+
+
+def _response(frame: pd.DataFrame, lhs: str) -> np.ndarray:
+    name = lhs.strip().strip("`")
+    if name in frame.columns:
+        col = frame[name]
+        if not (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)):
+            raise DataError(f"response {name!r} is not numeric (dtype {col.dtype})")
+        return col.to_numpy(dtype=np.float64)
+    mm = _model_matrix(f"0 + {lhs}", frame, f"the response {lhs!r}")
+    if mm.shape[1] != 1:
+        raise DataError(f"response {lhs!r} is not a single numeric column")
+    return mm.to_numpy(dtype=np.float64)[:, 0]
+
+
+# --------------------------------------------------------------------------- main
+def build_design(formula: str, data, *, weights=None, offset=None, responses=None,
+                 check_levels: bool = True) -> Design:
+    """Parse ``formula`` against ``data`` into a ``Design`` (lme4's ``lFormula``).
+
+    ``responses`` (n, T) replaces the formula's response by T traits (NaN =
+    missing, kept as per-trait masks rather than dropped rows).
+    """
+    parsed = parse_formula(formula)
+    frame = _as_frame(data)
+    if not parsed.random:
+        raise FormulaError(f"no random-effects terms in formula {formula!r}; add one such as (1 | group)")
+
+    needed: dict[str, str] = {}
+    if responses is None:
+        if parsed.response is None:
+            raise FormulaError(f"formula {formula!r} has no response on the left of '~'")
+        resp = parsed.response.strip().strip("`")
+        needed.update({v: "the response" for v in ([resp] if resp in frame.columns or resp.isidentifier()
+                                                     else _formula_variables(resp, "response"))})
+    for v in _formula_variables(parsed.fixed, "fixed-effects formula"):
+        needed.setdefault(v, f"the fixed effects '{parsed.fixed}'")
+    for term in parsed.random:
+        for v in _formula_variables(term.expr, f"random-effects term {term}"):
+            needed.setdefault(v, f"the random-effects term {term}")
+        for v in term.group_vars:
+            needed.setdefault(v, f"the grouping factor of {term}")
+    _check_columns(needed, frame)
+
+    n_all = frame.shape[0]
+    w_all = np.ones(n_all) if weights is None else _numeric_vector(weights, "weights", n_all, frame)
+    o_all = np.zeros(n_all) if offset is None else _numeric_vector(offset, "offset", n_all, frame)
+    if weights is not None:
+        bad = ~np.isfinite(w_all) & ~np.isnan(w_all)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"weights must be finite; row {frame.index[i]!r} has {w_all[i]}")
+        if (w_all < 0).any():
+            i = int(np.flatnonzero(w_all < 0)[0])
+            raise DataError(f"negative weights are not allowed; row {frame.index[i]!r} has {w_all[i]}")
+    if offset is not None and np.isinf(o_all).any():
+        raise DataError("offset must be finite")
+
+    # rows with a missing value in a used column (the response only for a single fit)
+    used = frame[list(needed)]
+    missing = used.isna().any(axis=1).to_numpy() | np.isnan(w_all) | np.isnan(o_all)
+    if weights is not None:
+        missing |= w_all == 0
+    keep = ~missing
+    if responses is not None:
+        Y = np.asarray(responses, dtype=np.float64)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if Y.shape[0] != n_all:
+            raise DataError(f"responses have {Y.shape[0]} rows but data has {n_all}")
+    if not keep.any():
+        raise DataError("no rows left after removing rows with missing values in the used columns "
+                        f"({', '.join(needed)})")
+    frame_kept = frame.loc[keep]
+    n_dropped = int(missing.sum())
+    messages = []
+    if n_dropped:
+        messages.append(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed")
+
+    if responses is None:
+        y = _response(frame_kept, parsed.response)
+        if np.isnan(y).all():
+            raise DataError(f"response {parsed.response!r} has no non-missing values")
+        response_name = parsed.response.strip()
+    else:
+        y = Y[keep]
+        response_name = parsed.response.strip() if parsed.response else None
+
+    # fixed effects
+    mm = _model_matrix(parsed.fixed, frame_kept, f"the fixed effects '{parsed.fixed}'")
+    X_full = mm.to_numpy(dtype=np.float64)
+    names_full = [lme4_column_name(c) for c in mm.columns]
+    aliased = aliased_columns(X_full) if X_full.shape[1] else np.zeros(0, bool)
+    dropped = [nm for nm, a in zip(names_full, aliased) if a]
+    if dropped:
+        msg = (f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+               f"column{'s' if len(dropped) > 1 else ''} / coefficient{'s' if len(dropped) > 1 else ''}: "
+               + ", ".join(dropped))
+        messages.append(msg)
+        warnings.warn(msg, JaxlmmWarning, stacklevel=3)
+    X = X_full[:, ~aliased]
+    fixef_names = [nm for nm, a in zip(names_full, aliased) if not a]
+
+    # random effects
+    terms = []
+    for term in parsed.random:
+        zmm = _model_matrix(term.expr, frame_kept, f"the random-effects term {term}")
+        if zmm.shape[1] == 0:
+            raise FormulaError(f"random-effects term {term} has no columns")
+        factor = grouping_factor(frame_kept, term.group_vars)
+        terms.append(TermDesign(term, tuple(lme4_column_name(c) for c in zmm.columns), factor,
+                                zmm.model_spec, zmm.to_numpy(dtype=np.float64)))
+    nl = [len(t.factor.levels) for t in terms]
+    if any(np.diff(nl) > 0):
+        order = _r_rev_order(nl)
+        terms = [terms[i] for i in order]
+
+    n = X.shape[0]
+    if check_levels:
+        _check_levels(terms, n if responses is None else n)
+    return Design(parsed, response_name, y, X, fixef_names, dropped, mm.model_spec, terms,
+                  w_all[keep], o_all[keep], frame.index[keep], n_dropped, messages)
+
+
+def _r_rev_order(values: list[int]) -> list[int]:
+    """R's ``rev(order(values))``: decreasing, ties in reverse order of appearance."""
+    return list(reversed(sorted(range(len(values)), key=lambda i: values[i])))
+
+
+def _check_levels(terms: list[TermDesign], n: int) -> None:
+    """lme4's ``check.nlev.gtr.1``, ``check.nobs.vs.nlev`` and ``check.nobs.vs.nRE``."""
+    for t in terms:
+        nlev = len(t.factor.levels)
+        if nlev < 2:
+            raise DataError(f"grouping factor {t.group!r} has only {nlev} level; "
+                            "grouping factors must have > 1 sampled level")
+    problems = [t.group for t in terms if len(t.factor.levels) >= n]
+    if problems:
+        raise DataError("number of levels of each grouping factor must be < number of observations "
+                        f"(problems: {', '.join(problems)}; {n} observations)")
+    for t in terms:
+        q = len(t.factor.levels) * len(t.columns)
+        if n <= q:
+            raise DataError(f"number of observations (={n}) <= number of random effects (={q}) for term "
+                            f"{t.term}; the random-effects parameters and the residual variance are "
+                            "probably unidentifiable")

@@ -1,0 +1,24 @@
+"""Exceptions and warnings raised by the front end.
+
+Every check on user input happens before anything reaches JAX, so a user sees
+one of these -- naming the column, term or value at fault -- and never a
+traceback from inside a jitted function.
+"""
+
+from __future__ import annotations
+
+
+class JaxlmmError(ValueError):
+    """Base class of jaxlmm's input errors."""
+
+
+class FormulaError(JaxlmmError):
+    """The formula cannot be parsed or does not fit the data."""
+
+
+class DataError(JaxlmmError):
+    """The data, weights, offset or new data are unusable."""
+
+
+class JaxlmmWarning(UserWarning):
+    """Something the user should know about a fit (dropped rows or columns, singular fit...)."""

@@ -1,0 +1,85 @@
+"""lme4's names for model-matrix columns, random-effects parameters and groups.
+
+formulaic writes ``location[T.Granada]:trt[T.24]`` and ``Intercept``; R writes
+``locationGranada:trt24`` and ``(Intercept)``.  theta is named
+``group.row`` on the diagonal of lambda and ``group.row.col`` below it
+(``Subject.Days.(Intercept)``); ``confint`` names ``sd_Days|Subject``,
+``cor_Days.(Intercept)|Subject`` and ``sigma``.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTRAST = re.compile(r"^(?P<var>.*)\[(?:T\.)?(?P<level>[^\[\]]*)\]$")
+
+
+def lme4_column_name(name: str) -> str:
+    """``location[T.Granada]:trt[T.24]`` -> ``locationGranada:trt24``."""
+    if name == "Intercept":
+        return "(Intercept)"
+    parts = []
+    for part in _split_interaction(name):
+        m = _CONTRAST.match(part)
+        if m:
+            var = m.group("var")
+            if var.startswith("C(") and var.endswith(")") and "," not in var:
+                var = var[2:-1]
+            parts.append(var.strip("`") + m.group("level"))
+        else:
+            parts.append(part.strip("`"))
+    return ":".join(parts)
+
+
+def _split_interaction(name: str) -> list[str]:
+    """Split at ``:`` outside brackets and parentheses."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(name):
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == ":" and depth == 0:
+            out.append(name[start:i])
+            start = i + 1
+    out.append(name[start:])
+    return out
+
+
+def theta_names(group: str, columns: tuple[str, ...]) -> list[str]:
+    """lme4's names of one term's theta (column-major lower triangle)."""
+    out = []
+    for j in range(len(columns)):
+        for i in range(j, len(columns)):
+            out.append(f"{group}.{columns[i]}" if i == j else f"{group}.{columns[i]}.{columns[j]}")
+    return out
+
+
+def confint_names(group: str, columns: tuple[str, ...]) -> list[str]:
+    """``confint.merMod(oldNames = FALSE)`` names of one term's sd/cor parameters."""
+    out = []
+    for j in range(len(columns)):
+        for i in range(j, len(columns)):
+            out.append(f"sd_{columns[i]}|{group}" if i == j else f"cor_{columns[i]}.{columns[j]}|{group}")
+    return out
+
+
+def unique_group_names(groups: list[str]) -> list[str]:
+    """R's ``make.unique``: repeated names get ``.1``, ``.2``, ... (VarCorr's group names)."""
+    seen: dict[str, int] = {}
+    out = []
+    for g in groups:
+        if g in seen:
+            seen[g] += 1
+            out.append(f"{g}.{seen[g]}")
+        else:
+            seen[g] = 0
+            out.append(g)
+    return out
+
+
+def format_level(value) -> str:
+    """A factor level as R prints it: integral floats without ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

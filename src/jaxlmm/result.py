@@ -1,0 +1,241 @@
+"""The fitted model: lme4's ``merMod`` accessors on the output of one fit.
+
+The result is immutable; every table is built on first access from the arrays
+of the fit (``FitOutput``) and the names of the design.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .core.optimize import CONVERGED, STATUS_MESSAGES
+from .design import Design
+from .naming import theta_names as _theta_names
+from .varcorr import varcorr_frame
+
+SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
+
+
+def _numpy_tree(tree):
+    import jax
+
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+class LmerResult:
+    """A fitted linear mixed model (what ``jaxlmm.lmer`` returns).
+
+    The attributes mirror lme4: ``fixef``, ``vcov``, ``theta``, ``sigma``,
+    ``varcorr``, ``ranef``, ``coef``, ``criterion``, ``loglik``, ``aic``,
+    ``bic``, ``fitted``, ``residuals()``, ``predict()``, ``summary()``.
+    """
+
+    def __init__(self, design: Design, data, output, *, reml: bool, data_name: str | None = None,
+                 optimizer: str = "newton", fit_options=None):
+        self.design = design
+        self.model_data = data
+        self._out = _numpy_tree(output)
+        self.reml = bool(reml)
+        self.data_name = data_name
+        self.optimizer = optimizer
+        self._fit_options = fit_options
+
+    # ------------------------------------------------------------------ basic
+    @property
+    def formula(self) -> str:
+        return self.design.formula.text
+
+    @property
+    def nobs(self) -> int:
+        return int(self._out.solution.parts.n_obs)
+
+    @property
+    def theta(self) -> np.ndarray:
+        return np.asarray(self._out.optim.theta)
+
+    @cached_property
+    def theta_names(self) -> list[str]:
+        out = []
+        for t in self.design.terms:
+            out.extend(_theta_names(t.group, t.columns))
+        return out
+
+    @property
+    def lower(self) -> np.ndarray:
+        return self.design.structure.lower_bounds()
+
+    @property
+    def sigma(self) -> float:
+        return float(self._out.solution.sigma)
+
+    @property
+    def criterion(self) -> float:
+        """REML criterion at convergence (REML fits) or deviance (ML fits)."""
+        return float(self._out.solution.criterion)
+
+    @property
+    def deviance(self) -> float:
+        return self.criterion
+
+    @property
+    def df_model(self) -> int:
+        """Number of parameters: fixed effects, theta and sigma (logLik's ``df``)."""
+        return len(self.fixef_names) + len(self.theta) + 1
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.criterion
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2 * self.df_model
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + np.log(self.nobs) * self.df_model
+
+    @property
+    def is_singular(self) -> bool:
+        lower = self.lower
+        return bool(np.any(self.theta[lower == 0] < SINGULAR_TOL))
+
+    @property
+    def status(self) -> int:
+        return int(self._out.optim.status)
+
+    @property
+    def converged(self) -> bool:
+        return self.status == CONVERGED
+
+    @property
+    def optimizer_message(self) -> str:
+        return STATUS_MESSAGES.get(self.status, "unknown status")
+
+    @property
+    def n_iter(self) -> int:
+        return int(self._out.optim.n_iter)
+
+    @property
+    def grad(self) -> np.ndarray:
+        """Gradient of the criterion with respect to theta at the estimate."""
+        return np.asarray(self._out.optim.grad)
+
+    @property
+    def messages(self) -> list[str]:
+        msgs = list(self.design.messages)
+        if not self.converged:
+            msgs.append(f"optimizer: {self.optimizer_message}")
+        if self.is_singular:
+            msgs.append("boundary (singular) fit: see help('isSingular')")
+        return msgs
+
+    # ---------------------------------------------------------- fixed effects
+    @property
+    def fixef_names(self) -> list[str]:
+        return list(self.design.fixef_names)
+
+    @cached_property
+    def fixef(self) -> pd.Series:
+        return pd.Series(np.asarray(self._out.solution.beta), index=self.fixef_names, name="fixef")
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        v = np.asarray(self._out.solution.vcov_beta)
+        return pd.DataFrame(v, index=self.fixef_names, columns=self.fixef_names)
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef_names, name="se")
+
+    # --------------------------------------------------------- random effects
+    @cached_property
+    def lambdas(self) -> list[np.ndarray]:
+        import jax.numpy as jnp
+
+        return [np.asarray(lam) for lam in self.design.structure.lambdas(jnp.asarray(self.theta))]
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        return varcorr_frame(self.lambdas, [t.group for t in self.design.terms],
+                             [t.columns for t in self.design.terms], self.sigma)
+
+    @cached_property
+    def ranef(self) -> pd.DataFrame:
+        """``as.data.frame(ranef(m, condVar = TRUE))``: group, term, level, condval, condsd."""
+        frames = []
+        groups = list(dict.fromkeys(t.group for t in self.design.terms))
+        for g in groups:
+            for k, t in enumerate(self.design.terms):
+                if t.group != g:
+                    continue
+                b = np.asarray(self._out.solution.b[k])
+                v = np.asarray(self._out.solution.cond_var[k])
+                for s, col in enumerate(t.columns):
+                    frames.append(pd.DataFrame({
+                        "group": g, "term": col, "level": t.factor.levels,
+                        "condval": b[:, s], "condsd": np.sqrt(np.maximum(v[:, s, s], 0.0))}))
+        return pd.concat(frames, ignore_index=True)
+
+    def ranef_dict(self) -> dict[str, pd.DataFrame]:
+        """``ranef(m)``: per grouping factor a levels x columns frame of BLUPs."""
+        out = {}
+        for k, t in enumerate(self.design.terms):
+            b = pd.DataFrame(np.asarray(self._out.solution.b[k]), index=t.factor.levels, columns=list(t.columns))
+            out[t.group] = pd.concat([out[t.group], b], axis=1) if t.group in out else b
+        return out
+
+    @cached_property
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """``coef(m)``: per grouping factor, fixed effects plus that factor's BLUPs."""
+        out = {}
+        for g, re in self.ranef_dict().items():
+            frame = pd.DataFrame(np.tile(self.fixef.to_numpy(), (len(re), 1)), index=re.index,
+                                 columns=self.fixef_names)
+            for col in re.columns:
+                if col in frame.columns:
+                    frame[col] = frame[col] + re[col]
+                else:
+                    frame[col] = re[col]
+            out[g] = frame
+        return out
+
+    # ---------------------------------------------------- fitted & residuals
+    @property
+    def fitted(self) -> np.ndarray:
+        return np.asarray(self._out.fitted)
+
+    @property
+    def response(self) -> np.ndarray:
+        return np.asarray(self.design.y)
+
+    def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
+        """Residuals ``y - fitted`` (``"response"``) or ``sqrt(w) (y - fitted)`` (``"pearson"``).
+
+        ``scaled=True`` divides by sigma, as lme4's ``residuals(m, scaled = TRUE)``.
+        """
+        r = self.response - self.fitted
+        if type == "pearson":
+            r = r * np.sqrt(self.design.weights)
+        elif type != "response":
+            raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
+        return r / self.sigma if scaled else r
+
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> np.ndarray:
+        """Predictions as lme4's ``predict.merMod`` (see ``predict.py``)."""
+        from .predict import predict
+
+        return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+
+    # ------------------------------------------------------------------ text
+    def summary(self) -> str:
+        from .summary import format_summary
+
+        return format_summary(self)
+
+    def __repr__(self) -> str:
+        from .summary import format_short
+
+        return format_short(self)

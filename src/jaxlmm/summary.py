@@ -1,0 +1,184 @@
+"""Text summaries that read like lme4's ``print(summary(m))``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .naming import unique_group_names
+
+
+def _sig(x: float, digits: int = 4) -> str:
+    """``x`` with about ``digits`` significant digits, fixed notation where sensible."""
+    if x is None or not np.isfinite(x):
+        return "NaN" if x is not None and np.isnan(x) else str(x)
+    if x == 0:
+        return "0"
+    mag = int(np.floor(np.log10(abs(x))))
+    if mag >= 15 or mag < -5:
+        return f"{x:.{digits - 1}e}"
+    decimals = max(digits - 1 - mag, 0)
+    return f"{x:.{decimals}f}"
+
+
+def _column(values, digits: int = 4) -> list[str]:
+    """R-style column formatting: common number of decimals for a column."""
+    vals = np.asarray(values, dtype=float)
+    finite = vals[np.isfinite(vals)]
+    if finite.size == 0:
+        return [str(v) for v in vals]
+    big = np.max(np.abs(finite))
+    small = np.min(np.abs(finite[finite != 0])) if np.any(finite != 0) else big
+    mag = int(np.floor(np.log10(small))) if small > 0 else 0
+    decimals = min(max(digits - 1 - mag, 0), 8)
+    if big >= 1e15 or (big < 1e-4 and big > 0):
+        return [f"{v:.{digits - 1}e}" for v in vals]
+    return [f"{v:.{decimals}f}" for v in vals]
+
+
+def abbreviate(name: str, minlength: int = 6) -> str:
+    """R's ``abbreviate``: drop lower-case vowels, then lower-case letters, from the right."""
+    chars = list(name)
+    for pool in ("aeiou", "abcdefghijklmnopqrstuvwxyz"):
+        i = len(chars) - 1
+        while len(chars) > minlength and i > 0:
+            if chars[i] in pool:
+                del chars[i]
+            i -= 1
+    return "".join(chars[:max(minlength, 1)]) if len(chars) > minlength else "".join(chars)
+
+
+def format_table(frame: pd.DataFrame, index: bool = True) -> str:
+    """Right-aligned plain-text table."""
+    cells = [[str(c) for c in frame.columns]]
+    for _, row in frame.iterrows():
+        cells.append([str(v) for v in row])
+    labels = [""] + [str(i) for i in frame.index] if index else None
+    widths = [max(len(r[j]) for r in cells) for j in range(len(cells[0]))]
+    lw = max(len(s) for s in labels) if labels else 0
+    lines = []
+    for r, row in enumerate(cells):
+        left = labels[r].ljust(lw) + " " if labels else ""
+        lines.append(left + " ".join(c.rjust(w) for c, w in zip(row, widths)))
+    return "\n".join(lines)
+
+
+def random_effects_table(fit) -> str:
+    """The ``Random effects:`` block (Groups, Name, Variance, Std.Dev., Corr)."""
+    rows = []
+    groups = unique_group_names([t.group for t in fit.design.terms])
+    for t, grp, lam in zip(fit.design.terms, groups, fit.lambdas):
+        cov = fit.sigma ** 2 * lam @ lam.T
+        sd = np.sqrt(np.diag(cov))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cor = cov / np.outer(sd, sd)
+        for i, col in enumerate(t.columns):
+            corr = [f"{cor[i, j]:.2f}" for j in range(i)]
+            rows.append([grp.split(".")[0] if i == 0 and False else (grp if i == 0 else ""), col,
+                         cov[i, i], sd[i], " ".join(corr)])
+    rows.append(["Residual", "", fit.sigma ** 2, fit.sigma, ""])
+    var = _column([r[2] for r in rows])
+    sds = _column([r[3] for r in rows])
+    table = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
+    for r, v, s in zip(rows, var, sds):
+        table.append([r[0], r[1], v, s, r[4]])
+    widths = [max(len(row[j]) for row in table) for j in range(5)]
+    lines = []
+    for row in table:
+        lines.append(" " + " ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
+                                     row[3].rjust(widths[3]), row[4].ljust(widths[4])]).rstrip())
+    return "\n".join(lines)
+
+
+def _groups_line(fit) -> str:
+    seen = {}
+    for t in fit.design.terms:
+        seen.setdefault(t.group, len(t.factor.levels))
+    parts = ", ".join(f"{g}, {n}" for g, n in seen.items())
+    return f"Number of obs: {fit.nobs}, groups:  {parts}"
+
+
+def fixed_effects_table(fit, coef_table: pd.DataFrame | None = None) -> str:
+    table = coef_table if coef_table is not None else _wald_table(fit)
+    shown = pd.DataFrame(index=table.index)
+    for col in table.columns:
+        vals = table[col].to_numpy(dtype=float)
+        if col.startswith("Pr("):
+            shown[col] = [_pvalue(v) for v in vals]
+        elif col == "df":
+            shown[col] = _column(vals, 4)
+        else:
+            shown[col] = _column(vals, 4)
+    return format_table(shown)
+
+
+def _pvalue(p: float) -> str:
+    if not np.isfinite(p):
+        return "NA"
+    if p < 2e-16:
+        return "<2e-16"
+    return f"{p:.3g}" if p >= 1e-3 else f"{p:.2e}"
+
+
+def _wald_table(fit) -> pd.DataFrame:
+    est = fit.fixef.to_numpy()
+    se = fit.se.to_numpy()
+    return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=fit.fixef_names)
+
+
+def correlation_table(fit) -> str:
+    v = fit.vcov.to_numpy()
+    sd = np.sqrt(np.diag(v))
+    cor = v / np.outer(sd, sd)
+    names = fit.fixef_names
+    abbrev = [abbreviate(n) for n in names[:-1]]
+    rows = []
+    for i in range(1, len(names)):
+        rows.append([f"{cor[i, j]:.3f}".replace("0.", ".", 0) for j in range(i)] + [""] * (len(names) - 1 - i))
+    frame = pd.DataFrame(rows, index=names[1:], columns=abbrev)
+    lines = format_table(frame).splitlines()
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: str = "") -> str:
+    method = "REML" if fit.reml else "maximum likelihood"
+    lines = [f"Linear mixed model fit by {method}{title_suffix} ['lmerMod']",
+             f"Formula: {fit.formula}"]
+    if fit.data_name:
+        lines.append(f"   Data: {fit.data_name}")
+    lines.append("")
+    if fit.reml:
+        lines.append(f"REML criterion at convergence: {fit.criterion:.1f}")
+    else:
+        stats = pd.DataFrame([[f"{fit.aic:.1f}", f"{fit.bic:.1f}", f"{fit.loglik:.1f}", f"{fit.deviance:.1f}",
+                               str(fit.nobs - fit.df_model)]],
+                             columns=["AIC", "BIC", "logLik", "deviance", "df.resid"])
+        lines.append(format_table(stats, index=False))
+    lines.append("")
+    res = fit.residuals("pearson", scaled=True)
+    q = np.quantile(res, [0, 0.25, 0.5, 0.75, 1.0])
+    lines.append("Scaled residuals: ")
+    lines.append(format_table(pd.DataFrame([[f"{v:.4f}" for v in q]], columns=["Min", "1Q", "Median", "3Q", "Max"]),
+                              index=False))
+    lines.append("")
+    lines.append("Random effects:")
+    lines.append(random_effects_table(fit))
+    lines.append(_groups_line(fit))
+    lines.append("")
+    lines.append("Fixed effects:")
+    lines.append(fixed_effects_table(fit, coef_table))
+    if len(fit.fixef_names) > 1:
+        lines.append("")
+        lines.append("Correlation of Fixed Effects:")
+        lines.append(correlation_table(fit))
+    for msg in fit.messages:
+        lines.append(msg)
+    return "\n".join(lines)
+
+
+def format_short(fit) -> str:
+    method = "REML" if fit.reml else "maximum likelihood"
+    crit = f"REML criterion at convergence: {fit.criterion:.4f}" if fit.reml else f"deviance: {fit.criterion:.4f}"
+    fe = ", ".join(f"{k} = {v:.4g}" for k, v in fit.fixef.items())
+    return (f"<LmerResult fit by {method}: {fit.formula}\n  {crit}; nobs = {fit.nobs}; sigma = {fit.sigma:.4g}\n"
+            f"  fixef: {fe}>")

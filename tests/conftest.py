@@ -1,0 +1,61 @@
+"""Shared fixtures: lme4 reference results, datasets and fits (compiled once per session).
+
+JAX's persistent compilation cache is on for the whole test session
+(``JAXLMM_TEST_CACHE`` or ``.pytest_cache/jax``), so compiled fit programs are
+reused across runs; within a run, fits are shared by session-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import warnings
+
+import pytest
+
+import jaxlmm
+from jaxlmm._config import enable_compilation_cache
+
+REFERENCE = pathlib.Path(__file__).parent / "reference"
+ROOT = pathlib.Path(__file__).parent.parent
+
+enable_compilation_cache(os.environ.get("JAXLMM_TEST_CACHE", str(ROOT / ".pytest_cache" / "jax")))
+
+CASES = sorted(p.stem for p in REFERENCE.glob("*.json"))
+FAST_CASES = [c for c in CASES if c != "insteval"]
+
+
+def load_reference(case: str) -> dict:
+    return json.loads((REFERENCE / f"{case}.json").read_text())
+
+
+def case_data(ref: dict):
+    """The reference case's data with its factor columns categorical (as in refgen.R)."""
+    name = ref["data"].removesuffix(".csv")
+    frame = jaxlmm.load_dataset(name)
+    factors = [ref["factors"]] if isinstance(ref["factors"], str) else ref["factors"]
+    for col in factors:
+        frame[col] = frame[col].astype(str).astype("category") if frame[col].dtype == object else \
+            frame[col].astype("category")
+    return frame
+
+
+class FitCache:
+    def __init__(self):
+        self._fits = {}
+
+    def get(self, case: str, reml: bool | None = None):
+        ref = load_reference(case)
+        reml = ref["reml"] if reml is None else reml
+        key = (case, reml)
+        if key not in self._fits:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", jaxlmm.JaxlmmWarning)
+                self._fits[key] = jaxlmm.lmer(ref["formula"], case_data(ref), reml=reml)
+        return self._fits[key]
+
+
+@pytest.fixture(scope="session")
+def fits() -> FitCache:
+    return FitCache()
