@@ -64,7 +64,7 @@ def predict(fit, newdata=None, *, re_form=None, allow_new_levels: bool = False) 
     design = fit.design
     beta = fit.fixef.to_numpy()
     chosen = _selected_terms(fit, re_form)
-    b = [np.asarray(x) for x in fit._out.solution.b]
+    b = [fit._b(k) for k in range(len(design.terms))]
     if newdata is None:
         if re_form is None:
             return fit.fitted.copy()

@@ -52,6 +52,16 @@ class LmerResult:
     def nobs(self) -> int:
         return int(self._out.solution.parts.n_obs)
 
+    def _levels(self, k: int) -> int:
+        return len(self.design.terms[k].factor.levels)
+
+    def _b(self, k: int) -> np.ndarray:
+        """BLUPs of term k (levels x columns), without shape padding."""
+        return np.asarray(self._out.solution.b[k])[:self._levels(k)]
+
+    def _cond_var(self, k: int) -> np.ndarray:
+        return np.asarray(self._out.solution.cond_var[k])[:self._levels(k)]
+
     @property
     def theta(self) -> np.ndarray:
         return np.asarray(self._out.optim.theta)
@@ -171,8 +181,8 @@ class LmerResult:
             for k, t in enumerate(self.design.terms):
                 if t.group != g:
                     continue
-                b = np.asarray(self._out.solution.b[k])
-                v = np.asarray(self._out.solution.cond_var[k])
+                b = self._b(k)
+                v = self._cond_var(k)
                 for s, col in enumerate(t.columns):
                     frames.append(pd.DataFrame({
                         "group": g, "term": col, "level": t.factor.levels,
@@ -183,7 +193,7 @@ class LmerResult:
         """``ranef(m)``: per grouping factor a levels x columns frame of BLUPs."""
         out = {}
         for k, t in enumerate(self.design.terms):
-            b = pd.DataFrame(np.asarray(self._out.solution.b[k]), index=t.factor.levels, columns=list(t.columns))
+            b = pd.DataFrame(self._b(k), index=t.factor.levels, columns=list(t.columns))
             out[t.group] = pd.concat([out[t.group], b], axis=1) if t.group in out else b
         return out
 
@@ -205,7 +215,7 @@ class LmerResult:
     # ---------------------------------------------------- fitted & residuals
     @property
     def fitted(self) -> np.ndarray:
-        return np.asarray(self._out.fitted)
+        return np.asarray(self._out.fitted)[:self.design.nobs]
 
     @property
     def response(self) -> np.ndarray:

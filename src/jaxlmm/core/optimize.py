@@ -107,22 +107,27 @@ def _newton_direction(x, g, H, free, at_bound):
 
 def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
                     options: NewtonOptions = NewtonOptions()) -> OptimResult:
-    """Projected Newton minimization of ``fun`` subject to ``x >= lower``."""
+    """Projected Newton minimization of ``fun`` subject to ``x >= lower``.
+
+    Each outer iteration evaluates f, g and H once at the current point; the
+    inner loop evaluates f only, at the line-search trials or at the snapped
+    point.  (One trace of each keeps the compiled program small.)
+    """
     opt = options
     bounded = jnp.isfinite(lower)
-    f0, g0, H0 = value_grad_hessian(fun, x0)
-    finite0 = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
-    status0 = jnp.where(finite0, MAX_ITER, NONFINITE)
+    dtype = x0.dtype
 
     def safe(f):
         return jnp.where(jnp.isnan(f), jnp.inf, f)
 
     def cond(state):
-        x, f, g, H, it, status, done, step, n_small = state
-        return (~done) & (it < opt.max_iter)
+        return (~state["done"]) & (state["it"] < opt.max_iter)
 
     def body(state):
-        x, f, g, H, it, status, done, _, n_small = state
+        x, it, n_small = state["x"], state["it"], state["n_small"]
+        f, g, H = value_grad_hessian(fun, x)
+        finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(H))
+
         at_bound = bounded & (x <= lower)
         # held at the bound: gradient pointing outward, or flat with non-negative curvature
         flat = 1e-12 * (1.0 + jnp.abs(f))
@@ -137,42 +142,48 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
         n_small = jnp.where(small, n_small + 1, 0)
         converged = pos_def & (tiny | (pred <= 1e-15 * (1.0 + jnp.abs(f))) | (n_small > 3))
 
-        # cap the step, then projected backtracking line search
+        # at convergence try the bound for components within snap_eps of it
+        near = bounded & (x > lower) & (x - lower <= opt.snap_eps)
+        snap = converged & jnp.any(near)
+        x_snap = jnp.where(near, lower, x)
+
         cap = 10.0 * jnp.maximum(1.0, jnp.max(jnp.abs(x)))
         d = d * jnp.minimum(1.0, cap / jnp.maximum(step, 1e-300))
 
+        def trial(a):
+            return jnp.where(snap, x_snap, _project(x + a * d, lower))
+
         def ls_cond(c):
-            a, xa, fa, ok, n = c
-            return (~ok) & (n < opt.max_halvings)
+            a, _, ok, n = c
+            give_up = jnp.where(snap, n >= 1, n >= opt.max_halvings)
+            return (~ok) & (~give_up)
 
         def ls_body(c):
-            a, _, _, _, n = c
-            xa = _project(x + a * d, lower)
+            a, _, _, n = c
+            xa = trial(a)
             fa = safe(fun(xa))
-            ok = fa <= f + opt.armijo * jnp.dot(g, xa - x)
-            return (jnp.where(ok, a, 0.5 * a), xa, fa, ok, n + 1)
+            ok = jnp.where(snap, fa <= f + opt.snap_ftol * (1.0 + jnp.abs(f)),
+                           fa <= f + opt.armijo * jnp.dot(g, xa - x))
+            return (jnp.where(ok, a, 0.5 * a), xa, ok, n + 1)
 
-        _, x_new, f_new, ls_ok, _ = lax.while_loop(
-            ls_cond, ls_body, (jnp.ones((), x.dtype), x, f, jnp.zeros((), bool), 0))
+        skip = ~finite | (converged & ~snap)
+        _, x_new, ls_ok, _ = lax.while_loop(ls_cond, ls_body, (jnp.ones((), dtype), x, skip, 0))
+        moved = ls_ok & ~skip
+        done = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
+        status = jnp.where(~finite, NONFINITE, jnp.where(
+            converged, CONVERGED, jnp.where(ls_ok, MAX_ITER, jnp.where(step < 1e-5, CONVERGED, LINE_SEARCH_FAILED))))
+        return dict(x=jnp.where(moved, x_new, x), f=f, g=g, it=it + 1, status=status.astype(jnp.int32), done=done,
+                    step=step, n_small=n_small)
 
-        # snap to the bound at convergence (see module docstring)
-        near = bounded & (x > lower) & (x - lower <= opt.snap_eps)
-        x_snap = jnp.where(near, lower, x)
-        f_snap = safe(fun(x_snap))
-        snap_ok = converged & jnp.any(near) & (f_snap <= f + opt.snap_ftol * (1.0 + jnp.abs(f)))
-
-        x_next = jnp.where(snap_ok, x_snap, jnp.where(converged | ~ls_ok, x, x_new))
-        moved = snap_ok | (~converged & ls_ok)
-        f1, g1, H1 = lax.cond(moved, lambda z: value_grad_hessian(fun, z), lambda z: (f, g, H), x_next)
-        finished = (converged & ~snap_ok) | (~converged & ~ls_ok)
-        new_status = jnp.where(converged, CONVERGED,
-                               jnp.where(ls_ok, MAX_ITER, jnp.where(step < 1e-5, CONVERGED, LINE_SEARCH_FAILED)))
-        return (x_next, f1, g1, H1, it + 1, new_status, finished, step, n_small)
-
-    init = (x0, f0, g0, H0, jnp.zeros((), jnp.int32), status0, ~finite0, jnp.asarray(jnp.inf, x0.dtype),
-            jnp.zeros((), jnp.int32))
-    x, f, g, H, it, status, done, step, _ = lax.while_loop(cond, body, init)
-    return OptimResult(x, f, g, it, status, step)
+    k = x0.shape[0]
+    init = dict(x=x0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros(k, dtype), it=jnp.zeros((), jnp.int32),
+                status=jnp.asarray(MAX_ITER, jnp.int32), done=jnp.zeros((), bool),
+                step=jnp.asarray(jnp.inf, dtype), n_small=jnp.zeros((), jnp.int32))
+    out = lax.while_loop(cond, body, init)
+    # the reported f and g belong to the last evaluated point; a final accepted
+    # step (max_iter reached) leaves them one step behind, which only happens
+    # when the fit has not converged.
+    return OptimResult(out["x"], out["f"], out["g"], out["it"], out["status"].astype(jnp.int32), out["step"])
 
 
 def minimize_optax(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, optimizer,

@@ -1,0 +1,146 @@
+"""Command line: ``jaxlmm fit DATA.csv "FORMULA"`` and ``jaxlmm fit --example NAME``.
+
+The summary goes to standard output; with ``--out DIR`` the tables are written
+as CSV files (``fixef.csv``, ``ranef.csv``, ``varcorr.csv``, ``theta.csv``).
+JAX's persistent compilation cache (``~/.cache/jaxlmm/jax`` or
+``$JAXLMM_CACHE``) makes the second run of a model of the same shape skip
+compilation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+EPILOG = """examples:
+  jaxlmm fit --example sulfur
+  jaxlmm fit sleepstudy.csv "Reaction ~ Days + (Days | Subject)" --out results/
+  jaxlmm fit trial.csv "yield ~ 0 + location + (1 | block)" --factors block --ml
+  jaxlmm datasets
+
+shipped examples (jaxlmm fit --example NAME):
+{examples}
+"""
+
+
+def _examples_text() -> str:
+    from .datasets import DATASETS
+
+    return "\n".join(f"  {name:<16} {formula}" for name, (_, _, formula) in sorted(DATASETS.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxlmm",
+        description="Linear mixed models with lme4 formulas, fitted in JAX (REML or ML).",
+        epilog=EPILOG.format(examples=_examples_text()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fit = sub.add_parser(
+        "fit", help="fit a model and print its summary",
+        description="Fit an lme4 formula to a CSV file (or a shipped example) and print lme4's summary.",
+        epilog=EPILOG.format(examples=_examples_text()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fit.add_argument("data", nargs="?", help="CSV file with a header row")
+    fit.add_argument("formula", nargs="?", help='lme4 formula, e.g. "y ~ x + (1 | g)"')
+    fit.add_argument("--example", metavar="NAME", help="fit a shipped dataset with its standard formula "
+                     "(a FORMULA given as well overrides the standard one)")
+    fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    fit.add_argument("--out", metavar="DIR", help="write fixef.csv, ranef.csv, varcorr.csv, theta.csv here")
+    fit.add_argument("--factors", metavar="COLS", default="",
+                     help="comma-separated numeric columns to treat as factors (categorical)")
+    fit.add_argument("--weights", metavar="COL", help="column of prior weights")
+    fit.add_argument("--offset", metavar="COL", help="column holding an offset")
+    fit.add_argument("--float32", action="store_true", help="compute in single precision")
+    fit.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
+    sub.add_parser("datasets", help="list the shipped example datasets")
+    return parser
+
+
+def _load(args, parser):
+    import pandas as pd
+
+    from .datasets import example_formula, load_dataset
+
+    if args.example:
+        try:
+            data = load_dataset(args.example)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if args.data and not args.formula:
+            args.formula, args.data = args.data, None
+        formula = args.formula or example_formula(args.example)
+        return data, formula, args.example
+    if not args.data or not args.formula:
+        parser.error("fit needs DATA.csv and FORMULA (or --example NAME)")
+    path = Path(args.data)
+    if not path.exists():
+        parser.error(f"data file {str(path)!r} not found")
+    data = pd.read_csv(path)
+    for col in filter(None, (c.strip() for c in args.factors.split(","))):
+        if col not in data.columns:
+            parser.error(f"--factors: column {col!r} not in {path.name}")
+        data[col] = data[col].astype("category")
+    return data, args.formula, path.stem
+
+
+def _write_tables(fit, out: Path) -> list[Path]:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    fixef = pd.DataFrame({"term": fit.fixef_names, "estimate": fit.fixef.to_numpy(), "std_error": fit.se.to_numpy()})
+    fixef["t_value"] = fixef["estimate"] / fixef["std_error"]
+    theta = pd.DataFrame({"name": fit.theta_names, "theta": fit.theta})
+    files = {"fixef.csv": fixef, "ranef.csv": fit.ranef, "varcorr.csv": fit.varcorr, "theta.csv": theta}
+    paths = []
+    for name, frame in files.items():
+        frame.to_csv(out / name, index=False)
+        paths.append(out / name)
+    return paths
+
+
+def _cmd_fit(args, parser) -> int:
+    from . import _config
+
+    if not args.no_cache:
+        _config.enable_compilation_cache()
+    from .errors import JaxlmmError, JaxlmmWarning
+    from .lmer import lmer
+
+    data, formula, name = _load(args, parser)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JaxlmmWarning)  # the summary prints the messages
+            fit = lmer(formula, data, reml=not args.ml, weights=args.weights, offset=args.offset,
+                       dtype="float32" if args.float32 else None, data_name=name)
+    except JaxlmmError as exc:
+        print(f"jaxlmm: error: {exc}", file=sys.stderr)
+        return 2
+    print(fit.summary())
+    if args.out:
+        for path in _write_tables(fit, Path(args.out)):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "fit":
+        return _cmd_fit(args, parser)
+    if args.command == "datasets":
+        from .datasets import DATASETS
+
+        for name, (fname, factors, formula) in sorted(DATASETS.items()):
+            print(f"{name:<16} {formula}")
+        return 0
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
