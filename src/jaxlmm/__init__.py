@@ -23,9 +23,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it (loaded on first use, so that
 # ``import jaxlmm.core`` stays free of pandas and formulaic)
 _EXPORTS = {
-    "lmer": "lmer",
-    "deviance_function": "lmer",
-    "DevianceFunction": "lmer",
+    "lmer": "fitting",
+    "deviance_function": "fitting",
+    "DevianceFunction": "fitting",
     "build_design": "design",
     "lformula": "design",
     "LmerResult": "result",

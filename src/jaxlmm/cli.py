@@ -109,7 +109,7 @@ def _cmd_fit(args, parser) -> int:
     if not args.no_cache:
         _config.enable_compilation_cache()
     from .errors import JaxlmmError, JaxlmmWarning
-    from .lmer import lmer
+    from .fitting import lmer
 
     data, formula, name = _load(args, parser)
     try:

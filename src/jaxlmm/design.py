@@ -307,6 +307,9 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     if offset is not None and np.isinf(o_all).any():
         raise DataError("offset must be finite")
 
+    if responses is None and resp in frame.columns and frame[resp].isna().all():
+        raise DataError(f"response {resp!r} has no non-missing values")
+
     # rows with a missing value in a used column (the response only for a single fit)
     used = frame[list(needed)]
     missing = used.isna().any(axis=1).to_numpy() | np.isnan(w_all) | np.isnan(o_all)

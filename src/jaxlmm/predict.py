@@ -17,7 +17,7 @@ import pandas as pd
 from .design import _model_matrix, _numeric_vector
 from .errors import DataError, FormulaError
 from .formula import parse_formula
-from .naming import lme4_column_name
+from .naming import format_level, lme4_column_name
 
 
 def _selected_terms(fit, re_form) -> dict[int, list[int]]:
@@ -91,7 +91,7 @@ def predict(fit, newdata=None, *, re_form=None, allow_new_levels: bool = False) 
             c = t.factor.lookup(newdata)
             if (c < 0).any() and not allow_new_levels:
                 bad = newdata.iloc[int(np.flatnonzero(c < 0)[0])]
-                level = ":".join(str(bad[v]) for v in t.factor.variables)
+                level = ":".join(format_level(_scalar(bad[v])) for v in t.factor.variables)
                 raise DataError(f"new level {level!r} of grouping factor {t.group!r} in newdata; "
                                 "use allow_new_levels=True to predict it at the population level")
             codes.append(c)
@@ -116,3 +116,7 @@ def _check_newdata_columns(fit, newdata: pd.DataFrame, chosen) -> None:
     if missing:
         raise DataError(f"newdata is missing column{'s' if len(missing) > 1 else ''} "
                         f"{', '.join(map(repr, missing))} needed for prediction")
+
+
+def _scalar(x):
+    return x.item() if hasattr(x, "item") else x

@@ -1,0 +1,63 @@
+"""The command line: examples, CSV files, --out tables and errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from jaxlmm.cli import main
+
+
+def test_example_sulfur(capsys):
+    assert main(["fit", "--example", "sulfur", "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "Formula: yield ~ 0 + location + (1 | block)" in out
+    assert "locationGranada" in out and "REML criterion at convergence: 565.8" in out
+
+
+def test_csv_formula_and_out(tmp_path, capsys):
+    src = tmp_path / "sleep.csv"
+    import jaxlmm
+
+    jaxlmm.load_dataset("sleepstudy").to_csv(src, index=False)
+    out_dir = tmp_path / "res"
+    code = main(["fit", str(src), "Reaction ~ Days + (Days | Subject)", "--ml", "--out", str(out_dir),
+                 "--no-cache"])
+    assert code == 0
+    assert "maximum likelihood" in capsys.readouterr().out
+    fixef = pd.read_csv(out_dir / "fixef.csv")
+    assert list(fixef["term"]) == ["(Intercept)", "Days"]
+    assert set(pd.read_csv(out_dir / "varcorr.csv")["grp"]) == {"Subject", "Residual"}
+    assert len(pd.read_csv(out_dir / "ranef.csv")) == 36
+    assert len(pd.read_csv(out_dir / "theta.csv")) == 3
+
+
+def test_factors_option(tmp_path, capsys):
+    import jaxlmm
+
+    src = tmp_path / "sulfur.csv"
+    jaxlmm.load_dataset("sulfur").to_csv(src, index=False)
+    assert main(["fit", str(src), "yield ~ location + trt + (1 | block)", "--factors", "trt,block",
+                 "--no-cache"]) == 0
+    assert "trt24" in capsys.readouterr().out
+
+
+def test_errors_are_messages(tmp_path, capsys):
+    import jaxlmm
+
+    src = tmp_path / "s.csv"
+    jaxlmm.load_dataset("sleepstudy").to_csv(src, index=False)
+    assert main(["fit", str(src), "Reaction ~ Dayz + (1 | Subject)", "--no-cache"]) == 2
+    assert "column 'Dayz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--example", "nosuch"])
+
+
+def test_help_documents_commands():
+    out = subprocess.run([sys.executable, "-m", "jaxlmm.cli", "fit", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for piece in ["--example", "--ml", "--out", "--factors", "sleepstudy", "sulfur"]:
+        assert piece in out.stdout
