@@ -17,6 +17,7 @@ Steps, each with its own clear error:
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -164,20 +165,20 @@ class Design:
         have weight 0 and padded levels no rows, so they change nothing in the
         fit, but models of similar size share one compiled program.
         """
-        import jax.numpy as jnp
-
         from .core.data import ModelData
 
+        dtype = np.dtype(dtype)
         y = self.y if y is None else y
         w = self.weights if weights is None else weights
+        # numpy leaves: a jitted program transfers them in one go
         return ModelData(
-            X=jnp.asarray(self.pad_rows(self.X), dtype),
-            y=jnp.asarray(self.pad_rows(np.nan_to_num(np.asarray(y, float))), dtype),
-            weights=jnp.asarray(self.pad_rows(np.where(np.isnan(y), 0.0, w) if np.ndim(y) == 1 else w), dtype),
-            offset=jnp.asarray(self.pad_rows(self.offset), dtype),
-            refs=tuple(jnp.asarray(self.pad_rows(t.factor.codes), jnp.int32) for t in self.terms),
-            z=tuple(jnp.asarray(self.pad_rows(t.z), dtype) for t in self.terms),
-            transforms=tuple(None if t.relmat is None else jnp.asarray(t.relmat.factor, dtype) for t in self.terms),
+            X=self.pad_rows(self.X).astype(dtype),
+            y=self.pad_rows(np.nan_to_num(np.asarray(y, float))).astype(dtype),
+            weights=self.pad_rows(np.where(np.isnan(y), 0.0, w) if np.ndim(y) == 1 else w).astype(dtype),
+            offset=self.pad_rows(self.offset).astype(dtype),
+            refs=tuple(self.pad_rows(t.factor.codes).astype(np.int32) for t in self.terms),
+            z=tuple(self.pad_rows(t.z).astype(dtype) for t in self.terms),
+            transforms=tuple(None if t.relmat is None else np.asarray(t.relmat.factor, dtype) for t in self.terms),
             structure=self.structure,
         )
 
@@ -195,10 +196,15 @@ def _as_frame(data) -> pd.DataFrame:
     return frame
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str):
+    """formulaic's parse of ``text`` (cached: parsing costs more than a small model matrix)."""
+    return _formulaic().Formula(text)
+
+
 def _formula_variables(text: str, what: str) -> set[str]:
-    formulaic = _formulaic()
     try:
-        return set(formulaic.Formula(text).required_variables)
+        return set(_parsed(text).required_variables)
     except Exception as exc:  # formulaic's syntax errors
         raise FormulaError(f"cannot parse the {what} {text!r}: {_clean_message(exc)}") from None
 
@@ -214,7 +220,7 @@ def _model_matrix(spec_or_formula, frame: pd.DataFrame, what: str):
     formulaic = _formulaic()
     try:
         if isinstance(spec_or_formula, str):
-            return formulaic.model_matrix(spec_or_formula, frame, na_action="ignore")
+            return formulaic.model_matrix(_parsed(spec_or_formula), frame, na_action="ignore")
         return spec_or_formula.get_model_matrix(frame, na_action="ignore")
     except Exception as exc:
         raise FormulaError(f"cannot build the model matrix of {what}: {_clean_message(exc)}") from None

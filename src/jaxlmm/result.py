@@ -22,7 +22,7 @@ SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
 def _numpy_tree(tree):
     import jax
 
-    return jax.tree_util.tree_map(np.asarray, tree)
+    return jax.device_get(tree)
 
 
 class LmerResult:
