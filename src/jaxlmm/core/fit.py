@@ -20,7 +20,7 @@ from .crossprod import cross_products
 from .data import ModelData
 from .deviance import profiled_deviance
 from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_optax
-from .solution import Solution, linear_predictor, solve
+from .solution import Estimates, Solution, estimates, linear_predictor, solve
 
 
 class FitOutput(NamedTuple):
@@ -34,7 +34,7 @@ def _fit(data: ModelData, theta0, reml: bool, options, optimizer=None) -> FitOut
     lower = jnp.asarray(data.structure.lower_bounds(), dtype=theta0.dtype)
     objective = partial(profiled_deviance, cp=cp, reml=reml)
     if optimizer is None:
-        res = minimize_newton(objective, theta0, lower, options)
+        res = minimize_newton(objective, theta0, lower, options, data.structure.reflections())
     else:
         res = minimize_optax(objective, theta0, lower, optimizer, **dict(options))
     sol = solve(res.theta, cp, reml)
@@ -52,3 +52,30 @@ def fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonOptio
 def fit_program_optax(data: ModelData, theta0, optimizer, reml: bool = True, options: tuple = ()) -> FitOutput:
     """Fit one response with an optax optimizer (``options``: max_iter, gtol as pairs)."""
     return _fit(data, theta0, reml, options, optimizer=optimizer)
+
+
+class BatchOutput(NamedTuple):
+    """Per-trait results of a batch fit (leading axis: traits)."""
+
+    optim: OptimResult
+    estimates: Estimates
+
+
+def _fit_estimates(data: ModelData, y, w, theta0, reml: bool, options) -> BatchOutput:
+    cp = cross_products(data.with_response(y, w))
+    lower = jnp.asarray(data.structure.lower_bounds(), dtype=theta0.dtype)
+    res = minimize_newton(partial(profiled_deviance, cp=cp, reml=reml), theta0, lower, options,
+                          data.structure.reflections())
+    return BatchOutput(res, estimates(res.theta, cp, reml))
+
+
+@partial(jax.jit, static_argnames=("reml", "options"))
+def fit_batch_program(data: ModelData, Y, W, theta0, reml: bool = True,
+                      options: NewtonOptions = NewtonOptions()) -> BatchOutput:
+    """Fit T responses ``Y`` (T, n) with weights ``W`` (T, n) sharing one design.
+
+    The single-trait fit vmapped over traits: one program for the whole batch,
+    each trait with its own weights (0 = missing) and starting value ``theta0``
+    (T, k).  Design arrays in ``data`` are shared, not copied per trait.
+    """
+    return jax.vmap(_fit_estimates, in_axes=(None, 0, 0, 0, None, None))(data, Y, W, theta0, reml, options)

@@ -98,7 +98,8 @@ def _newton_direction(x, g, H, free, at_bound):
     v = V[:, 0]
     slope = jnp.dot(gf, v)
     inward = jnp.sum(jnp.where(at_bound, v, 0.0))
-    sign = jnp.where(slope != 0, -jnp.sign(slope), jnp.where(inward < 0, -1.0, 1.0))
+    # both signs descend along strong negative curvature: prefer the one into the feasible set
+    sign = jnp.where(jnp.abs(inward) > 1e-8, jnp.sign(inward), jnp.where(slope > 0, -1.0, 1.0))
     size = jnp.maximum(jnp.max(jnp.abs(d)), 0.1 * jnp.maximum(1.0, jnp.max(jnp.abs(x))))
     negative = w[0] < -1e-8 * scale
     d = d + jnp.where(negative, sign * size, 0.0) * v
@@ -106,12 +107,19 @@ def _newton_direction(x, g, H, free, at_bound):
 
 
 def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
-                    options: NewtonOptions = NewtonOptions()) -> OptimResult:
+                    options: NewtonOptions = NewtonOptions(), reflections=None) -> OptimResult:
     """Projected Newton minimization of ``fun`` subject to ``x >= lower``.
 
     Each outer iteration evaluates f, g and H once at the current point; the
     inner loop evaluates f only, at the line-search trials or at the snapped
     point.  (One trace of each keeps the compiled program small.)
+
+    ``reflections`` (k x k, 0/1) declares symmetries ``f(R x) = f(x)``: row i
+    lists the components whose signs may be flipped together when component i
+    sits at its bound (see ``ReStructure.reflections``).  A bound component
+    whose gradient points outward is then reflected (``x, g, H -> R x, R g,
+    R H R``, no new evaluation), which turns its gradient inward: a boundary
+    point is only accepted when it is a local minimum of both reflections.
     """
     opt = options
     bounded = jnp.isfinite(lower)
@@ -129,8 +137,13 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
         finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(H))
 
         at_bound = bounded & (x <= lower)
-        # held at the bound: gradient pointing outward, or flat with non-negative curvature
         flat = 1e-12 * (1.0 + jnp.abs(f))
+        if reflections is not None:
+            R = jnp.asarray(reflections, dtype)
+            flip = at_bound & (g > flat) & (R @ (x != 0).astype(dtype) > 0)
+            sign = jnp.where((flip.astype(dtype) @ R) > 0, -1.0, 1.0).astype(dtype)
+            x, g, H = sign * x, sign * g, sign[:, None] * H * sign[None, :]
+        # held at the bound: gradient pointing outward, or flat with non-negative curvature
         active = at_bound & ((g > flat) | ((g >= -flat) & (jnp.diagonal(H) >= 0)))
         free = ~active
         d, pos_def = _newton_direction(x, g, H, free, at_bound)

@@ -49,30 +49,50 @@ def _unflatten_dense(x: jnp.ndarray, cp: CrossProducts) -> dict:
     return out
 
 
+class Estimates(NamedTuple):
+    """The fixed-effects part of a fit at theta (what a batch of traits keeps)."""
+
+    criterion: jnp.ndarray
+    beta: jnp.ndarray
+    sigma: jnp.ndarray
+    vcov_beta: jnp.ndarray
+    n_obs: jnp.ndarray
+
+
+def _fixed_part(theta, cp: CrossProducts, reml: bool):
+    parts, fac = deviance_parts(theta, cp)
+    crit = criterion_from_parts(parts, cp.p, reml)
+    qd, p = cp.structure.q_dense, cp.p
+    L22 = fac.L22
+    # back-substitution L^T [u; beta] = r for the dense unknowns [u_d; beta]
+    r = L22[-1, :-1]
+    x_dense = solve_triangular(L22[:-1, :-1], r, lower=True, trans="T")
+    nmp = parts.n_obs - p if reml else parts.n_obs
+    sigma2 = parts.pwrss / nmp
+    LX = L22[qd:qd + p, qd:qd + p]
+    LX_inv = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
+    vcov_beta = sigma2 * LX_inv.T @ LX_inv
+    return crit, parts, fac, x_dense, sigma2, vcov_beta
+
+
+def estimates(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Estimates:
+    """Criterion, beta, sigma and Cov(beta) at ``theta`` (no random effects)."""
+    crit, parts, _, x_dense, sigma2, vcov_beta = _fixed_part(theta, cp, reml)
+    qd = cp.structure.q_dense
+    return Estimates(crit, x_dense[qd:qd + cp.p], jnp.sqrt(sigma2), vcov_beta, parts.n_obs)
+
+
 def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
     """beta, u, b, sigma, Cov(beta) and conditional variances at ``theta``."""
     s = cp.structure
-    parts, fac = deviance_parts(theta, cp)
-    crit = criterion_from_parts(parts, cp.p, reml)
+    crit, parts, fac, x_dense, sigma2, vcov_beta = _fixed_part(theta, cp, reml)
     qd, p = s.q_dense, cp.p
     L22 = fac.L22
-    Q = L22.shape[0]
-
-    # back-substitution L^T [u; beta] = r
-    r = L22[-1, :-1]
-    x_dense = solve_triangular(L22[:-1, :-1], r, lower=True, trans="T")
     beta = x_dense[qd:qd + p]
     u = dict(_unflatten_dense(x_dense[:qd], cp))
     if s.block_term is not None:
         rhs = fac.Wt[:, :, -1] - jnp.einsum("jsq,q->js", fac.Wt[:, :, :-1], x_dense)
         u[s.block_term] = linalg.solve_upper_t(fac.Lb, rhs[:, :, None])[:, :, 0]
-
-    nmp = parts.n_obs - p if reml else parts.n_obs
-    sigma2 = parts.pwrss / nmp
-
-    LX = L22[qd:qd + p, qd:qd + p]
-    LX_inv = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
-    vcov_beta = sigma2 * LX_inv.T @ LX_inv
 
     # diagonal blocks of (L_Z L_Z^T)^{-1}
     Ldd_inv = solve_triangular(L22[:qd, :qd], jnp.eye(qd, dtype=L22.dtype), lower=True)

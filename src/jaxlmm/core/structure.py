@@ -140,6 +140,24 @@ class ReStructure:
     def diagonal_mask(self) -> np.ndarray:
         return self.lower_bounds() == 0.0
 
+    def reflections(self) -> np.ndarray:
+        """(ntheta, ntheta) 0/1 matrix: row i marks the entries below diagonal element i in its column.
+
+        Flipping the sign of a column of ``lambda`` leaves ``lambda lambda^T``, hence
+        the deviance, unchanged.  Where a diagonal element is 0 the flip negates
+        the gradient with respect to it, which the optimizer uses to leave a
+        boundary point that is not a local minimum.
+        """
+        R = np.zeros((self.ntheta, self.ntheta), dtype=bool)
+        for t, off in zip(self.terms, self.theta_offsets):
+            rows, cols = _lower_triangle_indices(t.ncols)
+            for a in range(t.ntheta):
+                if rows[a] == cols[a]:
+                    for b in range(t.ntheta):
+                        if cols[b] == cols[a] and rows[b] > rows[a]:
+                            R[off + a, off + b] = True
+        return R
+
     # ------------------------------------------------------------- theta -> lambda
     def lambdas(self, theta) -> list:
         """The relative covariance factors ``lambda_k`` (S_k x S_k) from theta."""
