@@ -17,6 +17,7 @@ Steps, each with its own clear error:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import warnings
@@ -81,8 +82,14 @@ def grouping_factor(frame: pd.DataFrame, variables: tuple[str, ...]) -> Grouping
     """Interaction of ``variables`` with the observed combinations as levels."""
     per_var_codes, per_var_levels = [], []
     for v in variables:
-        levels = _sorted_levels(frame[v])
-        per_var_codes.append(pd.Categorical(frame[v], categories=levels).codes.astype(np.int64))
+        series = frame[v]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            series = series.cat.remove_unused_categories()
+            levels, codes = list(series.cat.categories), series.cat.codes.to_numpy()
+        else:
+            levels = _sorted_levels(series)
+            codes = pd.Categorical(series, categories=levels).codes
+        per_var_codes.append(codes.astype(np.int64))
         per_var_levels.append(levels)
     combos = np.stack(per_var_codes, axis=1)
     unique, codes = np.unique(combos, axis=0, return_inverse=True)  # lexicographic, first variable slowest
@@ -128,8 +135,22 @@ class Design:
     row_index: pd.Index                # rows of the original data kept
     n_dropped: int
     messages: list[str] = field(default_factory=list)
-
     pad: bool = True
+    frame: pd.DataFrame | None = None  # the rows of the data that were kept
+
+    def subset_rows(self, keep: np.ndarray, y: np.ndarray, response_name: str | None = None) -> "Design":
+        """The design of the rows ``keep`` with the single response ``y`` (levels re-derived)."""
+        sub = build_design(self.formula.text, self.frame.loc[keep], weights=self.weights[keep],
+                           offset=self.offset[keep], responses=np.asarray(y, dtype=float))
+        sub.response_name = response_name
+        return sub
+
+    def with_response(self, y: np.ndarray) -> "Design":
+        """The same design with another response vector (NaN = missing, zero weight)."""
+        y = np.asarray(y, dtype=float).reshape(-1)
+        if y.shape[0] != self.nobs:
+            raise DataError(f"new response has {y.shape[0]} values but the model has {self.nobs} rows")
+        return dataclasses.replace(self, y=y)
 
     @property
     def structure(self) -> ReStructure:
@@ -324,8 +345,6 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     keep = ~missing
     if responses is not None:
         Y = np.asarray(responses, dtype=np.float64)
-        if Y.ndim == 1:
-            Y = Y[:, None]
         if Y.shape[0] != n_all:
             raise DataError(f"responses have {Y.shape[0]} rows but data has {n_all}")
     if not keep.any():
@@ -379,17 +398,17 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     if check_levels:
         _check_levels(terms, n if responses is None else n)
     return Design(parsed, response_name, y, X, fixef_names, dropped, mm.model_spec, terms,
-                  w_all[keep], o_all[keep], frame.index[keep], n_dropped, messages)
+                  w_all[keep], o_all[keep], frame.index[keep], n_dropped, messages, frame=frame_kept)
 
 
 def bucket(size: int) -> int:
-    """Round ``size`` up to a shape bucket: a power of two up to 64, then 8 steps per octave.
+    """Round ``size`` up to a shape bucket: a multiple of 8 up to 64, then 8 steps per octave.
 
     At most 12.5% padding above 64, and every size in a bucket shares one
     compiled program.
     """
     if size <= 64:
-        return max(8, 1 << (size - 1).bit_length())
+        return max(8, -(-size // 8) * 8)
     step = 1 << (size.bit_length() - 4)
     return -(-size // step) * step
 

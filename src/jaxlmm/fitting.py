@@ -84,8 +84,9 @@ def deviance_function(formula: str, data, *, reml: bool = True, weights=None, of
 
 
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, start=None,
-         optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None):
-    """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``.
+         optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None,
+         responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None):
+    """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``; or many traits at once.
 
     Parameters
     ----------
@@ -107,6 +108,16 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     max_iter : int
         Iteration limit of the optimizer.
     dtype : float64 (default) or float32.
+    responses : DataFrame, array (rows x traits) or list of column names, optional
+        Fit the model to every trait in one vmapped, jitted call and return a
+        ``BatchResult``.  NaN marks a missing value of one trait only.  The
+        formula's left side may then be omitted (``"~ x + (1 | g)"``).
+    chunk_size : int, optional
+        Traits per compiled call (default: all that fit in a quarter of the free memory).
+    progress : bool, optional
+        Progress bar over chunks (default: when standard error is a terminal).
+    device : jax.Device, optional
+        Where to compute (default: JAX's default device, a GPU when JAX sees one).
 
     Examples
     --------
@@ -117,6 +128,36 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     >>> fit.fixef.round(4).to_dict()
     {'(Intercept)': 251.4051, 'Days': 10.4673}
     """
+    if responses is not None:
+        from .batch import fit_batch
+
+        if optimizer is not None or start is not None:
+            raise ValueError("optimizer= and start= are for single fits; a batch uses the Newton optimizer")
+        return fit_batch(formula, data, responses, reml=reml, weights=weights, offset=offset,
+                         chunk_size=chunk_size, progress=progress, device=device, dtype=dtype,
+                         max_iter=max_iter, data_name=data_name)
+    design = build_design(formula, data, weights=weights, offset=offset)
+    import jax
+
+    ctx = jax.default_device(device) if device is not None else _NullContext()
+    with ctx:
+        fit = lmer_design(design, reml=reml, start=start, optimizer=optimizer, max_iter=max_iter, dtype=dtype,
+                          data_name=data_name)
+    fit._offset_arg = offset
+    return fit
+
+
+class _NullContext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None, max_iter: int = 100,
+                dtype=None, data_name: str | None = None, warn: bool = True):
+    """Fit a built ``Design`` (lme4's ``optimizeLmer`` + ``mkMerMod``)."""
     import jax.numpy as jnp
 
     from .core.fit import fit_program, fit_program_optax
@@ -124,7 +165,6 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     from .result import LmerResult
 
     dt = _dtype(dtype)
-    design = build_design(formula, data, weights=weights, offset=offset)
     model_data = design.model_data(dt)
     theta0 = design.structure.theta0() if start is None else np.asarray(start, dtype=float)
     if theta0.shape != (design.structure.ntheta,):
@@ -137,9 +177,11 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         opts = (("max_iter", int(max_iter) if max_iter != 100 else 20000),)
         output = fit_program_optax(model_data, theta0, optimizer, reml=bool(reml), options=opts)
         name = "optax"
-    fit = LmerResult(design, model_data, output, reml=reml, data_name=data_name, optimizer=name)
-    fit._offset_arg = offset
-    for msg in fit.messages:
-        if msg.startswith("optimizer") or msg.startswith("boundary"):
-            warnings.warn(msg, JaxlmmWarning, stacklevel=2)
+    fit = LmerResult(design, model_data, output, reml=reml, data_name=data_name, optimizer=name,
+                     fit_options=dict(dtype=dtype, max_iter=max_iter, optimizer=optimizer))
+    fit._offset_arg = None
+    if warn:
+        for msg in fit.messages:
+            if msg.startswith("optimizer") or msg.startswith("boundary"):
+                warnings.warn(msg, JaxlmmWarning, stacklevel=3)
     return fit

@@ -46,7 +46,10 @@ class LmerResult:
     # ------------------------------------------------------------------ basic
     @property
     def formula(self) -> str:
-        return self.design.formula.text
+        text = self.design.formula.text
+        if self.design.formula.response is None and self.design.response_name:
+            return f"{self.design.response_name} {text.strip()}"
+        return text
 
     @property
     def nobs(self) -> int:
@@ -232,6 +235,20 @@ class LmerResult:
         elif type != "response":
             raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
         return r / self.sigma if scaled else r
+
+    def refit(self, new_response) -> "LmerResult":
+        """lme4's ``refit``: the same model with a new response (same rows), reusing the compiled program.
+
+        NaN entries are treated as missing (weight 0).
+        """
+        from .fitting import lmer_design
+
+        opts = self._fit_options or {}
+        fit = lmer_design(self.design.with_response(np.asarray(new_response, dtype=float)), reml=self.reml,
+                          optimizer=opts.get("optimizer"), max_iter=opts.get("max_iter", 100),
+                          dtype=opts.get("dtype"), data_name=self.data_name)
+        fit._offset_arg = getattr(self, "_offset_arg", None)
+        return fit
 
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> np.ndarray:
         """Predictions as lme4's ``predict.merMod`` (see ``predict.py``)."""

@@ -71,10 +71,11 @@ def cross_products(data: ModelData) -> CrossProducts:
         zb, rb = data.z[b], data.refs[b]
         Dbb = jax.ops.segment_sum(w[:, None, None] * zb[:, :, None] * zb[:, None, :], rb, lb)
         Cxb = jax.ops.segment_sum(zb[:, :, None] * wxy[:, None, :], rb, lb)
+        Dbb, Cxb = jnp.transpose(Dbb, (1, 2, 0)), jnp.transpose(Cxb, (1, 2, 0))   # levels last
     else:
         lb, Sb = 0, 0
         Dbb = jnp.zeros((0, 0, 0), dtype)
-        Cxb = jnp.zeros((0, 0, p1), dtype)
+        Cxb = jnp.zeros((0, p1, 0), dtype)
 
     qd = s.q_dense
     cols, vals = _dense_columns(data)
@@ -92,16 +93,17 @@ def cross_products(data: ModelData) -> CrossProducts:
             Cdb = jax.ops.segment_sum(
                 (wvals[:, :, None] * zb[:, None, :]).reshape(-1, Sb), ids, qd * lb
             ).reshape(qd, lb, Sb)
+            Cdb = jnp.transpose(Cdb, (2, 0, 1))                                   # (S_b, q_d, l_b)
         else:
-            Cdb = jnp.zeros((qd, 0, 0), dtype)
+            Cdb = jnp.zeros((0, qd, 0), dtype)
         Add = _transform_rows(_transform_rows(Add, data, 0), data, 1)
         Axd = _transform_rows(Axd, data, 1)
-        Cdb = _transform_rows(Cdb, data, 0)
+        Cdb = _transform_rows(Cdb, data, 1)
     else:
         del m
         Add = jnp.zeros((0, 0), dtype)
         Axd = jnp.zeros((p1, 0), dtype)
-        Cdb = jnp.zeros((0, lb, Sb), dtype)
+        Cdb = jnp.zeros((Sb, 0, lb), dtype)
 
     Axx = xy.T @ wxy
     n_obs = jnp.sum(observed).astype(dtype)

@@ -64,9 +64,11 @@ class CrossProducts:
     Shapes with ``l_b, S_b`` the block term's levels and columns, ``q_d`` the
     dense part's size and ``p1 = p + 1`` (the columns of X, then y):
 
-    - ``Dbb``  (l_b, S_b, S_b):  diagonal blocks of Z_b^T W Z_b
-    - ``Cxb``  (l_b, S_b, p1):   Z_b^T W [X y], per level
-    - ``Cdb``  (q_d, l_b, S_b):  Z_d^T W Z_b
+    - ``Dbb``  (S_b, S_b, l_b):  diagonal blocks of Z_b^T W Z_b
+    - ``Cxb``  (S_b, p1, l_b):   Z_b^T W [X y], per level
+    - ``Cdb``  (S_b, q_d, l_b):  Z_d^T W Z_b
+
+    (The block term's levels are the last axis: see ``smallmat.py``.)
     - ``Add``  (q_d, q_d):       Z_d^T W Z_d
     - ``Axd``  (p1, q_d):        [X y]^T W Z_d
     - ``Axx``  (p1, p1):         [X y]^T W [X y]

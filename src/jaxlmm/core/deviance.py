@@ -34,19 +34,23 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from . import linalg
+from . import linalg, smallmat
 from .crossprod import cross_products
 from .data import CrossProducts, ModelData
 from .structure import ReStructure
+
+
+SMALL_Q = 12  # up to this many columns in [Z_d X y], the block algebra is written per column
 
 
 class Factor(NamedTuple):
     """Blocked Cholesky factor of the penalized system at one theta."""
 
     lambdas: list          # lambda_k per term
-    Lb: jnp.ndarray        # (l_b, S_b, S_b) block-term factors
-    Wt: jnp.ndarray        # (l_b, S_b, Q): L_j^{-1} lambda_b^T [C_dj, C_xj], Q = q_d + p + 1
+    Lb: jnp.ndarray        # (S_b, S_b, l_b) block-term factors L_j (levels last)
+    Wt: jnp.ndarray        # (S_b, Q, l_b): L_j^{-1} lambda_b^T [C_dj, C_xj], Q = q_d + p + 1
     L22: jnp.ndarray       # (Q, Q) dense factor of [Z_d | X | y]
+    logdet_b: jnp.ndarray  # 2 sum_j log |L_j|
 
 
 class DevianceParts(NamedTuple):
@@ -90,32 +94,36 @@ def factorize(theta: jnp.ndarray, cp: CrossProducts) -> Factor:
 
     if s.block_term is not None:
         lam_b = lambdas[s.block_term]
-        lb, Sb = cp.Dbb.shape[0], cp.Dbb.shape[1]
-        M = jnp.einsum("sa,jst,tb->jab", lam_b, cp.Dbb, lam_b) + jnp.eye(Sb, dtype=dtype)
-        Lb = linalg.cholesky(M)
-        Cx = jnp.einsum("sa,jsc->jac", lam_b, cp.Cxb)                       # (l_b, S_b, p1)
-        if qd:
-            Cd = scale_dense_rows(cp.Cdb, lambdas, s)                         # (q_d, l_b, S_b)
-            Cd = jnp.einsum("sa,djs->jad", lam_b, Cd)                         # (l_b, S_b, q_d)
-            C = jnp.concatenate([Cd, Cx], axis=-1)
+        L = smallmat.cholesky(smallmat.congruence(lam_b, smallmat.split(cp.Dbb)))
+        Cd = jnp.moveaxis(scale_dense_rows(jnp.moveaxis(cp.Cdb, 1, 0), lambdas, s), 0, 1) if qd else cp.Cdb
+        C = jnp.concatenate([Cd, cp.Cxb], axis=1)                             # (S_b, Q, l_b)
+        if Q <= SMALL_Q:
+            # every column of [Z_d X y] separately: all arrays are (l_b,), see smallmat.py
+            cols = [smallmat.solve_lower(L, smallmat.lam_t_times(lam_b, [C[a, q] for a in range(len(L))]))
+                    for q in range(Q)]
+            U = jnp.stack([jnp.stack([sum(jnp.sum(cols[q][a] * cols[r][a]) for a in range(len(L)))
+                                      for r in range(Q)]) for q in range(Q)])
+            Wt = [jnp.stack([cols[q][a] for q in range(Q)]) for a in range(len(L))]
         else:
-            C = Cx
-        Wt = linalg.solve_lower(Lb, C)                                        # (l_b, S_b, Q)
-        flat = Wt.reshape(lb * Sb, Q)
-        R = R - flat.T @ flat
+            Wt = smallmat.solve_lower(L, smallmat.lam_t_times(lam_b, smallmat.rows(C)))  # S_b rows of (Q, l_b)
+            U = sum(w @ w.T for w in Wt)
+        R = R - U
+        logdet_b = 2.0 * smallmat.log_diag_sum(L)
+        Lb, Wt = smallmat.stack(smallmat.fill_upper(L)), jnp.stack(Wt)
     else:
         Lb = jnp.zeros((0, 0, 0), dtype)
-        Wt = jnp.zeros((0, 0, Q), dtype)
+        Wt = jnp.zeros((0, Q, 0), dtype)
+        logdet_b = jnp.zeros((), dtype)
     L22 = linalg.cholesky(R)
-    return Factor(lambdas, Lb, Wt, L22)
+    return Factor(lambdas, Lb, Wt, L22, logdet_b)
 
 
 def deviance_parts(theta: jnp.ndarray, cp: CrossProducts) -> tuple[DevianceParts, Factor]:
     """log-determinants and penalized RSS from one factorization."""
     fac = factorize(theta, cp)
     qd, p = cp.structure.q_dense, cp.p
-    d = jnp.diagonal(fac.L22)
-    ldL2 = 2.0 * jnp.sum(linalg.log_diag_sum(fac.Lb)) + 2.0 * jnp.sum(jnp.log(d[:qd]))
+    d = linalg.diag(fac.L22)
+    ldL2 = fac.logdet_b + 2.0 * jnp.sum(jnp.log(d[:qd]))
     ldRX2 = 2.0 * jnp.sum(jnp.log(d[qd:qd + p]))
     pwrss = d[-1] ** 2
     return DevianceParts(ldL2, ldRX2, pwrss, cp.n_obs, cp.sum_log_w), fac

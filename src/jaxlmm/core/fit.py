@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .batch_crossprod import batch_cross_products
 from .crossprod import cross_products
 from .data import ModelData
 from .deviance import profiled_deviance
@@ -61,11 +62,10 @@ class BatchOutput(NamedTuple):
     estimates: Estimates
 
 
-def _fit_estimates(data: ModelData, y, w, theta0, reml: bool, options) -> BatchOutput:
-    cp = cross_products(data.with_response(y, w))
-    lower = jnp.asarray(data.structure.lower_bounds(), dtype=theta0.dtype)
+def _fit_estimates(cp, theta0, reml: bool, options) -> BatchOutput:
+    lower = jnp.asarray(cp.structure.lower_bounds(), dtype=theta0.dtype)
     res = minimize_newton(partial(profiled_deviance, cp=cp, reml=reml), theta0, lower, options,
-                          data.structure.reflections())
+                          cp.structure.reflections())
     return BatchOutput(res, estimates(res.theta, cp, reml))
 
 
@@ -74,8 +74,10 @@ def fit_batch_program(data: ModelData, Y, W, theta0, reml: bool = True,
                       options: NewtonOptions = NewtonOptions()) -> BatchOutput:
     """Fit T responses ``Y`` (T, n) with weights ``W`` (T, n) sharing one design.
 
-    The single-trait fit vmapped over traits: one program for the whole batch,
-    each trait with its own weights (0 = missing) and starting value ``theta0``
-    (T, k).  Design arrays in ``data`` are shared, not copied per trait.
+    The cross-products of all traits come from a few matrix products with the
+    shared design (``batch_cross_products``); the single-trait optimizer is then
+    vmapped over traits: one program for the whole batch, each trait with its
+    own weights (0 = missing) and starting value ``theta0`` (T, k).
     """
-    return jax.vmap(_fit_estimates, in_axes=(None, 0, 0, 0, None, None))(data, Y, W, theta0, reml, options)
+    cp = batch_cross_products(data, Y, W)
+    return jax.vmap(_fit_estimates, in_axes=(0, 0, None, None))(cp, theta0, reml, options)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from . import linalg
+from . import smallmat
 from .data import CrossProducts, ModelData
 from .deviance import DevianceParts, criterion_from_parts, deviance_parts
 
@@ -91,8 +91,10 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
     beta = x_dense[qd:qd + p]
     u = dict(_unflatten_dense(x_dense[:qd], cp))
     if s.block_term is not None:
-        rhs = fac.Wt[:, :, -1] - jnp.einsum("jsq,q->js", fac.Wt[:, :, :-1], x_dense)
-        u[s.block_term] = linalg.solve_upper_t(fac.Lb, rhs[:, :, None])[:, :, 0]
+        L = smallmat.split(fac.Lb)
+        Wt = smallmat.rows(fac.Wt)                                               # (Q, l_b) each
+        rhs = [w[-1] - x_dense @ w[:-1] for w in Wt]
+        u[s.block_term] = jnp.stack(smallmat.solve_upper_t(L, rhs), axis=-1)      # (l_b, S_b)
 
     # diagonal blocks of (L_Z L_Z^T)^{-1}
     Ldd_inv = solve_triangular(L22[:qd, :qd], jnp.eye(qd, dtype=L22.dtype), lower=True)
@@ -102,13 +104,14 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
         cols = Ldd_inv[:, off:off + t.q].reshape(qd, t.nlevels, t.ncols)
         prec_inv[k] = jnp.einsum("rla,rlb->lab", cols, cols)
     if s.block_term is not None:
-        lb, Sb = fac.Lb.shape[0], fac.Lb.shape[1]
-        Wd = fac.Wt[:, :, :qd]                                                  # (l_b, S_b, q_d)
-        P = jnp.einsum("rq,jsq->jsr", Ldd_inv, Wd)                               # L_dd^{-1} W_j
-        inner = jnp.eye(Sb, dtype=L22.dtype) + jnp.einsum("jar,jbr->jab", P, P)
-        Linv = linalg.solve_lower(fac.Lb, jnp.broadcast_to(jnp.eye(Sb, dtype=L22.dtype), (lb, Sb, Sb)))
-        prec_inv[s.block_term] = jnp.einsum("jca,jcd,jdb->jab", Linv, inner, Linv)
-
+        # L_j^{-T} (I + W_dj^T S^{-1} W_dj) L_j^{-1}, with S^{-1} = L_dd^{-T} L_dd^{-1}
+        P = [Ldd_inv @ w[:qd] for w in Wt]                                       # (q_d, l_b) each
+        Sb = len(P)
+        inner = [[(1.0 if a == c else 0.0) + jnp.sum(P[a] * P[c], axis=0) for c in range(Sb)] for a in range(Sb)]
+        Linv = smallmat.inverse_lower(L)
+        prec = [[sum(Linv[c][a] * inner[c][d] * Linv[d][b] for c in range(Sb) for d in range(Sb))
+                 for b in range(Sb)] for a in range(Sb)]
+        prec_inv[s.block_term] = jnp.transpose(smallmat.stack(prec), (2, 0, 1))
     b, cond_var = [], []
     for k, t in enumerate(s.terms):
         lam = fac.lambdas[k]

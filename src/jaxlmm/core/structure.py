@@ -160,11 +160,17 @@ class ReStructure:
 
     # ------------------------------------------------------------- theta -> lambda
     def lambdas(self, theta) -> list:
-        """The relative covariance factors ``lambda_k`` (S_k x S_k) from theta."""
+        """The relative covariance factors ``lambda_k`` (S_k x S_k) from theta.
+
+        Built by stacking theta's elements (no scatter), which keeps the
+        derivatives of the deviance cheap under ``vmap`` and forward mode.
+        """
         out = []
         for t, off in zip(self.terms, self.theta_offsets):
             rows, cols = _lower_triangle_indices(t.ncols)
-            lam = jnp.zeros((t.ncols, t.ncols), dtype=theta.dtype)
-            lam = lam.at[rows, cols].set(theta[off:off + t.ntheta])
-            out.append(lam)
+            index = {(int(r), int(c)): off + a for a, (r, c) in enumerate(zip(rows, cols))}
+            zero = jnp.zeros((), dtype=theta.dtype)
+            entries = [theta[index[(r, c)]] if (r, c) in index else zero
+                       for r in range(t.ncols) for c in range(t.ncols)]
+            out.append(jnp.stack(entries).reshape(t.ncols, t.ncols))
         return out

@@ -1,0 +1,206 @@
+"""Many traits in one call: ``lmer(formula, data, responses=Y)``.
+
+Rows are shared; each trait keeps its own missing values as zero weights, so
+the shapes are static and no trait loses rows because another has a gap.  The
+design is built once, the cross-products of all traits come from a few matrix
+products, and the single-trait optimizer runs vmapped over traits: one jitted
+program for the whole batch (``core.fit.fit_batch_program``), compiled once per
+design shape and chunk size and reused by later calls with new responses.
+
+Traits that cannot be fitted (too few observations, a grouping factor with
+fewer than two observed levels, fixed effects not estimable on the trait's
+rows) are reported in ``diagnostics`` with a status, not raised; the rest of
+the batch goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from .design import Design, bucket, build_design
+from .errors import DataError
+
+# per-trait status codes beyond the optimizer's (core.optimize: 0..3)
+TOO_FEW_OBSERVATIONS = 10
+ONE_LEVEL = 11
+LEVELS_VS_OBSERVATIONS = 12
+X_RANK_DEFICIENT = 13
+
+STATUS_NAMES = {
+    0: "converged",
+    1: "max_iter",
+    2: "line_search_failed",
+    3: "nonfinite",
+    TOO_FEW_OBSERVATIONS: "too_few_observations",
+    ONE_LEVEL: "one_level",
+    LEVELS_VS_OBSERVATIONS: "levels_vs_observations",
+    X_RANK_DEFICIENT: "x_rank_deficient",
+}
+
+
+def response_matrix(responses, data: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Trait names and an (n, T) float matrix (NaN = missing) from the accepted forms."""
+    if isinstance(responses, str):
+        responses = [responses]
+    if isinstance(responses, pd.Series):
+        responses = responses.to_frame()
+    if isinstance(responses, pd.DataFrame):
+        names = [str(c) for c in responses.columns]
+        frame = responses
+        if len(frame) != len(data):
+            raise DataError(f"responses have {len(frame)} rows but data has {len(data)}")
+    elif isinstance(responses, (list, tuple)) and all(isinstance(r, str) for r in responses):
+        missing = [r for r in responses if r not in data.columns]
+        if missing:
+            raise DataError(f"response column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing[:5]))} "
+                            "not found in data")
+        names = list(responses)
+        frame = data[names]
+    else:
+        arr = np.asarray(responses)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise DataError(f"responses must be 2-D (rows x traits), got shape {arr.shape}")
+        names = [f"trait{i}" for i in range(arr.shape[1])]
+        frame = pd.DataFrame(arr, columns=names)
+        if len(frame) != len(data):
+            raise DataError(f"responses have {len(frame)} rows but data has {len(data)}")
+    if not names:
+        raise DataError("responses has no columns")
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or
+           pd.api.types.is_bool_dtype(frame[c])]
+    if bad:
+        raise DataError(f"response {str(bad[0])!r} is not numeric (dtype {frame[bad[0]].dtype})")
+    Y = frame.to_numpy(dtype=np.float64)
+    if np.isinf(Y).any():
+        j = int(np.flatnonzero(np.isinf(Y).any(axis=0))[0])
+        raise DataError(f"response {names[j]!r} has infinite values")
+    return names, Y
+
+
+def trait_checks(design: Design, Y: np.ndarray) -> np.ndarray:
+    """Per-trait status before fitting (0 = fit it): lme4's checks on each trait's own rows."""
+    observed = ~np.isnan(Y) & (design.weights[:, None] > 0)
+    n_t = observed.sum(axis=0)
+    p = design.X.shape[1]
+    status = np.zeros(Y.shape[1], dtype=np.int32)
+    status[n_t <= p] = TOO_FEW_OBSERVATIONS
+    for t in design.terms:
+        counts = np.zeros((len(t.factor.levels), Y.shape[1]))
+        np.add.at(counts, t.factor.codes, observed)
+        nlev = (counts > 0).sum(axis=0)
+        q = nlev * len(t.columns)
+        status[(status == 0) & (nlev < 2)] = ONE_LEVEL
+        status[(status == 0) & ((nlev >= n_t) | (n_t <= q))] = LEVELS_VS_OBSERVATIONS
+    if p:
+        w = observed * design.weights[:, None]
+        XtX = np.einsum("ni,nj,nt->tij", design.X, design.X, w)
+        scale = np.maximum(np.einsum("tii->ti", XtX).max(axis=1), 1e-300)
+        eig = np.linalg.eigvalsh(XtX)
+        deficient = eig[:, 0] <= 1e-10 * scale
+        status[(status == 0) & deficient] = X_RANK_DEFICIENT
+    return status
+
+
+def default_chunk_size(design: Design, n_traits: int, dtype_bytes: int, device=None) -> int:
+    """Traits per call: all of them (as a shape bucket) if they fit in a quarter of the
+    free memory, else the largest power of two that does."""
+    from .memory import available_bytes, batch_bytes_per_trait
+
+    per_trait = batch_bytes_per_trait(design, dtype_bytes)
+    fits = int(available_bytes(device) // 4 // max(per_trait, 1))
+    if fits >= bucket(n_traits):
+        return bucket(n_traits)
+    return max(1, 1 << (max(fits, 1).bit_length() - 1))
+
+
+def _progress(total: int, enabled: bool | None):
+    show = enabled if enabled is not None else sys.stderr.isatty()
+    if not show or total <= 1:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="chunk", desc="jaxlmm", file=sys.stderr)
+
+
+def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None, offset=None,
+              chunk_size: int | None = None, progress: bool | None = None, device=None,
+              dtype=None, max_iter: int = 100, data_name: str | None = None):
+    """Fit one model to every column of ``responses`` (see ``jaxlmm.lmer``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from .batch_result import BatchResult
+    from .core.fit import fit_batch_program
+    from .core.optimize import NewtonOptions
+    from .design import _as_frame
+    from .fitting import _dtype
+
+    frame = _as_frame(data)
+    names, Y_all = response_matrix(responses, frame)
+    design = build_design(formula, frame, weights=weights, offset=offset, responses=Y_all)
+    Y = np.asarray(design.y, dtype=np.float64)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    T = Y.shape[1]
+    dt = _dtype(dtype)
+    np_dtype = np.dtype(dt)
+
+    status = trait_checks(design, Y)
+    valid = status == 0
+    k = design.structure.ntheta
+    p = design.X.shape[1]
+    theta0 = design.structure.theta0()
+
+    # responses as (T, n_padded) with weights 0 where missing; invalid traits get a stand-in
+    obs = ~np.isnan(Y)
+    W = (obs * design.weights[:, None]).T
+    Yt = np.nan_to_num(Y).T
+    if valid.any() and not valid.all():
+        stand_in = int(np.flatnonzero(valid)[0])
+        Yt[~valid] = Yt[stand_in]
+        W[~valid] = W[stand_in]
+    elif not valid.any():
+        W[:] = design.weights[None, :]
+        Yt[:] = np.arange(Yt.shape[1])[None, :] % 7  # any data; results are discarded
+
+    if chunk_size is None:
+        chunk_size = default_chunk_size(design, T, np_dtype.itemsize, device)
+    chunk_size = int(max(1, min(chunk_size, bucket(T))))
+    n_chunks = -(-T // chunk_size)
+    base = design.model_data(np_dtype, y=np.zeros(design.nobs), weights=design.weights)
+    options = NewtonOptions(max_iter=int(max_iter))
+
+    results = []
+    bar = _progress(n_chunks, progress)
+    ctx = jax.default_device(device) if device is not None else _null()
+    with ctx:
+        for c in range(n_chunks):
+            lo, hi = c * chunk_size, min(T, (c + 1) * chunk_size)
+            idx = np.arange(lo, lo + chunk_size)
+            idx = np.where(idx < hi, idx, lo)  # pad the last chunk by repeating a trait
+            Yc = np.stack([design.pad_rows(y) for y in Yt[idx]]).astype(np_dtype)
+            Wc = np.stack([design.pad_rows(w) for w in W[idx]]).astype(np_dtype)
+            th0 = np.tile(theta0, (chunk_size, 1)).astype(np_dtype)
+            out = fit_batch_program(base, jnp.asarray(Yc), jnp.asarray(Wc), jnp.asarray(th0),
+                                    reml=bool(reml), options=options)
+            results.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:hi - lo], jax.device_get(out)))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    merged = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *results)
+    return BatchResult(design, names, merged, status, reml=bool(reml), dtype=dt, data_name=data_name,
+                       max_iter=int(max_iter), chunk_size=chunk_size, k=k, p=p)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,252 @@
+"""Results of a batch of traits: a struct of arrays with cheap per-trait views.
+
+Every accessor returns a table with one row per trait (``fixef``, ``se``,
+``theta``...) or a tidy frame with a ``trait`` column (``varcorr``).  Failures
+are statuses in ``diagnostics``, never exceptions.  ``trait(i)`` refits that
+one trait from its estimate (one Newton iteration) and returns the full
+single-fit ``LmerResult`` with BLUPs, predictions and summary.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .batch import STATUS_NAMES
+from .design import Design
+from .naming import theta_names as _theta_names
+from .result import SINGULAR_TOL
+
+
+class BatchResult:
+    def __init__(self, design: Design, traits: list[str], output, pre_status: np.ndarray, *, reml: bool,
+                 dtype, data_name: str | None, max_iter: int, chunk_size: int, k: int, p: int):
+        self.design = design
+        self.traits = list(traits)
+        self._out = output
+        self.reml = reml
+        self.dtype = dtype
+        self.data_name = data_name
+        self.max_iter = max_iter
+        self.chunk_size = chunk_size
+        optim_status = np.asarray(output.optim.status, dtype=np.int32)
+        self.status_code = np.where(pre_status != 0, pre_status, optim_status)
+        self._valid = pre_status == 0
+
+    # ------------------------------------------------------------ helpers
+    def _series(self, values, name: str) -> pd.Series:
+        return pd.Series(values, index=pd.Index(self.traits, name="trait"), name=name)
+
+    def _masked(self, values) -> np.ndarray:
+        values = np.asarray(values, dtype=float).copy()
+        values[~self._valid] = np.nan
+        return values
+
+    @property
+    def n_traits(self) -> int:
+        return len(self.traits)
+
+    @property
+    def formula(self) -> str:
+        return self.design.formula.text
+
+    @cached_property
+    def theta_names(self) -> list[str]:
+        return [n for t in self.design.terms for n in _theta_names(t.group, t.columns)]
+
+    @property
+    def fixef_names(self) -> list[str]:
+        return list(self.design.fixef_names)
+
+    # ------------------------------------------------------------ per-trait arrays
+    @cached_property
+    def theta(self) -> pd.DataFrame:
+        """theta per trait (traits x theta_names)."""
+        return pd.DataFrame(self._masked(self._out.optim.theta), index=pd.Index(self.traits, name="trait"),
+                            columns=self.theta_names)
+
+    @property
+    def sigma(self) -> pd.Series:
+        return self._series(self._masked(self._out.estimates.sigma), "sigma")
+
+    @property
+    def criterion(self) -> pd.Series:
+        """REML criterion (or ML deviance) per trait."""
+        return self._series(self._masked(self._out.estimates.criterion), "criterion")
+
+    @property
+    def loglik(self) -> pd.Series:
+        return -0.5 * self.criterion.rename("loglik")
+
+    @cached_property
+    def fixef(self) -> pd.DataFrame:
+        return pd.DataFrame(self._masked(self._out.estimates.beta), index=pd.Index(self.traits, name="trait"),
+                            columns=self.fixef_names)
+
+    @cached_property
+    def se(self) -> pd.DataFrame:
+        v = np.asarray(self._out.estimates.vcov_beta)
+        se = np.sqrt(np.maximum(np.einsum("tii->ti", v), 0.0))
+        return pd.DataFrame(self._masked(se), index=pd.Index(self.traits, name="trait"), columns=self.fixef_names)
+
+    def vcov(self, trait) -> pd.DataFrame:
+        i = self._index(trait)
+        return pd.DataFrame(np.asarray(self._out.estimates.vcov_beta)[i], index=self.fixef_names,
+                            columns=self.fixef_names)
+
+    @property
+    def nobs(self) -> pd.Series:
+        Y = np.asarray(self.design.y).reshape(self.design.nobs, -1)
+        observed = (~np.isnan(Y)) & (self.design.weights[:, None] > 0)
+        return self._series(observed.sum(axis=0), "nobs")
+
+    @property
+    def n_iter(self) -> pd.Series:
+        return self._series(np.where(self._valid, self._out.optim.n_iter, 0), "n_iter")
+
+    @property
+    def grad_norm(self) -> pd.Series:
+        g = np.asarray(self._out.optim.grad)
+        return self._series(self._masked(np.max(np.abs(g), axis=1) if g.size else np.zeros(len(g))),
+                            "grad_norm")
+
+    @property
+    def converged(self) -> pd.Series:
+        return self._series(self.status_code == 0, "converged")
+
+    @property
+    def is_singular(self) -> pd.Series:
+        th = np.asarray(self._out.optim.theta)
+        diag = self.design.structure.lower_bounds() == 0
+        singular = np.any(th[:, diag] < SINGULAR_TOL, axis=1) & self._valid
+        return self._series(singular, "singular")
+
+    @property
+    def status(self) -> pd.Series:
+        return self._series([STATUS_NAMES.get(int(c), f"status {int(c)}") for c in self.status_code], "status")
+
+    @cached_property
+    def lambdas(self) -> list[np.ndarray]:
+        """Per term an array (T, S, S) of relative covariance factors."""
+        th = np.asarray(self._out.optim.theta)
+        out = []
+        s = self.design.structure
+        for t, off in zip(s.terms, s.theta_offsets):
+            lam = np.zeros((th.shape[0], t.ncols, t.ncols))
+            a = 0
+            for j in range(t.ncols):
+                for i in range(j, t.ncols):
+                    lam[:, i, j] = th[:, off + a]
+                    a += 1
+            out.append(lam)
+        return out
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """``as.data.frame(VarCorr(m))`` of every trait, with a ``trait`` column."""
+        from .naming import unique_group_names
+
+        sigma = np.asarray(self._out.estimates.sigma)
+        frames = []
+        groups = unique_group_names([t.group for t in self.design.terms])
+        T = self.n_traits
+        for t, grp, lam in zip(self.design.terms, groups, self.lambdas):
+            cov = sigma[:, None, None] ** 2 * np.einsum("tij,tkj->tik", lam, lam)
+            sd = np.sqrt(np.maximum(np.einsum("tii->ti", cov), 0.0))
+            for i, col in enumerate(t.columns):
+                frames.append(pd.DataFrame({"trait": self.traits, "grp": grp, "var1": col, "var2": "",
+                                            "vcov": cov[:, i, i], "sdcor": sd[:, i]}))
+            for j in range(len(t.columns)):
+                for i in range(j + 1, len(t.columns)):
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        cor = cov[:, i, j] / (sd[:, i] * sd[:, j])
+                    frames.append(pd.DataFrame({"trait": self.traits, "grp": grp, "var1": t.columns[j],
+                                                "var2": t.columns[i], "vcov": cov[:, i, j], "sdcor": cor}))
+        frames.append(pd.DataFrame({"trait": self.traits, "grp": "Residual", "var1": "", "var2": "",
+                                    "vcov": sigma ** 2, "sdcor": sigma}))
+        out = pd.concat(frames, ignore_index=True)
+        out.loc[np.tile(~self._valid, len(frames)), ["vcov", "sdcor"]] = np.nan
+        order = np.argsort(np.tile(np.arange(T), len(frames)), kind="stable")
+        return out.iloc[order].reset_index(drop=True)
+
+    # ------------------------------------------------------------ diagnostics
+    @cached_property
+    def diagnostics(self) -> pd.DataFrame:
+        """One row per trait: status, singular, gradient norm, iterations, nobs, message."""
+        messages = []
+        for code, sing in zip(self.status_code, self.is_singular.to_numpy()):
+            msg = {
+                0: "",
+                1: f"optimizer stopped after {self.max_iter} iterations",
+                2: "line search failed to decrease the criterion",
+                3: "criterion not finite",
+                10: "too few observations for the fixed effects",
+                11: "a grouping factor has fewer than 2 observed levels",
+                12: "number of levels of a grouping factor >= number of observations (lme4's checks)",
+                13: "fixed-effects model matrix is rank deficient on this trait's rows",
+            }.get(int(code), "")
+            if sing and code == 0:
+                msg = "boundary (singular) fit"
+            messages.append(msg)
+        return pd.DataFrame({
+            "status": self.status.to_numpy(), "converged": self.converged.to_numpy(),
+            "singular": self.is_singular.to_numpy(), "grad_norm": self.grad_norm.to_numpy(),
+            "n_iter": self.n_iter.to_numpy(), "nobs": self.nobs.to_numpy(), "criterion": self.criterion.to_numpy(),
+            "message": messages}, index=pd.Index(self.traits, name="trait"))
+
+    def summary(self) -> str:
+        """One line of counts."""
+        d = self.diagnostics
+        failed = d.loc[~d["converged"], "status"].value_counts()
+        parts = [f"{self.n_traits} traits", f"{int(d['converged'].sum())} converged",
+                 f"{int(d['singular'].sum())} singular"]
+        if len(failed):
+            parts.append("failed: " + ", ".join(f"{n} {s}" for s, n in failed.items()))
+        else:
+            parts.append("0 failed")
+        return "; ".join(parts)
+
+    def __repr__(self) -> str:
+        method = "REML" if self.reml else "ML"
+        return f"<BatchResult {method}: {self.formula} | {self.summary()}>"
+
+    # ------------------------------------------------------------ export
+    def to_frame(self) -> pd.DataFrame:
+        """One wide row per trait: diagnostics, sigma, theta, fixef and their SEs."""
+        parts = [self.diagnostics, self.sigma.to_frame(),
+                 self.theta.add_prefix("theta_"), self.fixef.add_prefix("fixef_"), self.se.add_prefix("se_")]
+        return pd.concat(parts, axis=1)
+
+    def to_csv(self, path, **kwargs) -> None:
+        self.to_frame().to_csv(path, **kwargs)
+
+    # ------------------------------------------------------------ one trait
+    def _index(self, trait) -> int:
+        if isinstance(trait, (int, np.integer)):
+            if not -self.n_traits <= trait < self.n_traits:
+                raise IndexError(f"trait index {trait} out of range for {self.n_traits} traits")
+            return int(trait) % self.n_traits
+        try:
+            return self.traits.index(trait)
+        except ValueError:
+            raise KeyError(f"no trait named {trait!r}") from None
+
+    def trait(self, trait):
+        """The full single-trait result (``LmerResult``) of one trait, by name or index.
+
+        The trait is refitted on its own rows, starting from its batch
+        estimate, so it converges at once and gives BLUPs, predictions and
+        the summary of a single fit.
+        """
+        from .fitting import lmer_design
+
+        i = self._index(trait)
+        if not self._valid[i]:
+            raise ValueError(f"trait {self.traits[i]!r} was not fitted: {self.status.iloc[i]}")
+        y = np.asarray(self.design.y).reshape(self.design.nobs, -1)[:, i]
+        keep = ~np.isnan(y)
+        sub = self.design.subset_rows(keep, y[keep], response_name=self.traits[i])
+        return lmer_design(sub, reml=self.reml, start=np.asarray(self._out.optim.theta)[i], dtype=self.dtype,
+                           max_iter=self.max_iter, data_name=self.data_name)
