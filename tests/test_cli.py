@@ -61,3 +61,28 @@ def test_help_documents_commands():
     assert out.returncode == 0
     for piece in ["--example", "--ml", "--out", "--factors", "sleepstudy", "sulfur"]:
         assert piece in out.stdout
+
+
+def test_batch_responses(tmp_path, capsys):
+    import numpy as np
+
+    import jaxlmm
+
+    data = jaxlmm.load_dataset("sleepstudy")
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        data[f"trait{i}"] = data["Reaction"] + rng.normal(0, 20, len(data))
+    data.loc[:5, "trait1"] = np.nan
+    src = tmp_path / "traits.csv"
+    data.to_csv(src, index=False)
+    out_dir = tmp_path / "res"
+    assert main(["fit", str(src), "~ Days + (1 | Subject)", "--responses", "trait*", "--out", str(out_dir),
+                 "--no-cache"]) == 0
+    text = capsys.readouterr().out
+    assert "3 traits; 3 converged" in text
+    for name in ["results.csv", "fixef.csv", "se.csv", "theta.csv", "varcorr.csv", "diagnostics.csv"]:
+        assert (out_dir / name).exists()
+    fixef = pd.read_csv(out_dir / "fixef.csv", index_col=0)
+    assert list(fixef.index) == ["trait0", "trait1", "trait2"]
+    diag = pd.read_csv(out_dir / "diagnostics.csv", index_col=0)
+    assert diag.loc["trait1", "nobs"] == len(data) - 6

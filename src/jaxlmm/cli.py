@@ -18,6 +18,7 @@ EPILOG = """examples:
   jaxlmm fit --example sulfur
   jaxlmm fit sleepstudy.csv "Reaction ~ Days + (Days | Subject)" --out results/
   jaxlmm fit trial.csv "yield ~ 0 + location + (1 | block)" --factors block --ml
+  jaxlmm fit traits.csv "~ x + (1 | g)" --responses 'trait*' --out results/
   jaxlmm datasets
 
 shipped examples (jaxlmm fit --example NAME):
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated numeric columns to treat as factors (categorical)")
     fit.add_argument("--weights", metavar="COL", help="column of prior weights")
     fit.add_argument("--offset", metavar="COL", help="column holding an offset")
+    fit.add_argument("--responses", metavar="PATTERN",
+                     help="fit every matching column as a trait (shell glob such as 'trait*', or a "
+                          "comma-separated list); the formula's left side may then be omitted")
+    fit.add_argument("--chunk-size", type=int, metavar="N", help="traits per compiled call (batch fits)")
     fit.add_argument("--float32", action="store_true", help="compute in single precision")
     fit.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
     sub.add_parser("datasets", help="list the shipped example datasets")
@@ -103,6 +108,43 @@ def _write_tables(fit, out: Path) -> list[Path]:
     return paths
 
 
+def _match_responses(pattern: str, columns) -> list[str]:
+    import fnmatch
+
+    names = []
+    for piece in filter(None, (p.strip() for p in pattern.split(","))):
+        hits = [c for c in columns if fnmatch.fnmatchcase(str(c), piece)]
+        if not hits:
+            raise SystemExit(f"jaxlmm: error: --responses {piece!r} matches no column")
+        names.extend(h for h in hits if h not in names)
+    return names
+
+
+def _cmd_batch(args, data, formula, name) -> int:
+    from .errors import JaxlmmError
+    from .fitting import lmer
+
+    traits = _match_responses(args.responses, list(data.columns))
+    try:
+        batch = lmer(formula, data, responses=traits, reml=not args.ml, weights=args.weights, offset=args.offset,
+                     dtype="float32" if args.float32 else None, data_name=name, chunk_size=args.chunk_size)
+    except JaxlmmError as exc:
+        print(f"jaxlmm: error: {exc}", file=sys.stderr)
+        return 2
+    print(repr(batch))
+    print(batch.diagnostics.head(20).to_string())
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        tables = {"results.csv": batch.to_frame(), "fixef.csv": batch.fixef, "se.csv": batch.se,
+                  "theta.csv": batch.theta, "diagnostics.csv": batch.diagnostics}
+        for fname, frame in tables.items():
+            frame.to_csv(out / fname)
+        batch.varcorr.to_csv(out / "varcorr.csv", index=False)
+        print(f"wrote {len(tables) + 1} tables to {out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_fit(args, parser) -> int:
     from . import _config
 
@@ -112,6 +154,8 @@ def _cmd_fit(args, parser) -> int:
     from .fitting import lmer
 
     data, formula, name = _load(args, parser)
+    if args.responses:
+        return _cmd_batch(args, data, formula, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", JaxlmmWarning)  # the summary prints the messages

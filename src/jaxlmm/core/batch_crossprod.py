@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .crossprod import _dense_columns, _transform_rows, cross_products
+from .crossprod import _dense_columns, _transform_rows, cross_products, least_squares_shift
 from .data import CrossProducts, ModelData
 
 MAX_FEATURE_ELEMENTS = 2.5e7
@@ -46,7 +46,6 @@ def batch_cross_products(data: ModelData, Y: jnp.ndarray, W: jnp.ndarray) -> Cro
     observed = W > 0
     W = jnp.where(observed, W, 0.0)
     Y = jnp.where(observed, Y - data.offset[None, :], 0.0)
-    WY = W * Y
     X = data.X
     n, p = X.shape
     T = Y.shape[0]
@@ -54,6 +53,11 @@ def batch_cross_products(data: ModelData, Y: jnp.ndarray, W: jnp.ndarray) -> Cro
 
     def mm(weights, features):  # (T, n) @ (n, ...) -> (T, ...)
         return jnp.tensordot(weights, features, axes=(1, 0))
+
+    XX = mm(W, X[:, :, None] * X[:, None, :])
+    beta_shift = jax.vmap(least_squares_shift)(XX, mm(W * Y, X))
+    Y = jnp.where(observed, Y - beta_shift @ X.T, 0.0)
+    WY = W * Y
 
     if s.block_term is not None:
         b = s.block_term
@@ -87,11 +91,10 @@ def batch_cross_products(data: ModelData, Y: jnp.ndarray, W: jnp.ndarray) -> Cro
         Axd = jnp.zeros((T, p + 1, 0), dtype)
         Cdb = jnp.zeros((T, Sb, 0, lb), dtype)
 
-    XX = mm(W, X[:, :, None] * X[:, None, :])
     Xy = mm(WY, X)
     yy = jnp.sum(WY * Y, axis=1)
     Axx = jnp.concatenate([jnp.concatenate([XX, Xy[:, :, None]], axis=2),
                            jnp.concatenate([Xy, yy[:, None]], axis=1)[:, None, :]], axis=1)
     n_obs = jnp.sum(observed, axis=1).astype(dtype)
     sum_log_w = jnp.sum(jnp.where(observed, jnp.log(jnp.where(observed, W, 1.0)), 0.0), axis=1)
-    return CrossProducts(Dbb, Cxb, Cdb, Add, Axd, Axx, n_obs, sum_log_w, s)
+    return CrossProducts(Dbb, Cxb, Cdb, Add, Axd, Axx, n_obs, sum_log_w, beta_shift, s)

@@ -74,6 +74,7 @@ class CrossProducts:
     - ``Axx``  (p1, p1):         [X y]^T W [X y]
     - ``n_obs``:                 number of rows with positive weight
     - ``sum_log_w``:             sum of log prior weights over those rows
+    - ``beta_shift``  (p,):      the y used is ``y - offset - X beta_shift``; beta-hat adds it back
     """
 
     Dbb: jax.Array
@@ -84,6 +85,7 @@ class CrossProducts:
     Axx: jax.Array
     n_obs: jax.Array
     sum_log_w: jax.Array
+    beta_shift: jax.Array
     structure: ReStructure
 
     @property

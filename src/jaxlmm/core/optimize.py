@@ -124,6 +124,12 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
     opt = options
     bounded = jnp.isfinite(lower)
     dtype = x0.dtype
+    # tolerances relative to the working precision (the float64 values are the defaults)
+    eps = float(jnp.finfo(dtype).eps)
+    xtol = max(opt.xtol, 50.0 * eps)
+    tol_flat = max(1e-12, 1e4 * eps)
+    tol_small = max(1e-10, 1e3 * eps)
+    tol_zero = max(1e-15, 10.0 * eps)
 
     def safe(f):
         return jnp.where(jnp.isnan(f), jnp.inf, f)
@@ -137,7 +143,7 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
         finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(H))
 
         at_bound = bounded & (x <= lower)
-        flat = 1e-12 * (1.0 + jnp.abs(f))
+        flat = tol_flat * (1.0 + jnp.abs(f))
         if reflections is not None:
             R = jnp.asarray(reflections, dtype)
             flip = at_bound & (g > flat) & (R @ (x != 0).astype(dtype) > 0)
@@ -149,11 +155,11 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
         d, pos_def = _newton_direction(x, g, H, free, at_bound)
         step = jnp.max(jnp.abs(d))
         pred = -jnp.dot(g, d)
-        tiny = jnp.max(jnp.abs(d) / (1.0 + jnp.abs(x))) <= opt.xtol
+        tiny = jnp.max(jnp.abs(d) / (1.0 + jnp.abs(x))) <= xtol
         # at the noise floor of f: predicted decrease tiny for a few iterations in a row
-        small = pred <= 1e-10 * (1.0 + jnp.abs(f))
+        small = pred <= tol_small * (1.0 + jnp.abs(f))
         n_small = jnp.where(small, n_small + 1, 0)
-        converged = pos_def & (tiny | (pred <= 1e-15 * (1.0 + jnp.abs(f))) | (n_small > 3))
+        converged = pos_def & (tiny | (pred <= tol_zero * (1.0 + jnp.abs(f))) | (n_small > 3))
 
         # at convergence try the bound for components within snap_eps of it
         near = bounded & (x > lower) & (x - lower <= opt.snap_eps)

@@ -79,7 +79,7 @@ def estimates(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Estim
     """Criterion, beta, sigma and Cov(beta) at ``theta`` (no random effects)."""
     crit, parts, _, x_dense, sigma2, vcov_beta = _fixed_part(theta, cp, reml)
     qd = cp.structure.q_dense
-    return Estimates(crit, x_dense[qd:qd + cp.p], jnp.sqrt(sigma2), vcov_beta, parts.n_obs)
+    return Estimates(crit, x_dense[qd:qd + cp.p] + cp.beta_shift, jnp.sqrt(sigma2), vcov_beta, parts.n_obs)
 
 
 def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
@@ -88,7 +88,7 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
     crit, parts, fac, x_dense, sigma2, vcov_beta = _fixed_part(theta, cp, reml)
     qd, p = s.q_dense, cp.p
     L22 = fac.L22
-    beta = x_dense[qd:qd + p]
+    beta = x_dense[qd:qd + p] + cp.beta_shift
     u = dict(_unflatten_dense(x_dense[:qd], cp))
     if s.block_term is not None:
         L = smallmat.split(fac.Lb)
