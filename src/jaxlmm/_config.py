@@ -12,11 +12,13 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def enable_compilation_cache(path: str | None = None) -> str:
+def enable_compilation_cache(path: str | None = None, ahead_of_time: bool = False) -> str:
     """Use JAX's persistent compilation cache (default ``~/.cache/jaxlmm/jax``, or ``$JAXLMM_CACHE``).
 
     Compiled fit programs are then reused across processes, so a second
-    ``jaxlmm fit`` of a model of the same shape skips compilation.
+    ``jaxlmm fit`` of a model of the same shape skips compilation.  With
+    ``ahead_of_time=True`` the lowered fit programs are kept as well
+    (``core/aot.py``), so a new process skips tracing too.
     """
     import jax
 
@@ -26,4 +28,8 @@ def enable_compilation_cache(path: str | None = None) -> str:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if ahead_of_time:
+        from .core import aot
+
+        aot.enable(os.path.join(path, "exported"))
     return path

@@ -10,6 +10,7 @@ compilation.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -148,8 +149,8 @@ def _cmd_batch(args, data, formula, name) -> int:
 def _cmd_fit(args, parser) -> int:
     from . import _config
 
-    if not args.no_cache:
-        _config.enable_compilation_cache()
+    if not args.no_cache and not os.environ.get("JAXLMM_NO_CACHE"):
+        _config.enable_compilation_cache(ahead_of_time=True)
     from .errors import JaxlmmError, JaxlmmWarning
     from .fitting import lmer
 

@@ -160,7 +160,7 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
     """Fit a built ``Design`` (lme4's ``optimizeLmer`` + ``mkMerMod``)."""
     import jax.numpy as jnp
 
-    from .core.fit import fit_program, fit_program_optax
+    from .core.fit import fit_program_optax, run_fit_program
     from .core.optimize import NewtonOptions
     from .result import LmerResult
 
@@ -171,7 +171,7 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
         raise ValueError(f"start must have {design.structure.ntheta} values (one per theta), got {theta0.shape}")
     theta0 = jnp.asarray(np.maximum(theta0, design.structure.lower_bounds()), dt)
     if optimizer is None:
-        output = fit_program(model_data, theta0, reml=bool(reml), options=NewtonOptions(max_iter=int(max_iter)))
+        output = run_fit_program(model_data, theta0, reml=bool(reml), options=NewtonOptions(max_iter=int(max_iter)))
         name = "newton"
     else:
         opts = (("max_iter", int(max_iter) if max_iter != 100 else 20000),)

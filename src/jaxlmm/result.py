@@ -166,9 +166,7 @@ class LmerResult:
     # --------------------------------------------------------- random effects
     @cached_property
     def lambdas(self) -> list[np.ndarray]:
-        import jax.numpy as jnp
-
-        return [np.asarray(lam) for lam in self.design.structure.lambdas(jnp.asarray(self.theta))]
+        return self.design.structure.lambdas_numpy(self.theta)
 
     @cached_property
     def varcorr(self) -> pd.DataFrame:

@@ -49,6 +49,13 @@ def fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonOptio
     return _fit(data, theta0, reml, options)
 
 
+def run_fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonOptions = NewtonOptions()):
+    """``fit_program``, served from the ahead-of-time cache when it is enabled (``aot.py``)."""
+    from . import aot
+
+    return aot.call("fit_program", _fit, (data, theta0), dict(reml=reml, options=options))
+
+
 @partial(jax.jit, static_argnames=("reml", "optimizer", "options"))
 def fit_program_optax(data: ModelData, theta0, optimizer, reml: bool = True, options: tuple = ()) -> FitOutput:
     """Fit one response with an optax optimizer (``options``: max_iter, gtol as pairs)."""

@@ -159,6 +159,17 @@ class ReStructure:
         return R
 
     # ------------------------------------------------------------- theta -> lambda
+    def lambdas_numpy(self, theta) -> list[np.ndarray]:
+        """``lambdas`` in NumPy (for results; no JAX dispatch)."""
+        theta = np.asarray(theta, dtype=float)
+        out = []
+        for t, off in zip(self.terms, self.theta_offsets):
+            rows, cols = _lower_triangle_indices(t.ncols)
+            lam = np.zeros((t.ncols, t.ncols))
+            lam[rows, cols] = theta[off:off + t.ntheta]
+            out.append(lam)
+        return out
+
     def lambdas(self, theta) -> list:
         """The relative covariance factors ``lambda_k`` (S_k x S_k) from theta.
 
