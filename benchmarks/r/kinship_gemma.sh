@@ -28,7 +28,21 @@
 #   gemma_traits.csv  trait, n_analyzed, vg, ve, h2 = vg/(vg+ve), pve (GEMMA's,
 #                     = tr(K_a)/n_a*vg / (tr(K_a)/n_a*vg + ve)), se_pve,
 #                     beta (intercept), se_beta, remle_loglik, mle_loglik,
-#                     seconds (wall time of the gemma process, incl. reading K)
+#                     seconds (wall time of the gemma process, incl. reading K),
+#                     lambda = vg/ve, at_lambda_min (1 if lambda sits at GEMMA's
+#                     lower bound -lmin 1e-5: a boundary fit, vg ~ 0; lme4 would
+#                     give theta ~ 0 there), gemma_cpu_seconds and
+#                     eigen_cpu_seconds (GEMMA's own "total computation time" and
+#                     "time on eigen-decomposition", converted from minutes; GEMMA
+#                     measures these with clock(), i.e. CPU time summed over the
+#                     OpenBLAS threads, not wall time).
+# Notes (checked against lme4 and a numpy REML):
+#   * vg, ve, h2 agree with lme4's modular GBLUP fit to GEMMA's 6 printed digits.
+#   * remle_loglik = lme4's -criterion/2 + 0.5*log(det(X'X)) = -crit/2 + 0.5*log(n).
+#   * beta/se_beta are NOT lme4's GLS intercept: GEMMA double-centres K on the
+#     analysed individuals, so its "beta in the null model" is mean(y) and
+#     se_beta = sqrt(ve/n). REML vg/ve are invariant to that centring.
+#   * pve uses tr(K_a)/n_a (GEMMA's trace_G); h2 = vg/(vg+ve) does not.
 #   gemma_timing.txt  machine/date/GEMMA version, total and per-trait seconds
 set -euo pipefail
 KCSV=${1:-/work/shared/bench/kinship_K.csv}
@@ -53,7 +67,7 @@ awk 'BEGIN { srand(1) } { g[NR] = int(3 * rand()) } END {
 
 # --- fits -------------------------------------------------------------------
 val() { grep -F "## $1" "$2" | head -1 | sed 's/.*= *//' | tr -d ' '; }
-echo "trait,n_analyzed,vg,ve,h2,pve,se_pve,beta,se_beta,remle_loglik,mle_loglik,seconds" > gemma_traits.csv
+echo "trait,n_analyzed,vg,ve,h2,pve,se_pve,beta,se_beta,remle_loglik,mle_loglik,seconds,lambda,at_lambda_min,gemma_cpu_seconds,eigen_cpu_seconds" > gemma_traits.csv
 T0=$(date +%s.%N)
 for ((i = 1; i <= NT; i++)); do
   tr=$(sed -n "${i}p" trait_names)
@@ -67,7 +81,7 @@ for ((i = 1; i <= NT; i++)); do
   [ "$nobs" = "$nexp" ] || { echo "$tr: analysed $nobs != non-missing $nexp" >&2; exit 1; }
   vg=$(val "vg estimate in the null model" "$log"); ve=$(val "ve estimate in the null model" "$log")
   h2=$(awk -v a="$vg" -v b="$ve" 'BEGIN { printf "%.10g", a / (a + b) }')
-  echo "$tr,$nobs,$vg,$ve,$h2,$(val "pve estimate in the null model" "$log"),$(val "se(pve) in the null model" "$log"),$(val "beta estimate in the null model" "$log"),$(val "se(beta)" "$log"),$(val "REMLE log-likelihood in the null model" "$log"),$(val "MLE log-likelihood in the null model" "$log"),$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')" >> gemma_traits.csv
+  echo "$tr,$nobs,$vg,$ve,$h2,$(val "pve estimate in the null model" "$log"),$(val "se(pve) in the null model" "$log"),$(val "beta estimate in the null model" "$log"),$(val "se(beta)" "$log"),$(val "REMLE log-likelihood in the null model" "$log"),$(val "MLE log-likelihood in the null model" "$log"),$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }'),$(awk -v a="$vg" -v b="$ve" 'BEGIN { l = a / b; printf "%.6g,%d", l, (l < 1.00001e-5) }'),$(awk -v m="$(val "total computation time" "$log" | sed 's/min//')" 'BEGIN { printf "%.4f", 60 * m }'),$(awk -v m="$(grep -F "time on eigen-decomposition" "$log" | sed 's/.*= *//' | sed 's/min//')" 'BEGIN { printf "%.4f", 60 * m }')" >> gemma_traits.csv
   [ "$i" = 1 ] && cp "$log" first.log
   rm -f "out/t$i".*
 done
@@ -84,7 +98,10 @@ TOTAL=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.3f", b - a }')
   echo "command: bash r/kinship_gemma.sh $KCSV $TCSV $OUT $NT"
   echo "per-trait command: gemma -g dummy_geno.txt -p pheno.txt -n <col> -k K.txt -lmm 1 -o tNNN"
   echo "traits fitted: $NT of $NT_ALL"
+  echo "notes: GEMMA prints 6 significant digits; its null beta = mean(y) (K is centred by GEMMA), remle_loglik = lme4 -criterion/2 + 0.5*log(n); see the header of r/kinship_gemma.sh"
   echo "total loop wall: $TOTAL s"
+  awk -F, 'NR > 1 && $14 == 1 { b++ } END { printf "traits at GEMMA lambda lower bound 1e-5 (vg ~ 0): %d\n", b }' gemma_traits.csv
+  awk -F, 'NR > 1 { e += $16; g += $15; n++ } END { printf "GEMMA-reported CPU time (clock(), summed over threads) per trait: total %.4f s, of which eigendecomposition %.4f s (means)\n", g / n, e / n }' gemma_traits.csv
   awk -F, 'NR > 1 { s += $12; if (min == "" || $12 < min) min = $12; if ($12 > max) max = $12; n++ }
            END { printf "per-trait wall (gemma process, incl. reading 1000x1000 K and eigendecomposition): mean %.4f s, min %.4f s, max %.4f s, sum %.3f s\n", s / n, min, max, s }' gemma_traits.csv
 } > "$OUT/gemma_timing.txt"

@@ -37,6 +37,10 @@ _EXPORTS = {
     "DataError": "errors",
     "JaxlmmWarning": "errors",
     "parse_formula": "formula",
+    "emmeans": "emmeans",
+    "pairs": "emmeans",
+    "EMMeans": "emmeans",
+    "anova": "anova",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -45,7 +49,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name in _EXPORTS:
         module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        value = getattr(module, "build_design" if name == "lformula" else name)
+        attr = {"lformula": "build_design", "anova": "lrt"}.get(name, name)
+        value = getattr(module, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'jaxlmm' has no attribute {name!r}")

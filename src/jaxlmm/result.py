@@ -254,11 +254,71 @@ class LmerResult:
 
         return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
 
+    # ------------------------------------------------------------- inference
+    @cached_property
+    def cross_products(self):
+        """The core's cross-products of this fit's data (``jaxlmm.core.CrossProducts``)."""
+        import jax
+
+        from .core.crossprod import cross_products
+
+        return jax.jit(cross_products)(self.model_data)
+
+    def _refit(self, reml: bool) -> "LmerResult":
+        from .fitting import lmer_design
+
+        opts = self._fit_options or {}
+        fit = lmer_design(self.design, reml=reml, start=self.theta, max_iter=opts.get("max_iter", 100),
+                          dtype=opts.get("dtype"), data_name=self.data_name, warn=False)
+        fit._offset_arg = getattr(self, "_offset_arg", None)
+        return fit
+
+    def refit_ml(self) -> "LmerResult":
+        """The same model fitted by maximum likelihood (``self`` if it already is)."""
+        return self if not self.reml else self._refit(False)
+
+    def refit_reml(self) -> "LmerResult":
+        """The same model fitted by REML (``self`` if it already is)."""
+        return self if self.reml else self._refit(True)
+
+    def coef_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Fixed effects with SEs, df, t and p values, as ``summary(m, ddf = ...)`` of lmerTest.
+
+        ``ddf``: ``"satterthwaite"`` (default), ``"kenward-roger"`` (adjusted SEs
+        and KR df, as pbkrtest), ``"residual"`` (n - p) or ``"asymptotic"`` (z tests).
+        """
+        from .inference import coef_table
+
+        return coef_table(self, ddf)
+
+    def contest(self, L, ddf: str = "satterthwaite", joint: bool = True) -> pd.DataFrame:
+        """Test ``L beta = 0`` (lmerTest's ``contest``): an F test, or with ``joint=False`` a t test per row."""
+        from .inference import contest
+
+        return contest(self, L, ddf, joint)
+
+    def anova(self, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Type III ANOVA table (lmerTest's ``anova(m, type = 3)``)."""
+        if type != 3:
+            raise ValueError("only type III tables are implemented (type=3)")
+        from .anova import anova_type3
+
+        return anova_type3(self, ddf)
+
     # ------------------------------------------------------------------ text
-    def summary(self) -> str:
+    def summary(self, ddf: str = "satterthwaite") -> str:
+        """lme4/lmerTest-style summary; fixed effects tested with ``ddf`` df (``None``: lme4's t values only)."""
         from .summary import format_summary
 
-        return format_summary(self)
+        if ddf is None:
+            return format_summary(self)
+        from .inference import normalize_ddf
+
+        method = normalize_ddf(ddf)
+        title = {"satterthwaite": ". t-tests use Satterthwaite's method",
+                 "kenward-roger": ". t-tests use Kenward-Roger's method",
+                 "residual": ". t-tests use n - p df", "asymptotic": ". z-tests"}[method]
+        return format_summary(self, self.coef_table(method), title_suffix=title)
 
     def __repr__(self) -> str:
         from .summary import format_short

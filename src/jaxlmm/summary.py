@@ -142,7 +142,8 @@ def correlation_table(fit) -> str:
 
 def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: str = "") -> str:
     method = "REML" if fit.reml else "maximum likelihood"
-    lines = [f"Linear mixed model fit by {method}{title_suffix} ['lmerMod']",
+    kind = "lmerModLmerTest" if title_suffix else "lmerMod"
+    lines = [f"Linear mixed model fit by {method}{title_suffix} ['{kind}']",
              f"Formula: {fit.formula}"]
     if fit.data_name:
         lines.append(f"   Data: {fit.data_name}")

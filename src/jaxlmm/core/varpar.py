@@ -1,0 +1,125 @@
+"""The likelihood in other parametrizations, for inference on the fixed effects.
+
+Satterthwaite (lmerTest) works in ``varpar = (theta, sigma)`` with beta
+profiled out:
+
+    dev(theta, sigma) = ldL2 + pwrss / sigma^2 + n log(2 pi sigma^2)
+                        [REML: + ldRX2 - p log(2 pi sigma^2)]
+    Cov(beta-hat)(theta, sigma) = sigma^2 (R_X R_X^T)^{-1}
+
+Kenward-Roger (pbkrtest) works in the covariance parameters ``gamma`` of
+the marginal covariance ``V = sum_r gamma_r G_r``: per random-effects term the
+lower-triangle entries of its covariance matrix ``Sigma_k``, then the residual
+variance ``sigma^2``.  Its ingredients are derivatives of ``log|V|`` and of
+``M = X^T V^{-1} X`` (``Cov(beta-hat) = M^{-1}``).  ``marginal_parts`` computes
+both *without any n x n matrix*: with ``A = Z^T W Z``, ``B = Z^T W X`` and
+``C = blockdiag(Sigma_k) / sigma^2``,
+
+    log|V| = n log sigma^2 - sum log w + log|I + C A|
+    sigma^2 M = X^T W X - B^T (I + C A)^{-1} C B
+
+and ``I + C A`` is factored blockwise like the deviance: small blocks for the
+block term, a dense Schur complement for the rest.  It is written in ``C``
+directly (not through ``lambda = chol(C)``), so it stays differentiable where
+a variance component is 0, as pbkrtest's matrices are.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .data import CrossProducts
+from .deviance import deviance_parts, scale_dense_rows
+from .structure import _lower_triangle_indices
+
+
+def deviance_varpar(varpar: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> jnp.ndarray:
+    """lmerTest's ``devfun_vp``: -2 log-likelihood at (theta, sigma), beta profiled."""
+    theta, sigma = varpar[:-1], varpar[-1]
+    sigma2 = sigma ** 2
+    parts, _ = deviance_parts(theta, cp)
+    n, p = parts.n_obs, cp.p
+    dev = parts.ldL2 + parts.pwrss / sigma2 + n * jnp.log(2.0 * jnp.pi * sigma2)
+    if reml:
+        dev = dev + parts.ldRX2 - p * jnp.log(2.0 * jnp.pi * sigma2)
+    return dev
+
+
+def vcov_beta_varpar(varpar: jnp.ndarray, cp: CrossProducts) -> jnp.ndarray:
+    """``Cov(beta-hat) = sigma^2 (R_X R_X^T)^{-1}`` at (theta, sigma)."""
+    from jax.scipy.linalg import solve_triangular
+
+    theta, sigma = varpar[:-1], varpar[-1]
+    _, fac = deviance_parts(theta, cp)
+    qd, p = cp.structure.q_dense, cp.p
+    LX = fac.L22[qd:qd + p, qd:qd + p]
+    LX_inv = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
+    return sigma ** 2 * LX_inv.T @ LX_inv
+
+
+# --------------------------------------------------------------------- gamma
+def gamma_from_theta(theta: jnp.ndarray, sigma: jnp.ndarray, structure) -> jnp.ndarray:
+    """Covariance parameters: per term the lower triangle (column-major) of
+    ``Sigma_k = sigma^2 lambda_k lambda_k^T``, then ``sigma^2``."""
+    out = []
+    for lam, t in zip(structure.lambdas(theta), structure.terms):
+        cov = sigma ** 2 * lam @ lam.T
+        rows, cols = _lower_triangle_indices(t.ncols)
+        out.append(cov[rows, cols])
+    out.append(jnp.reshape(sigma ** 2, (1,)))
+    return jnp.concatenate(out)
+
+
+def _relative_covariances(gamma: jnp.ndarray, structure) -> tuple[list, jnp.ndarray]:
+    """``C_k = Sigma_k / sigma^2`` per term, and ``sigma^2``."""
+    sigma2 = gamma[-1]
+    out = []
+    for t, off in zip(structure.terms, structure.theta_offsets):
+        rows, cols = _lower_triangle_indices(t.ncols)
+        index = {(int(r), int(c)): off + a for a, (r, c) in enumerate(zip(rows, cols))}
+        entries = [gamma[index[(max(r, c), min(r, c))]] for r in range(t.ncols) for c in range(t.ncols)]
+        out.append(jnp.stack(entries).reshape(t.ncols, t.ncols) / sigma2)
+    return out, sigma2
+
+
+def marginal_parts(gamma: jnp.ndarray, cp: CrossProducts) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``log|V|`` and ``M = X^T V^{-1} X`` as functions of the covariance parameters."""
+    s = cp.structure
+    Cs, sigma2 = _relative_covariances(gamma, s)
+    p, qd = cp.p, s.q_dense
+    dtype = cp.Axx.dtype
+    XtWX = cp.Axx[:p, :p]
+    Bd = cp.Axd[:p, :].T                                                     # (q_d, p)
+    logdet = jnp.zeros((), dtype)
+    corr = jnp.zeros((p, p), dtype)                                          # B^T (I + CA)^{-1} C B
+
+    if s.block_term is not None:
+        Cb = Cs[s.block_term]
+        D = jnp.transpose(cp.Dbb, (2, 0, 1))                                 # (l, S, S)
+        K = jnp.eye(Cb.shape[0], dtype=dtype) + Cb @ D                       # I + C_b D_j
+        logdet = logdet + jnp.sum(jnp.linalg.slogdet(K)[1])
+        Bb = jnp.transpose(cp.Cxb[:, :p, :], (2, 0, 1))                      # (l, S, p)
+        Kinv = jnp.linalg.inv(K)
+        Rb = Kinv @ (Cb @ Bb)                                                # K_j^{-1} C_b B_j
+    if qd:
+        Cd_Add = scale_dense_rows(cp.Add, Cs, s)                             # C_d A_dd
+        S = jnp.eye(qd, dtype=dtype) + Cd_Add
+        rhs = scale_dense_rows(Bd, Cs, s)                                    # C_d B_d
+        if s.block_term is not None:
+            Abd = jnp.transpose(cp.Cdb, (2, 0, 1))                           # (l, S, q_d): Z_b^T W Z_d
+            T = Kinv @ (Cb @ Abd)                                            # (l, S, q_d)
+            S = S - scale_dense_rows(jnp.einsum("lsd,lse->de", Abd, T), Cs, s)
+            rhs = rhs - scale_dense_rows(jnp.einsum("lsd,lsp->dp", Abd, Rb), Cs, s)
+        logdet = logdet + jnp.linalg.slogdet(S)[1]
+        xd = jnp.linalg.solve(S, rhs)                                        # (q_d, p)
+        corr = corr + Bd.T @ xd
+        if s.block_term is not None:
+            xb = Rb - T @ xd                                                 # K^{-1}(C_b B_j - C_b A_bd x_d)
+            corr = corr + jnp.einsum("lsp,lsq->pq", Bb, xb)
+    elif s.block_term is not None:
+        corr = corr + jnp.einsum("lsp,lsq->pq", Bb, Rb)
+
+    n = cp.n_obs
+    log_det_v = n * jnp.log(sigma2) - cp.sum_log_w + logdet
+    M = (XtWX - corr) / sigma2
+    return log_det_v, 0.5 * (M + M.T)
