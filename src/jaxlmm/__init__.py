@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import importlib
 
-from ._config import enable_x64
+from ._config import configure_xla, enable_x64
 
+configure_xla()
 enable_x64()
 
 __version__ = "0.1.0"
@@ -37,16 +38,21 @@ _EXPORTS = {
     "DataError": "errors",
     "JaxlmmWarning": "errors",
     "parse_formula": "formula",
-    "emmeans": "emmeans",
-    "pairs": "emmeans",
-    "EMMeans": "emmeans",
-    "anova": "anova",
+    "emmeans": "marginal_means",
+    "pairs": "marginal_means",
+    "EMMeans": "marginal_means",
+    "anova": "anova_tables",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
+_SUBMODULES = ("plot", "core")
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _EXPORTS:
         module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
         attr = {"lformula": "build_design", "anova": "lrt"}.get(name, name)

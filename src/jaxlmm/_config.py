@@ -5,6 +5,33 @@ from __future__ import annotations
 import os
 
 
+def configure_xla() -> None:
+    """Run XLA's CPU intra-op work single-threaded (``--xla_cpu_multi_thread_eigen=false``).
+
+    With the multi-threaded Eigen pool, a batched LAPACK call (a Cholesky or a
+    triangular solve of a dense block) inside a vmapped while loop can
+    deadlock XLA's CPU thread pool (jax-ml/jax#24219 and reports like it):
+    exactly what a batch of traits or a profile does.  Disabling that pool
+    keeps XLA's parallelism across independent operations; on the traits
+    benchmark it costs nothing measurable.  It has to be set before JAX
+    starts its CPU backend; if that already happened, nothing is changed.
+    Set ``JAXLMM_KEEP_XLA_FLAGS=1`` to leave ``XLA_FLAGS`` alone.
+    """
+    if os.environ.get("JAXLMM_KEEP_XLA_FLAGS"):
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" in flags:
+        return
+    try:
+        from jax._src import xla_bridge
+
+        if getattr(xla_bridge, "_backends", None):
+            return
+    except Exception:  # pragma: no cover - private API moved
+        pass
+    os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+
+
 def enable_x64() -> None:
     """Turn on JAX's 64-bit mode (lme4 parity needs float64)."""
     import jax

@@ -28,6 +28,20 @@ def _dtype(dtype):
     return dt.type
 
 
+def _profiled_deviance_jit(theta, cp, reml):
+    import jax
+
+    from .core.deviance import profiled_deviance
+
+    global _PROFILED_JIT
+    if _PROFILED_JIT is None:
+        _PROFILED_JIT = jax.jit(profiled_deviance, static_argnames="reml")
+    return _PROFILED_JIT(theta, cp, reml=reml)
+
+
+_PROFILED_JIT = None
+
+
 class DevianceFunction:
     """The profiled REML criterion / ML deviance of a model as a function of theta.
 
@@ -64,9 +78,7 @@ class DevianceFunction:
     def __call__(self, theta):
         import jax.numpy as jnp
 
-        from .core.deviance import profiled_deviance
-
-        return profiled_deviance(jnp.asarray(theta, self.dtype), self.cross_products, self.reml)
+        return _profiled_deviance_jit(jnp.asarray(theta, self.dtype), self.cross_products, self.reml)
 
     def solve(self, theta):
         """beta, BLUPs, sigma, ... at ``theta`` (``jaxlmm.core.solution.Solution``), differentiable in theta."""

@@ -301,9 +301,35 @@ class LmerResult:
         """Type III ANOVA table (lmerTest's ``anova(m, type = 3)``)."""
         if type != 3:
             raise ValueError("only type III tables are implemented (type=3)")
-        from .anova import anova_type3
+        from .anova_tables import anova_type3
 
         return anova_type3(self, ddf)
+
+    def confint(self, method: str = "profile", level: float = 0.95, nsim: int = 500, seed: int | None = None,
+                use_u: bool = False) -> pd.DataFrame:
+        """Confidence intervals (lme4's ``confint``): ``"profile"`` (default), ``"wald"`` or ``"boot"``."""
+        from .confint import confint
+
+        return confint(self, method, level, nsim=nsim, seed=seed, use_u=use_u)
+
+    def profile(self, level: float = 0.95):
+        """lme4's ``profile``: a ``Profile`` with ``frame`` (param, value, zeta) and ``confint()``."""
+        from .profile import profile
+
+        return profile(self, level)
+
+    def simulate(self, nsim: int = 1, seed: int | None = None, use_u: bool = False) -> np.ndarray:
+        """Simulated responses (n x nsim), as lme4's ``simulate`` (``use_u``: condition on the BLUPs)."""
+        from .bootstrap import simulate
+
+        return simulate(self, nsim, seed, use_u)
+
+    def bootstrap(self, nsim: int = 500, seed: int | None = None, use_u: bool = False, func=None,
+                  progress: bool | None = None) -> pd.DataFrame:
+        """Parametric bootstrap (lme4's ``bootMer``): one row of estimates per replicate."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, nsim, seed, use_u, func, progress=progress)
 
     # ------------------------------------------------------------------ text
     def summary(self, ddf: str = "satterthwaite") -> str:

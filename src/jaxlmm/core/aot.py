@@ -53,13 +53,13 @@ def _key(name: str, leaves, treedef, static) -> str:
 
 
 def call(name: str, fn, args: tuple, static: dict):
-    """``fn(*args, **static)``, through the ahead-of-time cache when it is enabled."""
+    """``jit(fn)(*args, **static)``, through the ahead-of-time cache when it is enabled."""
     if _DIR is None:
-        return fn(*args, **static)
+        return jax.jit(fn, static_argnames=tuple(static))(*args, **static)
     try:
         return _cached_call(name, fn, args, static)
     except Exception:  # the cache is an optimization only
-        return fn(*args, **static)
+        return jax.jit(fn, static_argnames=tuple(static))(*args, **static)
 
 
 def _cached_call(name, fn, args, static):

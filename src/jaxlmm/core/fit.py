@@ -30,8 +30,16 @@ class FitOutput(NamedTuple):
     fitted: jnp.ndarray
 
 
+def _large_dense(structure, p: int) -> bool:
+    from .linalg import RECURSIVE_MAX
+
+    return structure.q_dense + p + 1 > RECURSIVE_MAX
+
+
 def _fit(data: ModelData, theta0, reml: bool, options, optimizer=None) -> FitOutput:
     cp = cross_products(data)
+    if optimizer is None and _large_dense(data.structure, data.p):
+        options = options._replace(sequential_hessian=True)
     lower = jnp.asarray(data.structure.lower_bounds(), dtype=theta0.dtype)
     objective = partial(profiled_deviance, cp=cp, reml=reml)
     if optimizer is None:
@@ -53,6 +61,8 @@ def run_fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonO
     """``fit_program``, served from the ahead-of-time cache when it is enabled (``aot.py``)."""
     from . import aot
 
+    if not aot.enabled():
+        return fit_program(data, theta0, reml=reml, options=options)
     return aot.call("fit_program", _fit, (data, theta0), dict(reml=reml, options=options))
 
 

@@ -21,8 +21,22 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from jax import lax
+
 from .data import CrossProducts
 from .varpar import deviance_varpar, gamma_from_theta, marginal_parts, vcov_beta_varpar
+
+
+def jacobian_sequential(f, x):
+    """``jax.jacfwd(f)(x)`` with the tangent directions taken one by one (``lax.map``), leading axis
+    last as jacfwd: no LAPACK call inside ``f`` gets a batch axis (see ``linalg.py``)."""
+    eye = jnp.eye(x.shape[0], dtype=x.dtype)
+    cols = lax.map(lambda v: jax.jvp(f, (x,), (v,))[1], eye)
+    return jnp.moveaxis(cols, 0, -1)
+
+
+def hessian_sequential(f, x):
+    return jacobian_sequential(lambda z: jacobian_sequential(f, z), x)
 
 
 @partial(jax.jit, static_argnames=("reml",))
@@ -51,13 +65,17 @@ def kenward_roger_program(cp: CrossProducts, theta, sigma):
     def Phi_of(g):
         return jnp.linalg.inv(M_of(g))
 
-    IE2 = -jax.hessian(ell)(gamma)
+    IE2 = -hessian_sequential(ell, gamma)
     IE2 = 0.5 * (IE2 + IE2.T)
+    ok = jnp.all(jnp.isfinite(IE2))
+    IE2 = jnp.where(ok, IE2, jnp.nan * jnp.eye(IE2.shape[0]))  # NaN result, never a hanging eigensolver
+    IE2_safe = jnp.where(ok, IE2, jnp.eye(IE2.shape[0]))
     Phi = Phi_of(gamma)
-    P = jnp.moveaxis(jax.jacfwd(M_of)(gamma), -1, 0)                     # (g, p, p)
-    d2Phi = jax.hessian(Phi_of)(gamma)                                    # (p, p, g, g)
-    eig = jnp.linalg.eigvalsh(IE2)
+    P = jnp.moveaxis(jacobian_sequential(M_of, gamma), -1, 0)             # (g, p, p)
+    d2Phi = hessian_sequential(Phi_of, gamma)                             # (p, p, g, g)
+    eig = jnp.linalg.eigvalsh(IE2_safe)
     cond = jnp.min(jnp.abs(eig))
-    W = jnp.where(cond > 1e-10, 2.0 * jnp.linalg.inv(IE2), 2.0 * jnp.linalg.pinv(IE2))
+    W = jnp.where(cond > 1e-10, 2.0 * jnp.linalg.inv(IE2_safe), 2.0 * jnp.linalg.pinv(IE2_safe))
+    W = jnp.where(ok, W, jnp.nan)
     PhiA = Phi - jnp.einsum("rs,pqrs->pq", W, d2Phi)
     return Phi, 0.5 * (PhiA + PhiA.T), P, W, IE2

@@ -8,9 +8,14 @@ textbook recurrences written out element by element
     L_jj = sqrt(M_jj - sum_{k<j} L_jk^2),
     L_ij = (M_ij - sum_{k<j} L_ik L_jk) / L_jj,      i > j,
 
-which XLA fuses into a few vectorized loops over the whole stack.  Larger
-matrices use ``jnp.linalg.cholesky`` / ``solve_triangular``.  A matrix that is
-not positive definite gives NaN (never an exception), as LAPACK does.
+which XLA fuses into a few vectorized loops over the whole stack.  Matrices
+up to ``RECURSIVE_MAX`` rows are factored column by column in a
+``lax.fori_loop`` (and likewise for triangular solves): plain XLA operations
+in a small program whatever the size; only larger ones call LAPACK.  Batched LAPACK calls
+inside vmapped loops (a batch of traits, a profile, the tangents of a Hessian)
+can deadlock XLA's CPU thread pool (``_config.configure_xla``), so vmapped
+programs stay clear of them up to that size.  A matrix that is not positive
+definite gives NaN (never an exception), as LAPACK does.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 UNROLL_MAX = 6
+RECURSIVE_MAX = 128
 
 
 def _stack(rows: list[list]) -> jnp.ndarray:
@@ -30,8 +36,10 @@ def cholesky(M: jnp.ndarray) -> jnp.ndarray:
     S = M.shape[-1]
     if S == 0:
         return M
-    if S > UNROLL_MAX:
+    if S > RECURSIVE_MAX:
         return jnp.linalg.cholesky(M)
+    if S > UNROLL_MAX:
+        return _cholesky_loop(M)
     zero = jnp.zeros(M.shape[:-2], M.dtype)
     L = [[zero] * S for _ in range(S)]
     for j in range(S):
@@ -47,13 +55,77 @@ def cholesky(M: jnp.ndarray) -> jnp.ndarray:
     return _stack(L)
 
 
+def _dyn(x, i, axis):
+    """``x`` indexed at a traced position ``i`` along ``axis`` (negative axes from the end)."""
+    from jax import lax
+
+    return lax.dynamic_index_in_dim(x, i, axis=axis % x.ndim, keepdims=False)
+
+
+def _cholesky_loop(M: jnp.ndarray) -> jnp.ndarray:
+    """Column-by-column Cholesky: ``v = M[:, j] - L L[j, :]^T``, ``L[:, j] = v / sqrt(v_j)`` below the diagonal."""
+    from jax import lax
+
+    n = M.shape[-1]
+    idx = jnp.arange(n)
+
+    def body(j, L):
+        v = _dyn(M, j, -1) - jnp.einsum("...ik,...k->...i", L, _dyn(L, j, -2))
+        d = jnp.sqrt(_dyn(v, j, -1))
+        col = jnp.where(idx >= j, v / d[..., None], 0.0)
+        return lax.dynamic_update_index_in_dim(L, col, j, axis=L.ndim - 1)
+
+    return lax.fori_loop(0, n, body, jnp.zeros_like(M))
+
+
+def _solve_lower_loop(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
+    from jax import lax
+
+    n = L.shape[-1]
+
+    def body(i, X):
+        Li = _dyn(L, i, -2)                                                  # row i (..., n)
+        xi = (_dyn(B, i, -2) - jnp.einsum("...k,...km->...m", Li, X)) / _dyn(Li, i, -1)[..., None]
+        return lax.dynamic_update_index_in_dim(X, xi, i, axis=X.ndim - 2)
+
+    return lax.fori_loop(0, n, body, jnp.zeros_like(B))
+
+
+def _solve_upper_t_loop(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
+    from jax import lax
+
+    n = L.shape[-1]
+
+    def body(step, X):
+        i = n - 1 - step
+        Li = _dyn(L, i, -1)                                                  # column i (..., n)
+        xi = (_dyn(B, i, -2) - jnp.einsum("...k,...km->...m", Li, X)) / _dyn(Li, i, -1)[..., None]
+        return lax.dynamic_update_index_in_dim(X, xi, i, axis=X.ndim - 2)
+
+    return lax.fori_loop(0, n, body, jnp.zeros_like(B))
+
+
+def inverse_lower(L: jnp.ndarray) -> jnp.ndarray:
+    """``L^{-1}`` for lower-triangular ``L``."""
+    eye = jnp.broadcast_to(jnp.eye(L.shape[-1], dtype=L.dtype), L.shape)
+    return solve_lower(L, eye)
+
+
+def spd_inverse(A: jnp.ndarray) -> jnp.ndarray:
+    """Inverse of a symmetric positive-definite matrix through its Cholesky factor."""
+    Linv = inverse_lower(cholesky(A))
+    return jnp.swapaxes(Linv, -1, -2) @ Linv
+
+
 def solve_lower(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
     """``L^{-1} B`` for lower-triangular ``L`` (..., S, S) and ``B`` (..., S, m)."""
     S = L.shape[-1]
     if S == 0:
         return B
-    if S > UNROLL_MAX:
+    if S > RECURSIVE_MAX:
         return solve_triangular(L, B, lower=True)
+    if S > UNROLL_MAX:
+        return _solve_lower_loop(L, B)
     x = []
     for i in range(S):
         v = B[..., i, :]
@@ -68,8 +140,10 @@ def solve_upper_t(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
     S = L.shape[-1]
     if S == 0:
         return B
-    if S > UNROLL_MAX:
+    if S > RECURSIVE_MAX:
         return solve_triangular(L, B, lower=True, trans="T")
+    if S > UNROLL_MAX:
+        return _solve_upper_t_loop(L, B)
     x = [None] * S
     for i in reversed(range(S)):
         v = B[..., i, :]
@@ -119,3 +193,54 @@ def gram(W: jnp.ndarray, small: int = 16) -> jnp.ndarray:
     if Q > small:
         return flat.T @ flat
     return jnp.sum(flat[:, :, None] * flat[:, None, :], axis=0)
+
+
+def symmetric_eigen(A: jnp.ndarray, sweeps: int = 12):
+    """Eigenvalues (ascending) and eigenvectors of a small symmetric matrix, by cyclic Jacobi.
+
+    For the optimizer's k x k Hessians (k = number of theta): plain XLA
+    operations, so a vmapped optimizer never calls LAPACK's eigensolver
+    (see the module docstring).  Larger matrices use ``jnp.linalg.eigh``.
+    """
+    from jax import lax
+
+    k = A.shape[-1]
+    if k == 1:
+        return A[..., 0, :], jnp.ones_like(A)
+    if k > 8:
+        return jnp.linalg.eigh(A)
+    pairs = [(p, q) for p in range(k) for q in range(p + 1, k)]
+
+    def rotate(state, pq):
+        a, v = state
+        p, q = pq
+        app, aqq, apq = a[..., p, p], a[..., q, q], a[..., p, q]
+        small = jnp.abs(apq) <= 1e-300
+        tau = (aqq - app) / jnp.where(small, 1.0, 2.0 * apq)
+        t = jnp.sign(tau + (tau == 0)) / (jnp.abs(tau) + jnp.sqrt(1.0 + tau * tau))
+        t = jnp.where(small, 0.0, t)
+        c = 1.0 / jnp.sqrt(1.0 + t * t)
+        s = t * c
+        rp, rq = a[..., p, :], a[..., q, :]
+        a = a.at[..., p, :].set(c[..., None] * rp - s[..., None] * rq)
+        a = a.at[..., q, :].set(s[..., None] * rp + c[..., None] * rq)
+        cp, cq = a[..., :, p], a[..., :, q]
+        a = a.at[..., :, p].set(c[..., None] * cp - s[..., None] * cq)
+        a = a.at[..., :, q].set(s[..., None] * cp + c[..., None] * cq)
+        vp, vq = v[..., :, p], v[..., :, q]
+        v = v.at[..., :, p].set(c[..., None] * vp - s[..., None] * vq)
+        v = v.at[..., :, q].set(s[..., None] * vp + c[..., None] * vq)
+        return a, v
+
+    def sweep(_, state):
+        for pq in pairs:
+            state = rotate(state, pq)
+        return state
+
+    v0 = jnp.broadcast_to(jnp.eye(k, dtype=A.dtype), A.shape)
+    a, v = lax.fori_loop(0, sweeps, sweep, (A, v0))
+    w = diag(a)
+    order = jnp.argsort(w, axis=-1)
+    w = jnp.take_along_axis(w, order, axis=-1)
+    v = jnp.take_along_axis(v, order[..., None, :], axis=-1)
+    return w, v

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from . import linalg
+
 CONVERGED = 0
 MAX_ITER = 1
 LINE_SEARCH_FAILED = 2
@@ -60,6 +62,7 @@ class OptimResult(NamedTuple):
 
 class NewtonOptions(NamedTuple):
     max_iter: int = 100
+    sequential_hessian: bool = False  # Hessian columns one by one (no batched LAPACK; large dense parts)
     xtol: float = 1e-8
     armijo: float = 1e-4
     max_halvings: int = 40
@@ -67,10 +70,15 @@ class NewtonOptions(NamedTuple):
     snap_ftol: float = 1e-10
 
 
-def value_grad_hessian(fun: Callable, x: jnp.ndarray):
-    """f, grad f and the (symmetrized) Hessian from one linearization of grad f."""
+def value_grad_hessian(fun: Callable, x: jnp.ndarray, sequential: bool = False):
+    """f, grad f and the (symmetrized) Hessian from one linearization of grad f.
+
+    ``sequential=True`` computes the Hessian columns with ``lax.map`` instead
+    of ``vmap``, so that no LAPACK call gets a batch axis (see ``linalg.py``).
+    """
     (f, g), jvp = jax.linearize(jax.value_and_grad(fun), x)
-    H = jax.vmap(lambda v: jvp(v)[1])(jnp.eye(x.shape[0], dtype=x.dtype))
+    eye = jnp.eye(x.shape[0], dtype=x.dtype)
+    H = lax.map(lambda v: jvp(v)[1], eye) if sequential else jax.vmap(lambda v: jvp(v)[1])(eye)
     return f, g, 0.5 * (H + H.T)
 
 
@@ -91,7 +99,7 @@ def _newton_direction(x, g, H, free, at_bound):
     mask = free[:, None] & free[None, :]
     Hf = jnp.where(mask, H, jnp.eye(k, dtype=H.dtype))
     gf = jnp.where(free, g, 0.0)
-    w, V = jnp.linalg.eigh(Hf)
+    w, V = linalg.symmetric_eigen(Hf)
     scale = jnp.maximum(jnp.max(jnp.abs(w)), 1.0)
     w_abs = jnp.maximum(jnp.abs(w), 1e-10 * scale)
     d = -V @ ((V.T @ gf) / w_abs)
@@ -107,7 +115,7 @@ def _newton_direction(x, g, H, free, at_bound):
 
 
 def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
-                    options: NewtonOptions = NewtonOptions(), reflections=None) -> OptimResult:
+                    options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None) -> OptimResult:
     """Projected Newton minimization of ``fun`` subject to ``x >= lower``.
 
     Each outer iteration evaluates f, g and H once at the current point; the
@@ -120,10 +128,14 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
     whose gradient points outward is then reflected (``x, g, H -> R x, R g,
     R H R``, no new evaluation), which turns its gradient inward: a boundary
     point is only accepted when it is a local minimum of both reflections.
+
+    ``fixed`` (k, bool; may be traced) holds components at their starting
+    values, for profiling.
     """
     opt = options
     bounded = jnp.isfinite(lower)
     dtype = x0.dtype
+    held = jnp.zeros(x0.shape, bool) if fixed is None else jnp.asarray(fixed, bool)
     # tolerances relative to the working precision (the float64 values are the defaults)
     eps = float(jnp.finfo(dtype).eps)
     xtol = max(opt.xtol, 50.0 * eps)
@@ -139,18 +151,22 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
 
     def body(state):
         x, it, n_small = state["x"], state["it"], state["n_small"]
-        f, g, H = value_grad_hessian(fun, x)
+        f, g, H = value_grad_hessian(fun, x, opt.sequential_hessian)
         finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(H))
+        # LAPACK's eigensolver may never return on NaN input: sanitize (the lane stops anyway)
+        g = jnp.where(finite, g, 0.0)
+        H = jnp.where(finite, H, jnp.eye(H.shape[0], dtype=H.dtype))
 
         at_bound = bounded & (x <= lower)
         flat = tol_flat * (1.0 + jnp.abs(f))
         if reflections is not None:
             R = jnp.asarray(reflections, dtype)
-            flip = at_bound & (g > flat) & (R @ (x != 0).astype(dtype) > 0)
+            flip = (at_bound & (g > flat) & (R @ (x != 0).astype(dtype) > 0) & ~held
+                    & (R @ held.astype(dtype) == 0))
             sign = jnp.where((flip.astype(dtype) @ R) > 0, -1.0, 1.0).astype(dtype)
             x, g, H = sign * x, sign * g, sign[:, None] * H * sign[None, :]
         # held at the bound: gradient pointing outward, or flat with non-negative curvature
-        active = at_bound & ((g > flat) | ((g >= -flat) & (jnp.diagonal(H) >= 0)))
+        active = held | (at_bound & ((g > flat) | ((g >= -flat) & (jnp.diagonal(H) >= 0))))
         free = ~active
         d, pos_def = _newton_direction(x, g, H, free, at_bound)
         step = jnp.max(jnp.abs(d))
@@ -162,7 +178,7 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
         converged = pos_def & (tiny | (pred <= tol_zero * (1.0 + jnp.abs(f))) | (n_small > 3))
 
         # at convergence try the bound for components within snap_eps of it
-        near = bounded & (x > lower) & (x - lower <= opt.snap_eps)
+        near = bounded & (x > lower) & (x - lower <= opt.snap_eps) & ~held
         snap = converged & jnp.any(near)
         x_snap = jnp.where(near, lower, x)
 

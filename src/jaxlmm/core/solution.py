@@ -20,9 +20,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
-
-from . import smallmat
+from . import linalg, smallmat
 from .data import CrossProducts, ModelData
 from .deviance import DevianceParts, criterion_from_parts, deviance_parts
 
@@ -66,11 +64,11 @@ def _fixed_part(theta, cp: CrossProducts, reml: bool):
     L22 = fac.L22
     # back-substitution L^T [u; beta] = r for the dense unknowns [u_d; beta]
     r = L22[-1, :-1]
-    x_dense = solve_triangular(L22[:-1, :-1], r, lower=True, trans="T")
+    x_dense = linalg.solve_upper_t(L22[:-1, :-1], r[:, None])[:, 0]
     nmp = parts.n_obs - p if reml else parts.n_obs
     sigma2 = parts.pwrss / nmp
     LX = L22[qd:qd + p, qd:qd + p]
-    LX_inv = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
+    LX_inv = linalg.inverse_lower(LX)
     vcov_beta = sigma2 * LX_inv.T @ LX_inv
     return crit, parts, fac, x_dense, sigma2, vcov_beta
 
@@ -97,7 +95,7 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
         u[s.block_term] = jnp.stack(smallmat.solve_upper_t(L, rhs), axis=-1)      # (l_b, S_b)
 
     # diagonal blocks of (L_Z L_Z^T)^{-1}
-    Ldd_inv = solve_triangular(L22[:qd, :qd], jnp.eye(qd, dtype=L22.dtype), lower=True)
+    Ldd_inv = linalg.inverse_lower(L22[:qd, :qd])
     prec_inv = {}
     for k, off in zip(s.dense_terms, s.dense_offsets):
         t = s.terms[k]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from . import smallmat
 from .data import CrossProducts
 from .deviance import deviance_parts, scale_dense_rows
 from .structure import _lower_triangle_indices
@@ -47,13 +48,13 @@ def deviance_varpar(varpar: jnp.ndarray, cp: CrossProducts, reml: bool = True) -
 
 def vcov_beta_varpar(varpar: jnp.ndarray, cp: CrossProducts) -> jnp.ndarray:
     """``Cov(beta-hat) = sigma^2 (R_X R_X^T)^{-1}`` at (theta, sigma)."""
-    from jax.scipy.linalg import solve_triangular
+    from . import linalg
 
     theta, sigma = varpar[:-1], varpar[-1]
     _, fac = deviance_parts(theta, cp)
     qd, p = cp.structure.q_dense, cp.p
     LX = fac.L22[qd:qd + p, qd:qd + p]
-    LX_inv = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
+    LX_inv = linalg.inverse_lower(LX)
     return sigma ** 2 * LX_inv.T @ LX_inv
 
 
@@ -94,20 +95,29 @@ def marginal_parts(gamma: jnp.ndarray, cp: CrossProducts) -> tuple[jnp.ndarray, 
     corr = jnp.zeros((p, p), dtype)                                          # B^T (I + CA)^{-1} C B
 
     if s.block_term is not None:
+        # per level K_j^{-1} C_b = G_j = C_b - C_b D^{1/2} (I + D^{1/2} C_b D^{1/2})^{-1} D^{1/2} C_b
+        # (symmetric, with D_j^{1/2} constant in gamma): no pivoting and no LAPACK
         Cb = Cs[s.block_term]
-        D = jnp.transpose(cp.Dbb, (2, 0, 1))                                 # (l, S, S)
-        K = jnp.eye(Cb.shape[0], dtype=dtype) + Cb @ D                       # I + C_b D_j
-        logdet = logdet + jnp.sum(jnp.linalg.slogdet(K)[1])
-        Bb = jnp.transpose(cp.Cxb[:, :p, :], (2, 0, 1))                      # (l, S, p)
-        Kinv = jnp.linalg.inv(K)
-        Rb = Kinv @ (Cb @ Bb)                                                # K_j^{-1} C_b B_j
+        Dh = smallmat.split(cp_sqrt_D(cp))                                      # D_j^{1/2}, (S, S, l)
+        Sb = len(Dh)
+        DC = [[sum(Dh[a][t] * Cb[t, c] for t in range(Sb)) for c in range(Sb)] for a in range(Sb)]
+        inner = [[sum(DC[a][t] * Dh[t][b] for t in range(Sb)) + (1.0 if a == b else 0.0) for b in range(Sb)]
+                 for a in range(Sb)]                                             # I + D^{1/2} C_b D^{1/2}
+        Li = smallmat.cholesky(inner)
+        logdet = logdet + 2.0 * smallmat.log_diag_sum(Li)
+        # F = L^{-1} D^{1/2} C_b  (rows a, columns c); G = C_b - F^T F
+        F = [smallmat.solve_lower(Li, [DC[a][c] for a in range(Sb)]) for c in range(Sb)]  # F[c][a]
+        G = [[Cb[a, c] - sum(F[a][t] * F[c][t] for t in range(Sb)) for c in range(Sb)] for a in range(Sb)]
+        G = jnp.transpose(smallmat.stack(G), (2, 0, 1))                           # (l, S, S)
+        Bb = jnp.transpose(cp.Cxb[:, :p, :], (2, 0, 1))                          # (l, S, p)
+        Rb = G @ Bb                                                              # K_j^{-1} C_b B_j
     if qd:
         Cd_Add = scale_dense_rows(cp.Add, Cs, s)                             # C_d A_dd
         S = jnp.eye(qd, dtype=dtype) + Cd_Add
         rhs = scale_dense_rows(Bd, Cs, s)                                    # C_d B_d
         if s.block_term is not None:
             Abd = jnp.transpose(cp.Cdb, (2, 0, 1))                           # (l, S, q_d): Z_b^T W Z_d
-            T = Kinv @ (Cb @ Abd)                                            # (l, S, q_d)
+            T = G @ Abd                                                      # K_j^{-1} C_b A_bd,j
             S = S - scale_dense_rows(jnp.einsum("lsd,lse->de", Abd, T), Cs, s)
             rhs = rhs - scale_dense_rows(jnp.einsum("lsd,lsp->dp", Abd, Rb), Cs, s)
         logdet = logdet + jnp.linalg.slogdet(S)[1]
@@ -123,3 +133,17 @@ def marginal_parts(gamma: jnp.ndarray, cp: CrossProducts) -> tuple[jnp.ndarray, 
     log_det_v = n * jnp.log(sigma2) - cp.sum_log_w + logdet
     M = (XtWX - corr) / sigma2
     return log_det_v, 0.5 * (M + M.T)
+
+
+def cp_sqrt_D(cp: CrossProducts) -> jnp.ndarray:
+    """Symmetric square roots of the block term's ``D_j = Z_j^T W Z_j`` (S, S, l).
+
+    D_j does not depend on the parameters, so its square root (by an
+    eigen-decomposition, with negative rounding clipped) needs no derivative.
+    """
+    import jax
+
+    D = jnp.transpose(cp.Dbb, (2, 0, 1))
+    w, U = jnp.linalg.eigh(jax.lax.stop_gradient(D))
+    root = (U * jnp.sqrt(jnp.maximum(w, 0.0))[:, None, :]) @ jnp.swapaxes(U, -1, -2)
+    return jnp.transpose(root, (1, 2, 0))
