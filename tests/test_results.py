@@ -56,8 +56,10 @@ def test_summary_reads_like_lme4(fits):
                   "REML criterion at convergence: 1743.6", "Scaled residuals:", "Random effects:",
                   " Groups   Name        Variance Std.Dev. Corr", "Residual",
                   "Number of obs: 180, groups:  Subject, 18", "Fixed effects:",
-                  "Estimate Std. Error t value", "Correlation of Fixed Effects:", "(Intr)", "-0.138"]:
+                  "Estimate Std. Error    df t value Pr(>|t|)", "Correlation of Fixed Effects:", "(Intr)",
+                  "-0.138"]:
         assert piece in text, piece
+    assert "Estimate Std. Error t value" in fits.get("sleepstudy_slope_reml").summary(ddf=None)
     ml = fits.get("sleepstudy_slope_ml").summary()
     assert "Linear mixed model fit by maximum likelihood" in ml and "df.resid" in ml
 
