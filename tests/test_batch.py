@@ -60,7 +60,9 @@ def test_failures_are_statuses_and_the_batch_goes_on(small_batch):
     assert d.loc[["reaction", "gaps", "noisy", "singular"], "converged"].all()
     assert batch.summary() == "5 traits; 4 converged; 1 singular; failed: 1 too_few_observations"
     assert list(d.columns) == ["status", "converged", "singular", "grad_norm", "n_iter", "nobs", "criterion",
-                               "message"]
+                               "path", "message"]
+    assert list(d["path"]) == ["general", "general", "general", "none", "general"] or \
+        set(d.loc[d["status"] == "too_few_observations", "path"]) == {"none"}
 
 
 def test_trait_view_is_a_full_single_fit(small_batch):

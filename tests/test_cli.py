@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,3 +88,24 @@ def test_batch_responses(tmp_path, capsys):
     assert list(fixef.index) == ["trait0", "trait1", "trait2"]
     diag = pd.read_csv(out_dir / "diagnostics.csv", index_col=0)
     assert diag.loc["trait1", "nobs"] == len(data) - 6
+
+
+def test_relmat_batch_and_single(tmp_path, capsys):
+    ref = Path(__file__).parent / "reference" / "relmat"
+    data = pd.read_csv(ref / "relmat_gblup80.csv")
+    data["trait_b"] = data["y"] * 2.0 + 1.0
+    data.loc[[4, 9], "trait_b"] = np.nan
+    data["trait_a"] = data["y"]
+    src = tmp_path / "traits.csv"
+    data.to_csv(src, index=False)
+    out_dir = tmp_path / "out"
+    assert main(["fit", str(src), "~ 1 + (1 | id)", "--relmat", f"id={ref / 'K_gblup80.csv'}",
+                 "--responses", "trait*", "--out", str(out_dir), "--no-cache"]) == 0
+    results = pd.read_csv(out_dir / "results.csv", index_col=0)
+    assert list(results.index) == ["trait_b", "trait_a"]
+    assert (results["path"] == "spectral").all()
+    assert results.loc["trait_a", "h2"] == pytest.approx(0.383757310714996, abs=1e-4)
+    assert main(["fit", str(src), "y ~ 1 + (1 | id)", "--relmat", f"id={ref / 'K_gblup80.csv'}", "--no-cache"]) == 0
+    assert "Heritability h2 = 0.3838" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", str(src), "y ~ 1 + (1 | id)", "--relmat", "id", "--no-cache"])

@@ -9,7 +9,7 @@
 #   (b) confint(m, method = "profile")
 # and (c) Kenward-Roger denominator df via lmerTest's
 #   summary(m, ddf = "Kenward-Roger")   (pbkrtest underneath)
-# on synthetic data y ~ x + (1 | g), N = 500, 1000, 2000, 4000, 8000 rows,
+# on synthetic data y ~ x + (1 | g), N = 500, 1000, 2000, 4000, 8000, 20000 rows,
 # g with N/10 levels, x ~ N(0,1), set.seed(1) per size. The KR sweep stops
 # after a size errors or exceeds 120 s (elapsed limit via setTimeLimit), and
 # the next size is not started when the previous one took > 60 s (cost grows
@@ -43,7 +43,7 @@ message(sprintf("confint profile: %.2f s", t_prof))
 
 # (c) Kenward-Roger df on growing synthetic data
 kr <- list()
-for (N in c(500L, 1000L, 2000L, 4000L, 8000L)) {
+for (N in c(500L, 1000L, 2000L, 4000L, 8000L, 20000L)) {
   set.seed(1)
   ng <- N %/% 10L
   g <- factor(rep(seq_len(ng), length.out = N))

@@ -42,6 +42,8 @@ _EXPORTS = {
     "pairs": "marginal_means",
     "EMMeans": "marginal_means",
     "anova": "anova_tables",
+    "grm": "markers",
+    "RelationshipMatrix": "relmat",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .design import Design, bucket, build_design
 from .errors import DataError
+from .spectral_batch import MAX_MISSING_FRACTION, fit_spectral, missing_counts, spectral_layout
 
 # per-trait status codes beyond the optimizer's (core.optimize: 0..3)
 TOO_FEW_OBSERVATIONS = 10
@@ -95,7 +96,8 @@ def trait_checks(design: Design, Y: np.ndarray) -> np.ndarray:
         nlev = (counts > 0).sum(axis=0)
         q = nlev * len(t.columns)
         status[(status == 0) & (nlev < 2)] = ONE_LEVEL
-        status[(status == 0) & ((nlev >= n_t) | (n_t <= q))] = LEVELS_VS_OBSERVATIONS
+        if t.relmat is None:
+            status[(status == 0) & ((nlev >= n_t) | (n_t <= q))] = LEVELS_VS_OBSERVATIONS
     if p:
         w = observed * design.weights[:, None]
         XtX = np.einsum("ni,nj,nt->tij", design.X, design.X, w)
@@ -129,20 +131,19 @@ def _progress(total: int, enabled: bool | None):
 
 def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None, offset=None,
               chunk_size: int | None = None, progress: bool | None = None, device=None,
-              dtype=None, max_iter: int = 100, data_name: str | None = None):
+              dtype=None, max_iter: int = 100, data_name: str | None = None, relmat=None,
+              spectral: bool | None = None):
     """Fit one model to every column of ``responses`` (see ``jaxlmm.lmer``)."""
     import jax
-    import jax.numpy as jnp
 
     from .batch_result import BatchResult
-    from .core.fit import fit_batch_program
     from .core.optimize import NewtonOptions
     from .design import _as_frame
     from .fitting import _dtype
 
     frame = _as_frame(data)
     names, Y_all = response_matrix(responses, frame)
-    design = build_design(formula, frame, weights=weights, offset=offset, responses=Y_all)
+    design = build_design(formula, frame, weights=weights, offset=offset, responses=Y_all, relmat=relmat)
     Y = np.asarray(design.y, dtype=np.float64)
     if Y.ndim == 1:
         Y = Y[:, None]
@@ -154,48 +155,105 @@ def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None,
     valid = status == 0
     k = design.structure.ntheta
     p = design.X.shape[1]
-    theta0 = design.structure.theta0()
-
-    # responses as (T, n_padded) with weights 0 where missing; invalid traits get a stand-in
-    obs = ~np.isnan(Y)
-    W = (obs * design.weights[:, None]).T
-    Yt = np.nan_to_num(Y).T
-    if valid.any() and not valid.all():
-        stand_in = int(np.flatnonzero(valid)[0])
-        Yt[~valid] = Yt[stand_in]
-        W[~valid] = W[stand_in]
-    elif not valid.any():
-        W[:] = design.weights[None, :]
-        Yt[:] = np.arange(Yt.shape[1])[None, :] % 7  # any data; results are discarded
-
-    if chunk_size is None:
-        chunk_size = default_chunk_size(design, T, np_dtype.itemsize, device)
-    chunk_size = int(max(1, min(chunk_size, bucket(T))))
-    n_chunks = -(-T // chunk_size)
-    base = design.model_data(np_dtype, y=np.zeros(design.nobs), weights=design.weights)
     options = NewtonOptions(max_iter=int(max_iter))
+    h2_term = heritability_term(design)
 
-    results = []
-    bar = _progress(n_chunks, progress)
+    obs = ~np.isnan(Y)
+    W = (obs * design.weights[:, None]).T          # (T, n) weights, 0 = missing
+    Yt = np.nan_to_num(Y).T
+
+    # which traits take the spectral path (core.spectral) and which the general one
+    path = np.where(valid, "general", "none").astype(object)
+    layout = spectral_layout(design) if spectral is not False else None
+    if spectral is True and layout is None:
+        raise ValueError("spectral=True needs one relationship-matrix term (1 | id) as the only random term, "
+                         "one record per level and unit weights")
+    if layout is not None:
+        few_missing = missing_counts(W) <= MAX_MISSING_FRACTION * layout.n
+        path[valid & (few_missing | (spectral is True))] = "spectral"
+
+    out = _empty_output(T, k, p, np_dtype)
+    general = np.flatnonzero(path == "general")
+    spectral_idx = np.flatnonzero(path == "spectral")
+    bar = _progress(int(general.size > 0) + int(spectral_idx.size > 0), progress)
     ctx = jax.default_device(device) if device is not None else _null()
     with ctx:
-        for c in range(n_chunks):
-            lo, hi = c * chunk_size, min(T, (c + 1) * chunk_size)
-            idx = np.arange(lo, lo + chunk_size)
-            idx = np.where(idx < hi, idx, lo)  # pad the last chunk by repeating a trait
-            Yc = np.stack([design.pad_rows(y) for y in Yt[idx]]).astype(np_dtype)
-            Wc = np.stack([design.pad_rows(w) for w in W[idx]]).astype(np_dtype)
-            th0 = np.tile(theta0, (chunk_size, 1)).astype(np_dtype)
-            out = fit_batch_program(base, jnp.asarray(Yc), jnp.asarray(Wc), jnp.asarray(th0),
-                                    reml=bool(reml), options=options)
-            results.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:hi - lo], jax.device_get(out)))
+        if general.size:
+            chunk_size = _fit_general(design, Yt, W, general, out, reml=reml, np_dtype=np_dtype,
+                                      options=options, chunk_size=chunk_size, device=device, h2_term=h2_term)
+            if bar is not None:
+                bar.update(1)
+        if spectral_idx.size:
+            for sel, res in fit_spectral(design, layout, Yt, W, spectral_idx, reml=reml, np_dtype=np_dtype,
+                                         options=options, chunk_size=chunk_size, device=device).items():
+                _scatter(out, np.asarray(sel), res)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    merged = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *results)
-    return BatchResult(design, names, merged, status, reml=bool(reml), dtype=dt, data_name=data_name,
-                       max_iter=int(max_iter), chunk_size=chunk_size, k=k, p=p)
+    return BatchResult(design, names, out, status, reml=bool(reml), dtype=dt, data_name=data_name,
+                       max_iter=int(max_iter), chunk_size=chunk_size or 0, k=k, p=p, path=path,
+                       h2_term=h2_term)
+
+
+def heritability_term(design: Design) -> int | None:
+    """Index of the first relationship-matrix term when every term is scalar (else None: no h2)."""
+    if any(len(t.columns) != 1 for t in design.terms):
+        return None
+    for k, t in enumerate(design.terms):
+        if t.relmat is not None:
+            return k
+    return None
+
+
+def _empty_output(T: int, k: int, p: int, dtype) -> dict:
+    """Per-trait output arrays, NaN until a path fills them."""
+    nan = np.nan
+    return {
+        "theta": np.full((T, k), nan), "fun": np.full(T, nan), "grad": np.full((T, k), nan),
+        "n_iter": np.zeros(T, np.int32), "status": np.zeros(T, np.int32), "step": np.full(T, nan),
+        "criterion": np.full(T, nan), "beta": np.full((T, p), nan), "sigma": np.full(T, nan),
+        "vcov_beta": np.full((T, p, p), nan), "n_obs": np.zeros(T), "h2": np.full(T, nan),
+        "h2_se": np.full(T, nan),
+    }
+
+
+def _scatter(out: dict, idx: np.ndarray, res) -> None:
+    """Copy a path's per-trait results (``BatchOutput`` or ``SpectralOutput``) into ``out`` at ``idx``."""
+    for name in ("theta", "fun", "grad", "n_iter", "status", "step"):
+        out[name][idx] = np.asarray(getattr(res.optim, name))
+    for name in ("criterion", "beta", "sigma", "vcov_beta", "n_obs"):
+        out[name][idx] = np.asarray(getattr(res.estimates, name))
+    for name in ("h2", "h2_se"):
+        if getattr(res, name, None) is not None:
+            out[name][idx] = np.asarray(getattr(res, name))
+
+
+def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray, out: dict, *, reml: bool,
+                 np_dtype, options, chunk_size: int | None, device, h2_term: int | None) -> int:
+    """The general path (``core.fit.fit_batch_program``) for the traits ``idx``; returns the chunk size."""
+    import jax
+    import jax.numpy as jnp
+
+    from .core.fit import fit_batch_program
+
+    n_sel = idx.size
+    if chunk_size is None:
+        chunk_size = default_chunk_size(design, n_sel, np_dtype.itemsize, device)
+    chunk_size = int(max(1, min(chunk_size, bucket(n_sel))))
+    base = design.model_data(np_dtype, y=np.zeros(design.nobs), weights=design.weights)
+    theta0 = design.structure.theta0()
+    for lo in range(0, n_sel, chunk_size):
+        sel = idx[lo:lo + chunk_size]
+        take = np.concatenate([sel, np.repeat(sel[:1], chunk_size - sel.size)])  # pad the last chunk
+        Yc = np.stack([design.pad_rows(y) for y in Yt[take]]).astype(np_dtype)
+        Wc = np.stack([design.pad_rows(w) for w in W[take]]).astype(np_dtype)
+        th0 = np.tile(theta0, (chunk_size, 1)).astype(np_dtype)
+        res = fit_batch_program(base, jnp.asarray(Yc), jnp.asarray(Wc), jnp.asarray(th0),
+                                reml=bool(reml), options=options, h2_term=h2_term)
+        res = jax.tree_util.tree_map(lambda a: np.asarray(a)[:sel.size], jax.device_get(res))
+        _scatter(out, sel, res)
+    return chunk_size
 
 
 class _null:

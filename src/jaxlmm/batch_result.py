@@ -21,8 +21,9 @@ from .result import SINGULAR_TOL
 
 
 class BatchResult:
-    def __init__(self, design: Design, traits: list[str], output, pre_status: np.ndarray, *, reml: bool,
-                 dtype, data_name: str | None, max_iter: int, chunk_size: int, k: int, p: int):
+    def __init__(self, design: Design, traits: list[str], output: dict, pre_status: np.ndarray, *, reml: bool,
+                 dtype, data_name: str | None, max_iter: int, chunk_size: int, k: int, p: int,
+                 path=None, h2_term: int | None = None):
         self.design = design
         self.traits = list(traits)
         self._out = output
@@ -31,7 +32,10 @@ class BatchResult:
         self.data_name = data_name
         self.max_iter = max_iter
         self.chunk_size = chunk_size
-        optim_status = np.asarray(output.optim.status, dtype=np.int32)
+        self.path = np.asarray(path if path is not None else np.where(pre_status == 0, "general", "none"),
+                               dtype=object)
+        self.h2_term = h2_term
+        optim_status = np.asarray(output["status"], dtype=np.int32)
         self.status_code = np.where(pre_status != 0, pre_status, optim_status)
         self._valid = pre_status == 0
 
@@ -64,17 +68,17 @@ class BatchResult:
     @cached_property
     def theta(self) -> pd.DataFrame:
         """theta per trait (traits x theta_names)."""
-        return pd.DataFrame(self._masked(self._out.optim.theta), index=pd.Index(self.traits, name="trait"),
+        return pd.DataFrame(self._masked(self._out["theta"]), index=pd.Index(self.traits, name="trait"),
                             columns=self.theta_names)
 
     @property
     def sigma(self) -> pd.Series:
-        return self._series(self._masked(self._out.estimates.sigma), "sigma")
+        return self._series(self._masked(self._out["sigma"]), "sigma")
 
     @property
     def criterion(self) -> pd.Series:
         """REML criterion (or ML deviance) per trait."""
-        return self._series(self._masked(self._out.estimates.criterion), "criterion")
+        return self._series(self._masked(self._out["criterion"]), "criterion")
 
     @property
     def loglik(self) -> pd.Series:
@@ -82,18 +86,18 @@ class BatchResult:
 
     @cached_property
     def fixef(self) -> pd.DataFrame:
-        return pd.DataFrame(self._masked(self._out.estimates.beta), index=pd.Index(self.traits, name="trait"),
+        return pd.DataFrame(self._masked(self._out["beta"]), index=pd.Index(self.traits, name="trait"),
                             columns=self.fixef_names)
 
     @cached_property
     def se(self) -> pd.DataFrame:
-        v = np.asarray(self._out.estimates.vcov_beta)
+        v = np.asarray(self._out["vcov_beta"])
         se = np.sqrt(np.maximum(np.einsum("tii->ti", v), 0.0))
         return pd.DataFrame(self._masked(se), index=pd.Index(self.traits, name="trait"), columns=self.fixef_names)
 
     def vcov(self, trait) -> pd.DataFrame:
         i = self._index(trait)
-        return pd.DataFrame(np.asarray(self._out.estimates.vcov_beta)[i], index=self.fixef_names,
+        return pd.DataFrame(np.asarray(self._out["vcov_beta"])[i], index=self.fixef_names,
                             columns=self.fixef_names)
 
     @property
@@ -104,13 +108,42 @@ class BatchResult:
 
     @property
     def n_iter(self) -> pd.Series:
-        return self._series(np.where(self._valid, self._out.optim.n_iter, 0), "n_iter")
+        return self._series(np.where(self._valid, self._out["n_iter"], 0), "n_iter")
 
     @property
     def grad_norm(self) -> pd.Series:
-        g = np.asarray(self._out.optim.grad)
-        return self._series(self._masked(np.max(np.abs(g), axis=1) if g.size else np.zeros(len(g))),
-                            "grad_norm")
+        """Largest |gradient| component of the criterion at the estimate, projected on the bounds
+        (a zero variance whose gradient points outward counts as 0)."""
+        g = np.asarray(self._out["grad"], dtype=float)
+        if not g.size:
+            return self._series(self._masked(np.zeros(len(g))), "grad_norm")
+        th = np.asarray(self._out["theta"])
+        lower = self.design.structure.lower_bounds()
+        at_bound = np.isfinite(lower)[None, :] & (th <= lower[None, :] + 1e-12) & (g > 0)
+        return self._series(self._masked(np.max(np.abs(np.where(at_bound, 0.0, g)), axis=1)), "grad_norm")
+
+    @property
+    def h2(self) -> pd.Series:
+        """Heritability per trait: the first relationship-matrix term's variance over the total
+        (``sigma_g^2 / (sigma_g^2 + sigma_e^2)`` with one term; NaN without such a term or with
+        vector-valued terms)."""
+        return self._series(self._masked(self._out["h2"]), "h2")
+
+    @property
+    def h2_se(self) -> pd.Series:
+        """Delta-method SE of ``h2`` from the exact Hessian of the criterion (NaN at a boundary)."""
+        return self._series(self._masked(self._out["h2_se"]), "h2_se")
+
+    @cached_property
+    def variance_components(self) -> pd.DataFrame:
+        """Variances per trait (traits x components): ``vcov`` of ``varcorr`` made wide, columns
+        named by group (``id``, ``Residual``) or ``group.column`` for a term's other columns."""
+        vc = self.varcorr
+        vc = vc[vc["var2"] == ""]
+        plain = vc["var1"].isin(["", "(Intercept)"])
+        label = np.where(plain, vc["grp"], vc["grp"] + "." + vc["var1"])
+        wide = vc.assign(component=label).pivot(index="trait", columns="component", values="vcov")
+        return wide.loc[self.traits, list(dict.fromkeys(label))]
 
     @property
     def converged(self) -> pd.Series:
@@ -118,7 +151,7 @@ class BatchResult:
 
     @property
     def is_singular(self) -> pd.Series:
-        th = np.asarray(self._out.optim.theta)
+        th = np.asarray(self._out["theta"])
         diag = self.design.structure.lower_bounds() == 0
         singular = np.any(th[:, diag] < SINGULAR_TOL, axis=1) & self._valid
         return self._series(singular, "singular")
@@ -130,7 +163,7 @@ class BatchResult:
     @cached_property
     def lambdas(self) -> list[np.ndarray]:
         """Per term an array (T, S, S) of relative covariance factors."""
-        th = np.asarray(self._out.optim.theta)
+        th = np.asarray(self._out["theta"])
         out = []
         s = self.design.structure
         for t, off in zip(s.terms, s.theta_offsets):
@@ -148,7 +181,7 @@ class BatchResult:
         """``as.data.frame(VarCorr(m))`` of every trait, with a ``trait`` column."""
         from .naming import unique_group_names
 
-        sigma = np.asarray(self._out.estimates.sigma)
+        sigma = np.asarray(self._out["sigma"])
         frames = []
         groups = unique_group_names([t.group for t in self.design.terms])
         T = self.n_traits
@@ -174,7 +207,8 @@ class BatchResult:
     # ------------------------------------------------------------ diagnostics
     @cached_property
     def diagnostics(self) -> pd.DataFrame:
-        """One row per trait: status, singular, gradient norm, iterations, nobs, message."""
+        """One row per trait: status, singular, gradient norm, iterations, nobs, criterion, the path
+        that fitted it (``general``, ``spectral`` or ``none``) and a message."""
         messages = []
         for code, sing in zip(self.status_code, self.is_singular.to_numpy()):
             msg = {
@@ -194,7 +228,7 @@ class BatchResult:
             "status": self.status.to_numpy(), "converged": self.converged.to_numpy(),
             "singular": self.is_singular.to_numpy(), "grad_norm": self.grad_norm.to_numpy(),
             "n_iter": self.n_iter.to_numpy(), "nobs": self.nobs.to_numpy(), "criterion": self.criterion.to_numpy(),
-            "message": messages}, index=pd.Index(self.traits, name="trait"))
+            "path": self.path, "message": messages}, index=pd.Index(self.traits, name="trait"))
 
     def summary(self) -> str:
         """One line of counts."""
@@ -217,6 +251,8 @@ class BatchResult:
         """One wide row per trait: diagnostics, sigma, theta, fixef and their SEs."""
         parts = [self.diagnostics, self.sigma.to_frame(),
                  self.theta.add_prefix("theta_"), self.fixef.add_prefix("fixef_"), self.se.add_prefix("se_")]
+        if self.h2_term is not None:
+            parts.append(pd.concat([self.h2, self.h2_se], axis=1))
         return pd.concat(parts, axis=1)
 
     def to_csv(self, path, **kwargs) -> None:
@@ -248,5 +284,5 @@ class BatchResult:
         y = np.asarray(self.design.y).reshape(self.design.nobs, -1)[:, i]
         keep = ~np.isnan(y)
         sub = self.design.subset_rows(keep, y[keep], response_name=self.traits[i])
-        return lmer_design(sub, reml=self.reml, start=np.asarray(self._out.optim.theta)[i], dtype=self.dtype,
+        return lmer_design(sub, reml=self.reml, start=np.asarray(self._out["theta"])[i], dtype=self.dtype,
                            max_iter=self.max_iter, data_name=self.data_name)

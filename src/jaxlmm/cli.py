@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--responses", metavar="PATTERN",
                      help="fit every matching column as a trait (shell glob such as 'trait*', or a "
                           "comma-separated list); the formula's left side may then be omitted")
+    fit.add_argument("--relmat", action="append", default=[], metavar="GROUP=K.csv",
+                     help="relationship matrix of a grouping factor (GBLUP): a CSV whose first column and "
+                          "header hold the level names; repeat for several factors")
     fit.add_argument("--chunk-size", type=int, metavar="N", help="traits per compiled call (batch fits)")
     fit.add_argument("--float32", action="store_true", help="compute in single precision")
     fit.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
@@ -109,6 +112,20 @@ def _write_tables(fit, out: Path) -> list[Path]:
     return paths
 
 
+def _relmats(args, parser) -> dict | None:
+    import pandas as pd
+
+    out = {}
+    for item in args.relmat:
+        group, sep, file = item.partition("=")
+        if not sep or not group or not file:
+            parser.error(f"--relmat expects GROUP=FILE.csv, got {item!r}")
+        if not Path(file).exists():
+            parser.error(f"--relmat: file {file!r} not found")
+        out[group.strip()] = pd.read_csv(file, index_col=0)
+    return out or None
+
+
 def _match_responses(pattern: str, columns) -> list[str]:
     import fnmatch
 
@@ -128,7 +145,8 @@ def _cmd_batch(args, data, formula, name) -> int:
     traits = _match_responses(args.responses, list(data.columns))
     try:
         batch = lmer(formula, data, responses=traits, reml=not args.ml, weights=args.weights, offset=args.offset,
-                     dtype="float32" if args.float32 else None, data_name=name, chunk_size=args.chunk_size)
+                     dtype="float32" if args.float32 else None, data_name=name, chunk_size=args.chunk_size,
+                     relmat=args.relmats)
     except JaxlmmError as exc:
         print(f"jaxlmm: error: {exc}", file=sys.stderr)
         return 2
@@ -155,17 +173,20 @@ def _cmd_fit(args, parser) -> int:
     from .fitting import lmer
 
     data, formula, name = _load(args, parser)
+    args.relmats = _relmats(args, parser)
     if args.responses:
         return _cmd_batch(args, data, formula, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", JaxlmmWarning)  # the summary prints the messages
             fit = lmer(formula, data, reml=not args.ml, weights=args.weights, offset=args.offset,
-                       dtype="float32" if args.float32 else None, data_name=name)
+                       dtype="float32" if args.float32 else None, data_name=name, relmat=args.relmats)
     except JaxlmmError as exc:
         print(f"jaxlmm: error: {exc}", file=sys.stderr)
         return 2
     print(fit.summary())
+    if args.relmats and fit._h2_term is not None:
+        print(f"\nHeritability h2 = {fit.h2:.4f} (SE {fit.h2_se:.4f})")
     if args.out:
         for path in _write_tables(fit, Path(args.out)):
             print(f"wrote {path}", file=sys.stderr)

@@ -137,11 +137,12 @@ class Design:
     messages: list[str] = field(default_factory=list)
     pad: bool = True
     frame: pd.DataFrame | None = None  # the rows of the data that were kept
+    relmat: dict | None = None         # grouping factor -> RelationshipMatrix (as given)
 
     def subset_rows(self, keep: np.ndarray, y: np.ndarray, response_name: str | None = None) -> "Design":
         """The design of the rows ``keep`` with the single response ``y`` (levels re-derived)."""
         sub = build_design(self.formula.text, self.frame.loc[keep], weights=self.weights[keep],
-                           offset=self.offset[keep], responses=np.asarray(y, dtype=float))
+                           offset=self.offset[keep], responses=np.asarray(y, dtype=float), relmat=self.relmat)
         sub.response_name = response_name
         return sub
 
@@ -293,11 +294,12 @@ def _response(frame: pd.DataFrame, lhs: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- main
 def build_design(formula: str, data, *, weights=None, offset=None, responses=None,
-                 check_levels: bool = True) -> Design:
+                 check_levels: bool = True, relmat: dict | None = None) -> Design:
     """Parse ``formula`` against ``data`` into a ``Design`` (lme4's ``lFormula``).
 
     ``responses`` (n, T) replaces the formula's response by T traits (NaN =
-    missing, kept as per-trait masks rather than dropped rows).
+    missing, kept as per-trait masks rather than dropped rows).  ``relmat``
+    maps grouping factors to relationship matrices (``relmat.py``).
     """
     parsed = parse_formula(formula)
     frame = _as_frame(data)
@@ -389,6 +391,18 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         factor = grouping_factor(frame_kept, term.group_vars)
         terms.append(TermDesign(term, tuple(lme4_column_name(c) for c in zmm.columns), factor,
                                 zmm.model_spec, zmm.to_numpy(dtype=np.float64)))
+    if relmat:
+        from .relmat import as_relationship_matrix, check_relmat_names, relmat_term
+
+        relmat = {str(k): as_relationship_matrix(v, str(k)) for k, v in relmat.items()}
+        check_relmat_names(relmat, [t.group for t in terms])
+        for t in terms:
+            if t.group in relmat:
+                t.relmat = relmat_term(relmat[t.group], t.factor.levels)
+                if t.relmat.unused_levels:
+                    k = len(t.relmat.unused_levels)
+                    messages.append(f"{k} level{'s' if k > 1 else ''} of the relationship matrix for {t.group!r} "
+                                    "not in the data (left out of the fit)")
     nl = [len(t.factor.levels) for t in terms]
     if any(np.diff(nl) > 0):
         order = _r_rev_order(nl)
@@ -398,7 +412,8 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     if check_levels:
         _check_levels(terms, n if responses is None else n)
     return Design(parsed, response_name, y, X, fixef_names, dropped, mm.model_spec, terms,
-                  w_all[keep], o_all[keep], frame.index[keep], n_dropped, messages, frame=frame_kept)
+                  w_all[keep], o_all[keep], frame.index[keep], n_dropped, messages, frame=frame_kept,
+                  relmat=relmat or None)
 
 
 def bucket(size: int) -> int:
@@ -419,12 +434,17 @@ def _r_rev_order(values: list[int]) -> list[int]:
 
 
 def _check_levels(terms: list[TermDesign], n: int) -> None:
-    """lme4's ``check.nlev.gtr.1``, ``check.nobs.vs.nlev`` and ``check.nobs.vs.nRE``."""
+    """lme4's ``check.nlev.gtr.1``, ``check.nobs.vs.nlev`` and ``check.nobs.vs.nRE``.
+
+    Terms with a relationship matrix are exempt from the last two (one record
+    per individual is the usual GBLUP design; K makes the effects identifiable).
+    """
     for t in terms:
         nlev = len(t.factor.levels)
         if nlev < 2:
             raise DataError(f"grouping factor {t.group!r} has only {nlev} level; "
                             "grouping factors must have > 1 sampled level")
+    terms = [t for t in terms if t.relmat is None]
     problems = [t.group for t in terms if len(t.factor.levels) >= n]
     if problems:
         raise DataError("number of levels of each grouping factor must be < number of observations "

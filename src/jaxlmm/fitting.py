@@ -86,18 +86,19 @@ class DevianceFunction:
 
         from .core.solution import solve
 
-        return solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml)
+        return solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
 
 
 def deviance_function(formula: str, data, *, reml: bool = True, weights=None, offset=None,
-                      dtype=None) -> DevianceFunction:
+                      dtype=None, relmat=None) -> DevianceFunction:
     """lme4's ``mkLmerDevfun``: the model's profiled criterion as a JAX function of theta."""
-    return DevianceFunction(build_design(formula, data, weights=weights, offset=offset), reml, dtype)
+    return DevianceFunction(build_design(formula, data, weights=weights, offset=offset, relmat=relmat), reml, dtype)
 
 
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, start=None,
          optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None,
-         responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None):
+         responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None,
+         relmat: dict | None = None, spectral: bool | None = None):
     """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``; or many traits at once.
 
     Parameters
@@ -130,6 +131,16 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         Progress bar over chunks (default: when standard error is a terminal).
     device : jax.Device, optional
         Where to compute (default: JAX's default device, a GPU when JAX sees one).
+    relmat : dict, optional
+        Relationship matrices by grouping factor, ``{"id": K}``: the term's random
+        effects have covariance ``sigma^2 lambda^2 K`` (GBLUP; see ``jaxlmm.relmat``
+        and ``jaxlmm.grm``).  K is a DataFrame indexed and columned by level names
+        or a pair ``(array, level_names)``.  A batch whose only random term is one
+        such term with one record per level is fitted on K's eigenbasis
+        (``core.spectral``).
+    spectral : bool, optional
+        For a batch: force (True) or forbid (False) the spectral path; default
+        automatic (``diagnostics["path"]`` says which path fitted each trait).
 
     Examples
     --------
@@ -147,8 +158,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
             raise ValueError("optimizer= and start= are for single fits; a batch uses the Newton optimizer")
         return fit_batch(formula, data, responses, reml=reml, weights=weights, offset=offset,
                          chunk_size=chunk_size, progress=progress, device=device, dtype=dtype,
-                         max_iter=max_iter, data_name=data_name)
-    design = build_design(formula, data, weights=weights, offset=offset)
+                         max_iter=max_iter, data_name=data_name, relmat=relmat, spectral=spectral)
+    design = build_design(formula, data, weights=weights, offset=offset, relmat=relmat)
     import jax
 
     ctx = jax.default_device(device) if device is not None else _NullContext()

@@ -83,8 +83,8 @@ def caterpillar(fit, group=None, z: float = 1.96, max_labels: int = 60):
     """
     re = fit.ranef
     panels = [(g, t) for g in _groups(fit, group) for t in dict.fromkeys(re.loc[re["group"] == g, "term"])]
-    fig, axes = _grid(len(panels), max_cols=3, panel=(4.0, 0.5 + 0.16 * max(
-        len(re[(re["group"] == g) & (re["term"] == t)]) for g, t in panels)))
+    fig, axes = _grid(len(panels), max_cols=3, panel=(4.0, max(2.4, 0.5 + 0.16 * max(
+        len(re[(re["group"] == g) & (re["term"] == t)]) for g, t in panels))))
     for ax, (g, t) in zip(axes, panels):
         d = re[(re["group"] == g) & (re["term"] == t)].sort_values("condval", kind="stable")
         y = np.arange(len(d))
@@ -321,7 +321,9 @@ def profile(profile_frame, z: float = 1.96, max_cols: int = 4):
                 ax.axvline(c, color="C3", lw=0.8, ls="-.")
         if len(v) > 1:
             ax.set_xlim(v.min() - 0.02 * np.ptp(v), v.max() + 0.02 * np.ptp(v))
-        ax.set_ylim(min(-z * 1.25, np.nanmin(zeta)), max(z * 1.25, np.nanmax(zeta)))
+        # lme4's xyplot(profile) shows |zeta| up to about the interval's level, not the whole grid
+        lim = 1.6 * z
+        ax.set_ylim(max(-lim, min(-z * 1.25, np.nanmin(zeta))), min(lim, max(z * 1.25, np.nanmax(zeta))))
         ax.set_xlabel(p)
         ax.set_ylabel("ζ")
         ax.set_title(p, fontsize=9)

@@ -254,6 +254,77 @@ class LmerResult:
 
         return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
 
+    # ------------------------------------------------------------- relationship matrices
+    @property
+    def _h2_term(self) -> int | None:
+        from .batch import heritability_term
+
+        return heritability_term(self.design)
+
+    @cached_property
+    def _h2_and_se(self) -> tuple[float, float]:
+        import jax
+        import jax.numpy as jnp
+
+        from .core.deviance import profiled_deviance
+        from .core.fit import _large_dense
+        from .core.heritability import heritability, heritability_se
+        from .core.optimize import value_grad_hessian
+
+        k = self._h2_term
+        if k is None:
+            return float("nan"), float("nan")
+        theta = jnp.asarray(self.theta)
+        reml, sequential = bool(self.reml), _large_dense(self.design.structure, self.design.X.shape[1])
+
+        def hessian(th, cp):
+            return value_grad_hessian(lambda t: profiled_deviance(t, cp=cp, reml=reml), th, sequential)[2]
+
+        H = jax.jit(hessian)(theta, self.cross_products)
+        return float(heritability(theta, k)), float(heritability_se(theta, H, k))
+
+    @property
+    def h2(self) -> float:
+        """Heritability: the first relationship-matrix term's variance over the sum of all
+        variance components and the residual (``sigma_g^2 / (sigma_g^2 + sigma_e^2)`` with one
+        term).  NaN without a relationship-matrix term or with vector-valued terms."""
+        return self._h2_and_se[0]
+
+    @property
+    def h2_se(self) -> float:
+        """Delta-method SE of ``h2`` from the exact Hessian of the criterion (NaN at a boundary)."""
+        return self._h2_and_se[1]
+
+    def genetic_values(self, group: str | None = None, include_unobserved: bool = True) -> pd.DataFrame:
+        """BLUPs of a relationship-matrix term per level (``condval``, ``condsd``; for a term with
+        several columns, one row per level and column as in ``ranef``).
+
+        With ``include_unobserved``, levels of K without data are added with
+        ``condval = K_mo K_oo^{-1} u_o`` (the conditional mean given the observed
+        levels' BLUPs; ``condsd`` NaN).
+        """
+        terms = [t for t in self.design.terms if t.relmat is not None and (group is None or t.group == group)]
+        if not terms:
+            raise ValueError(f"no relationship-matrix term{'' if group is None else ' for ' + repr(group)}")
+        t = terms[0]
+        r = self.ranef
+        out = r[(r["group"] == t.group) & r["term"].isin(t.columns)].copy()
+        if include_unobserved and t.relmat.unused_levels:
+            full = t.relmat.full
+            obs = list(t.factor.levels)
+            miss = list(t.relmat.unused_levels)
+            K_oo = full.restrict(obs).K
+            pos = {lv: i for i, lv in enumerate(full.levels)}
+            K_mo = full.K[np.ix_([pos[lv] for lv in miss], [pos[lv] for lv in obs])]
+            rows = []
+            for col in t.columns:
+                u = out[out["term"] == col].set_index("level").loc[obs, "condval"].to_numpy()
+                pred = K_mo @ np.linalg.lstsq(K_oo, u, rcond=None)[0]
+                rows.append(pd.DataFrame({"group": t.group, "term": col, "level": miss, "condval": pred,
+                                          "condsd": np.nan}))
+            out = pd.concat([out] + rows, ignore_index=True)
+        return out.reset_index(drop=True)
+
     # ------------------------------------------------------------- inference
     @cached_property
     def cross_products(self):

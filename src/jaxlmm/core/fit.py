@@ -20,7 +20,8 @@ from .batch_crossprod import batch_cross_products
 from .crossprod import cross_products
 from .data import ModelData
 from .deviance import profiled_deviance
-from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_optax
+from .heritability import heritability, heritability_se
+from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_optax, value_grad_hessian
 from .solution import Estimates, Solution, estimates, linear_predictor, solve
 
 
@@ -46,7 +47,7 @@ def _fit(data: ModelData, theta0, reml: bool, options, optimizer=None) -> FitOut
         res = minimize_newton(objective, theta0, lower, options, data.structure.reflections())
     else:
         res = minimize_optax(objective, theta0, lower, optimizer, **dict(options))
-    sol = solve(res.theta, cp, reml)
+    sol = solve(res.theta, cp, reml, data.transforms)
     fitted = linear_predictor(data, sol.beta, sol.b)
     return FitOutput(res, sol, fitted)
 
@@ -77,24 +78,34 @@ class BatchOutput(NamedTuple):
 
     optim: OptimResult
     estimates: Estimates
+    h2: jnp.ndarray | None = None
+    h2_se: jnp.ndarray | None = None
 
 
-def _fit_estimates(cp, theta0, reml: bool, options) -> BatchOutput:
+def _fit_estimates(cp, theta0, reml: bool, options, h2_term: int | None = None) -> BatchOutput:
     lower = jnp.asarray(cp.structure.lower_bounds(), dtype=theta0.dtype)
-    res = minimize_newton(partial(profiled_deviance, cp=cp, reml=reml), theta0, lower, options,
-                          cp.structure.reflections())
-    return BatchOutput(res, estimates(res.theta, cp, reml))
+    objective = partial(profiled_deviance, cp=cp, reml=reml)
+    res = minimize_newton(objective, theta0, lower, options, cp.structure.reflections())
+    est = estimates(res.theta, cp, reml)
+    if h2_term is None:
+        return BatchOutput(res, est)
+    _, _, H = value_grad_hessian(objective, res.theta, options.sequential_hessian)
+    return BatchOutput(res, est, heritability(res.theta, h2_term), heritability_se(res.theta, H, h2_term))
 
 
-@partial(jax.jit, static_argnames=("reml", "options"))
+@partial(jax.jit, static_argnames=("reml", "options", "h2_term"))
 def fit_batch_program(data: ModelData, Y, W, theta0, reml: bool = True,
-                      options: NewtonOptions = NewtonOptions()) -> BatchOutput:
+                      options: NewtonOptions = NewtonOptions(), h2_term: int | None = None) -> BatchOutput:
     """Fit T responses ``Y`` (T, n) with weights ``W`` (T, n) sharing one design.
 
     The cross-products of all traits come from a few matrix products with the
     shared design (``batch_cross_products``); the single-trait optimizer is then
     vmapped over traits: one program for the whole batch, each trait with its
-    own weights (0 = missing) and starting value ``theta0`` (T, k).
+    own weights (0 = missing) and starting value ``theta0`` (T, k).  With
+    ``h2_term`` (all terms scalar) it also returns the heritability of that
+    term and its delta-method SE (``core.heritability``).
     """
     cp = batch_cross_products(data, Y, W)
-    return jax.vmap(_fit_estimates, in_axes=(0, 0, None, None))(cp, theta0, reml, options)
+    if _large_dense(data.structure, data.p):
+        options = options._replace(sequential_hessian=True)
+    return jax.vmap(_fit_estimates, in_axes=(0, 0, None, None, None))(cp, theta0, reml, options, h2_term)

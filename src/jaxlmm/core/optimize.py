@@ -62,7 +62,8 @@ class OptimResult(NamedTuple):
 
 class NewtonOptions(NamedTuple):
     max_iter: int = 100
-    sequential_hessian: bool = False  # Hessian columns one by one (no batched LAPACK; large dense parts)
+    sequential_hessian: bool | str = False  # Hessian columns one by one (no batched LAPACK; large dense
+    # parts); "forward" with one parameter: nested forward mode
     xtol: float = 1e-8
     armijo: float = 1e-4
     max_halvings: int = 40
@@ -75,7 +76,15 @@ def value_grad_hessian(fun: Callable, x: jnp.ndarray, sequential: bool = False):
 
     ``sequential=True`` computes the Hessian columns with ``lax.map`` instead
     of ``vmap``, so that no LAPACK call gets a batch axis (see ``linalg.py``).
+    With one parameter, f, f' and f'' come from nested forward-mode derivatives
+    (a second-order Taylor pass, cheaper than reverse mode).
     """
+    if x.shape[0] == 1 and sequential == "forward":
+        def first(t):
+            return jax.jvp(lambda s: fun(jnp.reshape(s, (1,))), (t,), (jnp.ones_like(t),))
+
+        (f, g), (_, h) = jax.jvp(first, (x[0],), (jnp.ones_like(x[0]),))
+        return f, jnp.reshape(g, (1,)), jnp.reshape(h, (1, 1))
     (f, g), jvp = jax.linearize(jax.value_and_grad(fun), x)
     eye = jnp.eye(x.shape[0], dtype=x.dtype)
     H = lax.map(lambda v: jvp(v)[1], eye) if sequential else jax.vmap(lambda v: jvp(v)[1])(eye)

@@ -13,6 +13,11 @@ are the diagonal blocks of ``sigma^2 Lambda (L_Z L_Z^T)^{-1} Lambda^T``.  For th
 block term the diagonal block of ``(L_Z L_Z^T)^{-1}`` at level j is
 ``L_j^{-T} (I + W_j^T S^{-1} W_j) L_j^{-1}`` with ``S = L_dd L_dd^T`` the dense
 Schur complement; for dense terms it is the diagonal block of ``S^{-1}``.
+
+A term with a relationship-matrix factor ``T`` (``K = T T^T``) is fitted in
+spherical coordinates ``b* = Lambda u``; its effects on the levels are
+``b = (T kron I) b*`` and their conditional covariance per level is the
+diagonal block of ``sigma^2 (T kron Lambda) S^{-1}_kk (T kron Lambda)^T``.
 """
 
 from __future__ import annotations
@@ -80,8 +85,12 @@ def estimates(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Estim
     return Estimates(crit, x_dense[qd:qd + cp.p] + cp.beta_shift, jnp.sqrt(sigma2), vcov_beta, parts.n_obs)
 
 
-def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
-    """beta, u, b, sigma, Cov(beta) and conditional variances at ``theta``."""
+def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True, transforms: tuple | None = None) -> Solution:
+    """beta, u, b, sigma, Cov(beta) and conditional variances at ``theta``.
+
+    ``transforms`` (``ModelData.transforms``) maps the effects of relationship-matrix
+    terms back to their levels.
+    """
     s = cp.structure
     crit, parts, fac, x_dense, sigma2, vcov_beta = _fixed_part(theta, cp, reml)
     qd, p = s.q_dense, cp.p
@@ -96,11 +105,16 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
 
     # diagonal blocks of (L_Z L_Z^T)^{-1}
     Ldd_inv = linalg.inverse_lower(L22[:qd, :qd])
-    prec_inv = {}
+    prec_inv, transformed_var = {}, {}
     for k, off in zip(s.dense_terms, s.dense_offsets):
         t = s.terms[k]
         cols = Ldd_inv[:, off:off + t.q].reshape(qd, t.nlevels, t.ncols)
-        prec_inv[k] = jnp.einsum("rla,rlb->lab", cols, cols)
+        T = None if transforms is None else transforms[k]
+        if T is None:
+            prec_inv[k] = jnp.einsum("rla,rlb->lab", cols, cols)
+        else:
+            G = jnp.einsum("ml,rls,as->rma", T, cols, fac.lambdas[k])
+            transformed_var[k] = sigma2 * jnp.einsum("rma,rmb->mab", G, G)
     if s.block_term is not None:
         # L_j^{-T} (I + W_dj^T S^{-1} W_dj) L_j^{-1}, with S^{-1} = L_dd^{-T} L_dd^{-1}
         P = [Ldd_inv @ w[:qd] for w in Wt]                                       # (q_d, l_b) each
@@ -114,7 +128,11 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> Solution:
     for k, t in enumerate(s.terms):
         lam = fac.lambdas[k]
         bk = u[k] @ lam.T
-        Vk = sigma2 * jnp.einsum("as,lst,bt->lab", lam, prec_inv[k], lam)
+        if k in transformed_var:
+            bk = transforms[k] @ bk
+            Vk = transformed_var[k]
+        else:
+            Vk = sigma2 * jnp.einsum("as,lst,bt->lab", lam, prec_inv[k], lam)
         b.append(bk)
         cond_var.append(Vk)
     return Solution(crit, beta, jnp.sqrt(sigma2), vcov_beta, tuple(u[k] for k in range(len(s.terms))),
