@@ -262,7 +262,7 @@ def test_batch_histogram(batch):
 
 
 def test_batch_histogram_uses_h2_attribute():
-    fake = types.SimpleNamespace(h2=pd.Series([0.1, 0.5, np.nan], name="h2"))
+    fake = types.SimpleNamespace(h2=pd.Series([0.1, 0.5, np.nan], name="h2"), h2_term=0)
     fig = plot.batch_histogram(fake)
     assert fig.axes[0].get_xlabel() == "h2"
     assert "1 not estimated" in fig.axes[0].get_title()

@@ -486,7 +486,7 @@ def batch_histogram(batch, what="h2", bins: int = 40):
     plt = _pyplot()
     if callable(what):
         values, label = what(batch), getattr(what, "__name__", "value")
-    elif isinstance(what, str) and what == "h2" and getattr(batch, "h2", None) is not None:
+    elif isinstance(what, str) and what == "h2" and getattr(batch, "h2_term", None) is not None:
         values, label = batch.h2, "h2"
     elif isinstance(what, str):
         comp = None if what in ("h2", "variance_ratio") else what
