@@ -117,3 +117,28 @@ def test_rank_deficient_x_drops_columns(sleep):
     with pytest.warns(jaxlmm.JaxlmmWarning, match=r"rank deficient so dropping 1 column / coefficient: Days2"):
         fit = jaxlmm.lmer("Reaction ~ Days + Days2 + (1 | Subject)", data)
     assert list(fit.fixef.index) == ["(Intercept)", "Days"]
+
+
+def test_memory_guard_refuses_a_dense_block_that_cannot_fit():
+    """Two crossed factors of 60,000 levels: the dense block alone would need hundreds of GiB."""
+    import jaxlmm
+    from jaxlmm.errors import MemoryLimitError
+
+    rng = np.random.default_rng(0)
+    n = 130_000
+    data = pd.DataFrame({"y": rng.normal(size=n), "a": rng.integers(0, 62_000, n).astype(str),
+                         "b": rng.integers(0, 60_000, n).astype(str)})
+    with pytest.raises(MemoryLimitError, match=r"needs about .* GiB but only .* free: .*\(b \(\d+ levels x 1\)\)"):
+        jaxlmm.lmer("y ~ 1 + (1 | a) + (1 | b)", data)
+
+
+def test_memory_guard_uses_the_free_memory(monkeypatch):
+    import jaxlmm
+    from jaxlmm import memory
+    from jaxlmm.errors import MemoryLimitError
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 1000)
+    with pytest.raises(MemoryLimitError, match="float32"):
+        jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", jaxlmm.load_dataset("sleepstudy"))
+    with pytest.raises(MemoryError):
+        jaxlmm.lmer("~ Days + (1 | Subject)", jaxlmm.load_dataset("sleepstudy"), responses=["Reaction"])

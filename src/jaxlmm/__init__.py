@@ -37,6 +37,7 @@ _EXPORTS = {
     "FormulaError": "errors",
     "DataError": "errors",
     "JaxlmmWarning": "errors",
+    "MemoryLimitError": "errors",
     "parse_formula": "formula",
     "emmeans": "marginal_means",
     "pairs": "marginal_means",

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .design import Design, bucket, build_design
 from .errors import DataError
+from .sharding import put, resolve_devices, round_chunk, trait_mesh
 from .spectral_batch import MAX_MISSING_FRACTION, fit_spectral, missing_counts, spectral_layout
 
 # per-trait status codes beyond the optimizer's (core.optimize: 0..3)
@@ -132,7 +133,7 @@ def _progress(total: int, enabled: bool | None):
 def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None, offset=None,
               chunk_size: int | None = None, progress: bool | None = None, device=None,
               dtype=None, max_iter: int = 100, data_name: str | None = None, relmat=None,
-              spectral: bool | None = None):
+              spectral: bool | None = None, devices=None):
     """Fit one model to every column of ``responses`` (see ``jaxlmm.lmer``)."""
     import jax
 
@@ -172,20 +173,24 @@ def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None,
         few_missing = missing_counts(W) <= MAX_MISSING_FRACTION * layout.n
         path[valid & (few_missing | (spectral is True))] = "spectral"
 
+    devs = resolve_devices(device, devices)
+    mesh = trait_mesh(devs)
     out = _empty_output(T, k, p, np_dtype)
     general = np.flatnonzero(path == "general")
     spectral_idx = np.flatnonzero(path == "spectral")
     bar = _progress(int(general.size > 0) + int(spectral_idx.size > 0), progress)
-    ctx = jax.default_device(device) if device is not None else _null()
+    ctx = jax.default_device(devs[0]) if mesh is None and device is not None else _null()
     with ctx:
         if general.size:
             chunk_size = _fit_general(design, Yt, W, general, out, reml=reml, np_dtype=np_dtype,
-                                      options=options, chunk_size=chunk_size, device=device, h2_term=h2_term)
+                                      options=options, chunk_size=chunk_size, device=device, h2_term=h2_term,
+                                      devices=devs, mesh=mesh)
             if bar is not None:
                 bar.update(1)
         if spectral_idx.size:
             for sel, res in fit_spectral(design, layout, Yt, W, spectral_idx, reml=reml, np_dtype=np_dtype,
-                                         options=options, chunk_size=chunk_size, device=device).items():
+                                         options=options, chunk_size=chunk_size, device=device,
+                                         devices=devs, mesh=mesh).items():
                 _scatter(out, np.asarray(sel), res)
             if bar is not None:
                 bar.update(1)
@@ -230,18 +235,22 @@ def _scatter(out: dict, idx: np.ndarray, res) -> None:
 
 
 def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray, out: dict, *, reml: bool,
-                 np_dtype, options, chunk_size: int | None, device, h2_term: int | None) -> int:
+                 np_dtype, options, chunk_size: int | None, device, h2_term: int | None, devices=(),
+                 mesh=None) -> int:
     """The general path (``core.fit.fit_batch_program``) for the traits ``idx``; returns the chunk size."""
     import jax
     import jax.numpy as jnp
 
     from .core.fit import fit_batch_program
 
+    from .memory import check_memory
+
     n_sel = idx.size
+    check_memory(design, np_dtype.itemsize, device)  # at least one trait must fit
     if chunk_size is None:
         chunk_size = default_chunk_size(design, n_sel, np_dtype.itemsize, device)
-    chunk_size = int(max(1, min(chunk_size, bucket(n_sel))))
-    base = design.model_data(np_dtype, y=np.zeros(design.nobs), weights=design.weights)
+    chunk_size = round_chunk(max(1, min(chunk_size, bucket(n_sel))), devices)
+    base = put(design.model_data(np_dtype, y=np.zeros(design.nobs), weights=design.weights), mesh, False)
     theta0 = design.structure.theta0()
     for lo in range(0, n_sel, chunk_size):
         sel = idx[lo:lo + chunk_size]
@@ -249,8 +258,8 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
         Yc = np.stack([design.pad_rows(y) for y in Yt[take]]).astype(np_dtype)
         Wc = np.stack([design.pad_rows(w) for w in W[take]]).astype(np_dtype)
         th0 = np.tile(theta0, (chunk_size, 1)).astype(np_dtype)
-        res = fit_batch_program(base, jnp.asarray(Yc), jnp.asarray(Wc), jnp.asarray(th0),
-                                reml=bool(reml), options=options, h2_term=h2_term)
+        Yc, Wc, th0 = put((jnp.asarray(Yc), jnp.asarray(Wc), jnp.asarray(th0)), mesh, True)
+        res = fit_batch_program(base, Yc, Wc, th0, reml=bool(reml), options=options, h2_term=h2_term)
         res = jax.tree_util.tree_map(lambda a: np.asarray(a)[:sel.size], jax.device_get(res))
         _scatter(out, sel, res)
     return chunk_size

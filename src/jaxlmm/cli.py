@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "header hold the level names; repeat for several factors")
     fit.add_argument("--chunk-size", type=int, metavar="N", help="traits per compiled call (batch fits)")
     fit.add_argument("--float32", action="store_true", help="compute in single precision")
+    multi = fit.add_argument_group("several hosts (jax.distributed; with --responses)",
+                                   "run the same command on every host with its own --process-id; each "
+                                   "process fits its slice of the traits on its local devices and writes "
+                                   "results.partK.csv to --out; process 0 merges them into results.csv "
+                                   "when --out is a shared directory")
+    multi.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
+    multi.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    multi.add_argument("--process-id", type=int, metavar="K", help="this process's index, 0..N-1")
     fit.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
     sub.add_parser("datasets", help="list the shipped example datasets")
     return parser
@@ -143,6 +151,10 @@ def _cmd_batch(args, data, formula, name) -> int:
     from .fitting import lmer
 
     traits = _match_responses(args.responses, list(data.columns))
+    if args.coordinator:
+        from .distributed import run_distributed_batch
+
+        return run_distributed_batch(args, data, formula, name, traits)
     try:
         batch = lmer(formula, data, responses=traits, reml=not args.ml, weights=args.weights, offset=args.offset,
                      dtype="float32" if args.float32 else None, data_name=name, chunk_size=args.chunk_size,

@@ -22,3 +22,7 @@ class DataError(JaxlmmError):
 
 class JaxlmmWarning(UserWarning):
     """Something the user should know about a fit (dropped rows or columns, singular fit...)."""
+
+
+class MemoryLimitError(JaxlmmError, MemoryError):
+    """A fit would need more memory than the device has free (raised before allocating)."""

@@ -98,7 +98,7 @@ def deviance_function(formula: str, data, *, reml: bool = True, weights=None, of
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, start=None,
          optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None,
          responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None,
-         relmat: dict | None = None, spectral: bool | None = None):
+         relmat: dict | None = None, spectral: bool | None = None, devices=None):
     """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``; or many traits at once.
 
     Parameters
@@ -131,6 +131,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         Progress bar over chunks (default: when standard error is a terminal).
     device : jax.Device, optional
         Where to compute (default: JAX's default device, a GPU when JAX sees one).
+    devices : list of jax.Device, optional
+        For a batch: shard the traits over these devices (default: all local
+        devices of JAX's default backend; see ``jaxlmm.sharding``).
     relmat : dict, optional
         Relationship matrices by grouping factor, ``{"id": K}``: the term's random
         effects have covariance ``sigma^2 lambda^2 K`` (GBLUP; see ``jaxlmm.relmat``
@@ -158,7 +161,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
             raise ValueError("optimizer= and start= are for single fits; a batch uses the Newton optimizer")
         return fit_batch(formula, data, responses, reml=reml, weights=weights, offset=offset,
                          chunk_size=chunk_size, progress=progress, device=device, dtype=dtype,
-                         max_iter=max_iter, data_name=data_name, relmat=relmat, spectral=spectral)
+                         max_iter=max_iter, data_name=data_name, relmat=relmat, spectral=spectral,
+                         devices=devices)
     design = build_design(formula, data, weights=weights, offset=offset, relmat=relmat)
     import jax
 
@@ -188,6 +192,9 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
     from .result import LmerResult
 
     dt = _dtype(dtype)
+    from .memory import check_memory
+
+    check_memory(design, np.dtype(dt).itemsize)
     model_data = design.model_data(dt)
     theta0 = design.structure.theta0() if start is None else np.asarray(start, dtype=float)
     if theta0.shape != (design.structure.ntheta,):

@@ -45,3 +45,36 @@ def batch_bytes_per_trait(design, dtype_bytes: int = 8) -> int:
     cross = Sb * Sb * lb + Sb * Q * lb + Q * Q
     working = 3 * (k + 2) * (Sb * Sb * lb + Sb * Q * lb + Q * Q)
     return dtype_bytes * (2 * n + cross + working)
+
+
+def describe_bytes(n: float) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_memory(design, dtype_bytes: int = 8, device=None, traits: int = 1) -> int:
+    """Estimated peak bytes of fitting ``traits`` responses of ``design``; raise before allocating
+    when they exceed the free memory of ``device``.
+
+    The estimate is ``batch_bytes_per_trait`` per trait: dominated, for large
+    models, by the dense Schur complement of the non-block terms and ``[X y]``,
+    ``(q_dense + p + 1)^2`` values in about ``3 (k + 2)`` live copies during the
+    Hessian evaluation.  ``MemoryLimitError`` names the terms that make it large.
+    """
+    from .errors import MemoryLimitError
+
+    need = traits * batch_bytes_per_trait(design, dtype_bytes)
+    have = available_bytes(device)
+    if need > have:
+        s = design.structure
+        dense = [t for k, t in enumerate(design.terms) if k != s.block_term]
+        detail = ", ".join(f"{t.group} ({len(t.factor.levels)} levels x {len(t.columns)})" for t in dense)
+        q = s.q_dense + design.X.shape[1] + 1
+        raise MemoryLimitError(
+            f"this fit needs about {describe_bytes(need)} but only {describe_bytes(have)} is free: the dense "
+            f"block of the random-effects terms other than the largest ({detail or 'none'}) and the fixed "
+            f"effects is {q} x {q}. Use fewer levels in those terms, dtype='float32' (half the memory), a "
+            f"smaller chunk_size for a batch, or a device with more memory.")
+    return need

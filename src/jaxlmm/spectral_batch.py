@@ -89,35 +89,35 @@ def bytes_per_trait(n: int, p: int, m: int, dtype_bytes: int) -> int:
 
 
 def fit_spectral(design: Design, layout: SpectralLayout, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray, *,
-                 reml: bool, np_dtype, options, chunk_size: int | None, device, progress_bar=None):
+                 reml: bool, np_dtype, options, chunk_size: int | None, device, devices=(), mesh=None):
     """Fit the traits ``idx`` (rows of ``Yt``/``W``, data order) on K's eigenbasis; per-trait outputs."""
     import jax
     import jax.numpy as jnp
 
     from .core.spectral import fit_spectral_program
+    from .sharding import put, round_chunk
 
     order = layout.order
     X = design.X[order].astype(np_dtype)
     Ys = (Yt[:, order] - design.offset[order][None, :])
     Ws = (W[:, order] > 0).astype(np_dtype)
-    U, d = eigen(layout.K, np_dtype, device)
+    U, d = eigen(layout.K, np_dtype, device if mesh is None else None)
+    U, d, Xs = put((U, d, jnp.asarray(X)), mesh, False)
     m_all = missing_counts(Ws)
     outputs = {}
     for group in group_traits(m_all, idx):
         m_max = min(bucket(int(m_all[group].max())), layout.n)
         cs = chunk_size or default_chunk_size(layout.n, X.shape[1], m_max, np.dtype(np_dtype).itemsize, device)
-        cs = int(min(cs, bucket(group.size)))
+        cs = round_chunk(min(cs, bucket(group.size)), devices)
         for lo in range(0, group.size, cs):
             sel = group[lo:lo + cs]
             take = np.concatenate([sel, np.repeat(sel[:1], cs - sel.size)])  # pad the chunk
             mi, mv = _missing_index(Ws[take], m_max)
-            out = fit_spectral_program(U, d, jnp.asarray(X), jnp.asarray(Ys[take].astype(np_dtype)),
-                                       jnp.asarray(Ws[take]), jnp.asarray(mi), jnp.asarray(mv),
-                                       jnp.full((cs, 1), 1.0, np_dtype), reml=bool(reml), options=options)
+            per_trait = put((jnp.asarray(Ys[take].astype(np_dtype)), jnp.asarray(Ws[take]), jnp.asarray(mi),
+                             jnp.asarray(mv), jnp.full((cs, 1), 1.0, np_dtype)), mesh, True)
+            out = fit_spectral_program(U, d, Xs, *per_trait, reml=bool(reml), options=options)
             out = jax.tree_util.tree_map(lambda a: np.asarray(a)[:sel.size], jax.device_get(out))
             outputs[tuple(sel)] = out
-            if progress_bar is not None:
-                progress_bar.update(1)
     return outputs
 
 

@@ -1,0 +1,57 @@
+"""Traits sharded across local devices: a 1-D mesh over the trait axis.
+
+A batch's per-trait arrays (responses, weights, starting values) are placed
+with ``NamedSharding(mesh, P("traits"))``, the shared design is replicated,
+and the same jitted, vmapped program runs: XLA's SPMD partitioner gives each
+device its slice of the traits (nothing in the program couples traits, so no
+communication is needed until the results are gathered).  Chunk sizes are
+rounded up to a multiple of the number of devices.
+
+Across hosts, ``jaxlmm.distributed`` splits the traits between processes
+before this (each process shards its own slice over its local devices).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def resolve_devices(device=None, devices=None) -> list:
+    """The devices a batch runs on: ``devices``, else ``[device]``, else all local devices of JAX's
+    default backend."""
+    import jax
+
+    if devices is not None:
+        devices = list(devices)
+        if not devices:
+            raise ValueError("devices must not be empty")
+        return devices
+    if device is not None:
+        return [device]
+    return list(jax.local_devices())
+
+
+def trait_mesh(devices: list):
+    """A 1-D mesh named ``traits`` over ``devices`` (None for a single device)."""
+    if len(devices) <= 1:
+        return None
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(devices), ("traits",))
+
+
+def round_chunk(chunk: int, devices: list) -> int:
+    """``chunk`` rounded up to a multiple of the number of devices."""
+    k = max(1, len(devices))
+    return -(-int(chunk) // k) * k
+
+
+def put(tree, mesh, per_trait: bool):
+    """Place ``tree`` on the mesh: split along the leading (trait) axis, or replicated."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if mesh is None:
+        return tree
+    spec = PartitionSpec("traits") if per_trait else PartitionSpec()
+    return jax.device_put(tree, NamedSharding(mesh, spec))
