@@ -22,7 +22,7 @@ import pandas as pd
 
 from .design import Design, bucket, build_design
 from .errors import DataError
-from .sharding import put, resolve_devices, round_chunk, trait_mesh
+from .sharding import chunks, put, resolve_devices, round_chunk, trait_mesh
 from .spectral_batch import MAX_MISSING_FRACTION, fit_spectral, missing_counts, spectral_layout
 
 # per-trait status codes beyond the optimizer's (core.optimize: 0..3)
@@ -252,9 +252,7 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
     chunk_size = round_chunk(max(1, min(chunk_size, bucket(n_sel))), devices)
     base = put(design.model_data(np_dtype, y=np.zeros(design.nobs), weights=design.weights), mesh, False)
     theta0 = design.structure.theta0()
-    for lo in range(0, n_sel, chunk_size):
-        sel = idx[lo:lo + chunk_size]
-        take = np.concatenate([sel, np.repeat(sel[:1], chunk_size - sel.size)])  # pad the last chunk
+    for sel, take in chunks(idx, chunk_size):
         Yc = np.stack([design.pad_rows(y) for y in Yt[take]]).astype(np_dtype)
         Wc = np.stack([design.pad_rows(w) for w in W[take]]).astype(np_dtype)
         th0 = np.tile(theta0, (chunk_size, 1)).astype(np_dtype)

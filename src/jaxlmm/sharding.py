@@ -55,3 +55,11 @@ def put(tree, mesh, per_trait: bool):
         return tree
     spec = PartitionSpec("traits") if per_trait else PartitionSpec()
     return jax.device_put(tree, NamedSharding(mesh, spec))
+
+
+def chunks(idx: np.ndarray, size: int):
+    """Consecutive chunks of the trait indices ``idx``: pairs ``(sel, take)`` where ``take`` pads
+    ``sel`` to ``size`` by repeating its first trait (one static shape for every chunk)."""
+    for lo in range(0, idx.size, size):
+        sel = idx[lo:lo + size]
+        yield sel, np.concatenate([sel, np.repeat(sel[:1], size - sel.size)])

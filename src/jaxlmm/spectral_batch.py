@@ -95,7 +95,7 @@ def fit_spectral(design: Design, layout: SpectralLayout, Yt: np.ndarray, W: np.n
     import jax.numpy as jnp
 
     from .core.spectral import fit_spectral_program
-    from .sharding import put, round_chunk
+    from .sharding import chunks, put, round_chunk
 
     order = layout.order
     X = design.X[order].astype(np_dtype)
@@ -109,9 +109,7 @@ def fit_spectral(design: Design, layout: SpectralLayout, Yt: np.ndarray, W: np.n
         m_max = min(bucket(int(m_all[group].max())), layout.n)
         cs = chunk_size or default_chunk_size(layout.n, X.shape[1], m_max, np.dtype(np_dtype).itemsize, device)
         cs = round_chunk(min(cs, bucket(group.size)), devices)
-        for lo in range(0, group.size, cs):
-            sel = group[lo:lo + cs]
-            take = np.concatenate([sel, np.repeat(sel[:1], cs - sel.size)])  # pad the chunk
+        for sel, take in chunks(group, cs):
             mi, mv = _missing_index(Ws[take], m_max)
             per_trait = put((jnp.asarray(Ys[take].astype(np_dtype)), jnp.asarray(Ws[take]), jnp.asarray(mi),
                              jnp.asarray(mv), jnp.full((cs, 1), 1.0, np_dtype)), mesh, True)
