@@ -76,7 +76,7 @@ def main() -> None:
     r = json.loads((HERE / "reference" / "lme4_inference_timing.json").read_text())
     if not args.skip_r and have_r():
         stdout, _ = run_r("bootstrap_profile_lme4.R", SHARED / "data", timeout=1800)
-        r = json.loads(stdout.strip().splitlines()[-1])
+        r = json.loads(stdout[stdout.index("{"):])
         r_source = "measured in this run"
     rs = r["sleepstudy"]
     r_kr = {row["N"]: row for row in r["kenward_roger"]}
