@@ -73,12 +73,12 @@ def main() -> None:
             rows[name]["lme4_median_s"] = r["fits"][name]["median_s"]
 
     proc = {}
-    cli = shutil.which("jaxlmm")
-    if cli:
-        with tempfile.TemporaryDirectory() as cache:
-            env = {**os.environ, "JAXLMM_CACHE": cache}
-            subprocess.run([cli, "fit", "--example", "sleepstudy"], capture_output=True, check=True, env=env)
-            proc["jaxlmm_process_s"] = process_seconds([cli, "fit", "--example", "sleepstudy"], env=env)
+    # the installed console script, else the same entry point through this interpreter
+    cli = [shutil.which("jaxlmm")] if shutil.which("jaxlmm") else [sys.executable, "-m", "jaxlmm.cli"]
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "JAXLMM_CACHE": cache}
+        subprocess.run([*cli, "fit", "--example", "sleepstudy"], capture_output=True, check=True, env=env)
+        proc["jaxlmm_process_s"] = process_seconds([*cli, "fit", "--example", "sleepstudy"], env=env)
     if not args.skip_r and have_r():
         proc["rscript_process_s"] = process_seconds(["Rscript", str(HERE / "r" / "sleepstudy_process.R"),
                                                      str(SHARED / "data")])

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--example", metavar="NAME", help="fit a shipped dataset with its standard formula "
                      "(a FORMULA given as well overrides the standard one)")
     fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    fit.add_argument("--ddf", choices=["satterthwaite", "kenward-roger"],
+                     help="add denominator df and p-values to the fixed-effects table (as lmerTest); "
+                          "default: lme4's table (estimates, SEs, t values)")
     fit.add_argument("--out", metavar="DIR", help="write fixef.csv, ranef.csv, varcorr.csv, theta.csv here")
     fit.add_argument("--factors", metavar="COLS", default="",
                      help="comma-separated numeric columns to treat as factors (categorical)")
@@ -196,7 +199,7 @@ def _cmd_fit(args, parser) -> int:
     except JaxlmmError as exc:
         print(f"jaxlmm: error: {exc}", file=sys.stderr)
         return 2
-    print(fit.summary())
+    print(fit.summary(ddf=args.ddf))
     if args.relmats and fit._h2_term is not None:
         print(f"\nHeritability h2 = {fit.h2:.4f} (SE {fit.h2_se:.4f})")
     if args.out:
