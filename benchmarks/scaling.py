@@ -6,7 +6,7 @@ Run:  python benchmarks/scaling.py
    100k levels of ``a`` (3 rows per level), ``b`` with 200 levels crossed with it.
    Each size runs in a fresh process: first call (compile + fit), warm fit, peak
    resident memory, and jaxlmm's own memory estimate (``memory.check_memory``).
-2. Traits x devices: 4096 traits of the traits_1k design (traits repeated) on 1, 2
+2. Traits x devices: 4000 traits of the traits_1k design (traits repeated) on 1, 2
    and 4 forced host CPU devices (``--xla_force_host_platform_device_count``); on a
    2-core machine more devices cannot run faster, so this shows the overhead of
    sharding rather than a speed-up.  On a GPU machine run it with real devices.
@@ -85,7 +85,7 @@ def main() -> None:
     for r in levels:
         lines.append(f"| {r['levels']:,} | {r['rows']:,} | {r['first_s']:.2f} s | {r['warm_s']:.3f} s | "
                      f"{r['peak_rss_mib']:.0f} MiB | {r['estimate_mib']:.0f} MiB |")
-    lines += ["", "Traits x devices: 4096 traits of `~ x + (1 + x | g)` (traits_1k repeated), forced host CPU devices "
+    lines += ["", "Traits x devices: 4000 traits of `~ x + (1 + x | g)` (traits_1k repeated), forced host CPU devices "
               f"on {m['cpus']} cores", "", "| devices | first call | warm | converged |", "|---|---|---|---|"]
     for r in devices:
         lines.append(f"| {r['devices']} | {r['first_s']:.2f} s | {r['warm_s']:.2f} s | {r['converged']} |")
