@@ -1,8 +1,12 @@
 """Shared fixtures: lme4 reference results, datasets and fits (compiled once per session).
 
 JAX's persistent compilation cache is on for the whole test session
-(``JAXLMM_TEST_CACHE`` or ``.pytest_cache/jax``), so compiled fit programs are
-reused across runs; within a run, fits are shared by session-scoped fixtures.
+(``JAXLMM_TEST_CACHE`` or ``.pytest_cache/jax``, one subdirectory per pytest-xdist
+worker), so compiled fit programs are reused across runs; within a run, fits are
+shared by session-scoped fixtures.  The suite runs in two worker processes
+(``-n 2`` in pyproject.toml): XLA's CPU runtime gives every compiled kernel its own
+memory maps, and the whole suite in one process exceeds Linux's default
+``vm.max_map_count`` (65,530) and crashes.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from jaxlmm._config import enable_compilation_cache
 REFERENCE = pathlib.Path(__file__).parent / "reference"
 ROOT = pathlib.Path(__file__).parent.parent
 
-enable_compilation_cache(os.environ.get("JAXLMM_TEST_CACHE", str(ROOT / ".pytest_cache" / "jax")))
+# one cache directory per pytest-xdist worker (see pyproject.toml): no two processes write one entry
+enable_compilation_cache(os.path.join(os.environ.get("JAXLMM_TEST_CACHE", str(ROOT / ".pytest_cache" / "jax")),
+                                      os.environ.get("PYTEST_XDIST_WORKER", "main")))
 
 CASES = sorted(p.stem for p in REFERENCE.glob("*.json"))
 FAST_CASES = [c for c in CASES if c != "insteval"]

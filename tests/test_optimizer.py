@@ -36,6 +36,23 @@ def test_quadratic_with_bounds():
     assert float(res.theta[1]) == 0.0
 
 
+@pytest.mark.parametrize("opts", [NewtonOptions(damping="lm"), NewtonOptions(damping="lm", interior=0.1)])
+def test_large_model_line_search(opts):
+    """The damped / interior line search of large models: the same optimum, the bound reached exactly."""
+    f = lambda x: jnp.sum((x - jnp.array([2.0, -1.0, 0.5])) ** 2)
+    res = minimize_newton(f, jnp.array([1.0, 1.0, 1.0]), jnp.array([0.0, 0.0, -jnp.inf]), opts)
+    assert int(res.status) == CONVERGED
+    np.testing.assert_allclose(res.theta, [2.0, 0.0, 0.5], atol=1e-10)
+    assert float(res.theta[1]) == 0.0
+    # an even function of x[0] with a poor quadratic model far from its minimum (as a variance
+    # component): the interior trials keep x[0] off the bound, where the gradient vanishes
+    g = lambda x: jnp.log1p((x[0] ** 2 - 0.3) ** 2) + (x[1] - 1.0) ** 2 + 0.1 * x[0] ** 2 * x[1] ** 2
+    for o in (NewtonOptions(), opts):
+        r = minimize_newton(g, jnp.array([2.0, 3.0]), jnp.array([0.0, -jnp.inf]), o)
+        assert int(r.status) == CONVERGED
+        assert float(r.theta[0]) > 0.3 and np.all(np.abs(np.asarray(r.grad)) < 1e-6)
+
+
 def test_nonfinite_start_is_a_status_not_an_exception():
     res = minimize_newton(lambda x: jnp.sum(jnp.log(x - 5.0)), jnp.array([1.0]), jnp.array([0.0]))
     assert int(res.status) == NONFINITE

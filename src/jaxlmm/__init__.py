@@ -45,6 +45,8 @@ _EXPORTS = {
     "anova": "anova_tables",
     "grm": "markers",
     "RelationshipMatrix": "relmat",
+    "factorization_plan": "plan",
+    "FactorizationPlan": "plan",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -98,7 +98,7 @@ def deviance_function(formula: str, data, *, reml: bool = True, weights=None, of
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, start=None,
          optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None,
          responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None,
-         relmat: dict | None = None, spectral: bool | None = None, devices=None):
+         relmat: dict | None = None, spectral: bool | None = None, devices=None, verbose: bool = False):
     """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``; or many traits at once.
 
     Parameters
@@ -144,6 +144,10 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     spectral : bool, optional
         For a batch: force (True) or forbid (False) the spectral path; default
         automatic (``diagnostics["path"]`` says which path fitted each trait).
+    verbose : bool
+        Print the factorization plan (block term, dense part, sparse or dense
+        cross block, predicted work and memory; ``jaxlmm.plan``) before a single
+        fit, and the iterations and time after it.
 
     Examples
     --------
@@ -169,7 +173,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     ctx = jax.default_device(device) if device is not None else _NullContext()
     with ctx:
         fit = lmer_design(design, reml=reml, start=start, optimizer=optimizer, max_iter=max_iter, dtype=dtype,
-                          data_name=data_name)
+                          data_name=data_name, verbose=verbose)
     fit._offset_arg = offset
     return fit
 
@@ -183,8 +187,10 @@ class _NullContext:
 
 
 def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None, max_iter: int = 100,
-                dtype=None, data_name: str | None = None, warn: bool = True):
+                dtype=None, data_name: str | None = None, warn: bool = True, verbose: bool = False):
     """Fit a built ``Design`` (lme4's ``optimizeLmer`` + ``mkMerMod``)."""
+    import time
+
     import jax.numpy as jnp
 
     from .core.fit import fit_program_optax, run_fit_program
@@ -194,8 +200,16 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
     dt = _dtype(dtype)
     from .memory import check_memory
 
-    check_memory(design, np.dtype(dt).itemsize)
+    from .plan import factorization_plan
+
+    itemsize = np.dtype(dt).itemsize
+    check_memory(design, itemsize, sparse_ok=True)
     model_data = design.model_data(dt)
+    plan = factorization_plan(design, model_data, itemsize)
+    check_memory(design, itemsize, need=plan.bytes_peak)
+    if verbose:
+        print(plan, flush=True)
+    started = time.perf_counter()
     theta0 = design.structure.theta0() if start is None else np.asarray(start, dtype=float)
     if theta0.shape != (design.structure.ntheta,):
         raise ValueError(f"start must have {design.structure.ntheta} values (one per theta), got {theta0.shape}")
@@ -210,6 +224,10 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
     fit = LmerResult(design, model_data, output, reml=reml, data_name=data_name, optimizer=name,
                      fit_options=dict(dtype=dtype, max_iter=max_iter, optimizer=optimizer))
     fit._offset_arg = None
+    fit.plan = plan
+    if verbose:
+        print(f"{name} optimizer: {fit.n_iter} iterations, {'converged' if fit.converged else 'NOT converged'}, "
+              f"criterion {fit.criterion:.6f}, {time.perf_counter() - started:.2f} s", flush=True)
     if warn:
         for msg in fit.messages:
             if msg.startswith("optimizer") or msg.startswith("boundary"):

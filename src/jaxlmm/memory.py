@@ -54,7 +54,8 @@ def describe_bytes(n: float) -> str:
     return f"{int(n)} bytes"
 
 
-def check_memory(design, dtype_bytes: int = 8, device=None, traits: int = 1) -> int:
+def check_memory(design, dtype_bytes: int = 8, device=None, traits: int = 1, need: int | None = None,
+                 sparse_ok: bool = False) -> int:
     """Estimated peak bytes of fitting ``traits`` responses of ``design``; raise before allocating
     when they exceed the free memory of ``device``.
 
@@ -62,10 +63,19 @@ def check_memory(design, dtype_bytes: int = 8, device=None, traits: int = 1) -> 
     models, by the dense Schur complement of the non-block terms and ``[X y]``,
     ``(q_dense + p + 1)^2`` values in about ``3 (k + 2)`` live copies during the
     Hessian evaluation.  ``MemoryLimitError`` names the terms that make it large.
+    ``need`` replaces the estimate (e.g. ``plan.FactorizationPlan.bytes_peak``);
+    ``sparse_ok`` counts only what both the dense and the sparse cross block need.
     """
     from .errors import MemoryLimitError
 
-    need = traits * batch_bytes_per_trait(design, dtype_bytes)
+    if need is None:
+        need = traits * batch_bytes_per_trait(design, dtype_bytes)
+        if sparse_ok:
+            # a single fit may store the cross block sparse (``plan.py``): here only the dense
+            # part, which both paths hold, is checked; the caller checks the plan's total next
+            s = design.structure
+            q = s.q_dense + design.X.shape[1] + 1
+            need = min(need, traits * dtype_bytes * (2 * design.n_padded + 8 * q * q))
     have = available_bytes(device)
     if need > have:
         s = design.structure

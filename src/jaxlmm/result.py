@@ -42,6 +42,21 @@ class LmerResult:
         self.data_name = data_name
         self.optimizer = optimizer
         self._fit_options = fit_options
+        self._plan = None
+
+    @property
+    def plan(self):
+        """The factorization plan of the fit (``jaxlmm.plan.FactorizationPlan``): block term,
+        dense part, dense or sparse cross block, predicted work and memory."""
+        if self._plan is None:
+            from .plan import factorization_plan
+
+            self._plan = factorization_plan(self.design, self.model_data)
+        return self._plan
+
+    @plan.setter
+    def plan(self, value):
+        self._plan = value
 
     # ------------------------------------------------------------------ basic
     @property

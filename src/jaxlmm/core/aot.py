@@ -52,6 +52,12 @@ def _key(name: str, leaves, treedef, static) -> str:
     return h.hexdigest()[:32]
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def call(name: str, fn, args: tuple, static: dict):
     """``jit(fn)(*args, **static)``, through the ahead-of-time cache when it is enabled."""
     if _DIR is None:
@@ -81,6 +87,7 @@ def _cached_call(name, fn, args, static):
 
         exported = export.export(jax.jit(flat))(*leaves)
         out_tree = holder["tree"]
-        blob.write_bytes(exported.serialize())
-        tree.write_bytes(pickle.dumps(out_tree))
+        # atomic writes: a process reading while another writes sees the whole entry or none
+        _write_atomic(tree, pickle.dumps(out_tree))
+        _write_atomic(blob, exported.serialize())
     return jax.tree_util.tree_unflatten(out_tree, exported.call(*leaves))

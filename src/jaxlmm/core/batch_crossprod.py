@@ -9,10 +9,14 @@ Z and X columns that land in each entry, the statistics of T traits are
 
 one matrix product each instead of T scatters.  ``F`` has one column per
 entry, so this path is used when ``n * m`` is moderate (``fits_in_matmul``);
-otherwise the single-response ``cross_products`` is vmapped.
+otherwise the single-response ``cross_products`` is vmapped.  A batch always
+keeps the dense cross block (``ModelData.sparse`` is ignored): the sparse
+path's index lists would get a trait axis under vmap.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +44,7 @@ def fits_in_matmul(data: ModelData) -> bool:
 
 def batch_cross_products(data: ModelData, Y: jnp.ndarray, W: jnp.ndarray) -> CrossProducts:
     """``CrossProducts`` with a leading trait axis for responses ``Y`` and weights ``W`` (T, n)."""
+    data = dataclasses.replace(data, sparse=None)
     if not fits_in_matmul(data):
         return jax.vmap(lambda y, w: cross_products(data.with_response(y, w)))(Y, W)
     s = data.structure

@@ -8,7 +8,9 @@ works on arrays whose size does not depend on n.
 
 Row i of the block term contributes ``w_i z_b[i] z_b[i]^T`` to level
 ``refs_b[i]``; a dense term k contributes its ``S_k`` values at columns
-``offset_k + refs_k[i] * S_k + s``.  A term with a relationship-matrix factor
+``offset_k + refs_k[i] * S_k + s``.  With ``data.sparse`` (a crossed design,
+see ``sparse.py``) the block term x dense cross block is summed into its
+listed nonzeros instead of a dense ``(S_b, q_d, l_b)`` array.  A term with a relationship-matrix factor
 ``T`` (``K = T T^T``) has columns ``Z_k (T kron I_S)``; its rows of the
 cross-products are multiplied by ``(T kron I_S)^T`` after the sums.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from . import linalg
+from . import linalg, sparse
 from .data import CrossProducts, ModelData
 
 
@@ -91,7 +93,9 @@ def cross_products(data: ModelData) -> CrossProducts:
         Axd = jax.ops.segment_sum(
             (vals[:, :, None] * wxy[:, None, :]).reshape(-1, p1), cols.reshape(-1), qd
         ).T
-        if lb:
+        if lb and data.sparse is not None:
+            Cdb = sparse.cross_values(data.sparse, wvals, vals, zb)
+        elif lb:
             ids = (cols * lb + data.refs[s.block_term][:, None]).reshape(-1)
             Cdb = jax.ops.segment_sum(
                 (wvals[:, :, None] * zb[:, None, :]).reshape(-1, Sb), ids, qd * lb
@@ -101,7 +105,8 @@ def cross_products(data: ModelData) -> CrossProducts:
             Cdb = jnp.zeros((0, qd, 0), dtype)
         Add = _transform_rows(_transform_rows(Add, data, 0), data, 1)
         Axd = _transform_rows(Axd, data, 1)
-        Cdb = _transform_rows(Cdb, data, 1)
+        if not sparse.is_sparse(Cdb):
+            Cdb = _transform_rows(Cdb, data, 1)
     else:
         del m
         Add = jnp.zeros((0, 0), dtype)

@@ -7,6 +7,9 @@ values with one static shape), an ``offset``, and per random-effects term the
 level index ``refs[k]`` (n,) and the per-row model matrix ``z[k]`` (n x S_k).
 A term with a relationship matrix also carries ``transforms[k]``, the dense
 ``l_k x l_k`` factor ``T`` with ``K = T T^T`` that multiplies its columns.
+``sparse`` is the static nonzero pattern of the block term x dense part cross
+block (``sparse.SparsePattern``, built on the host from the design) when that
+block is stored sparse, else None.
 
 ``CrossProducts`` holds the weighted cross-products of the columns
 ``[Z_b | Z_d | X | y]`` that the profiled deviance needs (see ``crossprod.py``);
@@ -40,6 +43,7 @@ class ModelData:
     z: tuple
     transforms: tuple  # per term: (l_k, l_k) array, or None for an ordinary term
     structure: ReStructure
+    sparse: object = None  # sparse.SparsePattern of the cross block, or None (dense Cdb)
 
     @property
     def nobs_rows(self) -> int:
@@ -66,7 +70,8 @@ class CrossProducts:
 
     - ``Dbb``  (S_b, S_b, l_b):  diagonal blocks of Z_b^T W Z_b
     - ``Cxb``  (S_b, p1, l_b):   Z_b^T W [X y], per level
-    - ``Cdb``  (S_b, q_d, l_b):  Z_d^T W Z_b
+    - ``Cdb``  (S_b, q_d, l_b):  Z_d^T W Z_b; or, on the sparse path, a
+      ``sparse.SparseCross`` holding its nonzeros
 
     (The block term's levels are the last axis: see ``smallmat.py``.)
     - ``Add``  (q_d, q_d):       Z_d^T W Z_d

@@ -26,6 +26,14 @@ of every other column block below it are ``W_j^T = L_j^{-1} lambda_b^T C_j``
 (``C_j`` its cross-products with level j); the rest ``[Z_d | X | y]`` is the
 dense Schur complement ``R - sum_j W_j^T W_j`` factored by one dense Cholesky.
 No q x q matrix is ever formed.
+
+Where the cross block of the block term and the dense part is sparse (a large
+crossed design, ``sparse.py``), ``cp.Cdb`` lists its nonzeros: the Schur update
+is a sum over pairs of nonzeros sharing a level, and ``log|R_dd|`` and the
+``(p+1) x (p+1)`` Schur complement of ``[X y]`` come from ``schur.dense_parts``,
+which carries its own exact first and second derivatives.  ``factorize`` and
+``deviance_parts`` give the same ``Factor`` and ``DevianceParts`` on both paths
+(on the sparse path ``Factor.Wt`` is None; ``solution.py`` works from ``cp``).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from . import linalg, smallmat
+from . import linalg, schur, smallmat, sparse
 from .crossprod import cross_products
 from .data import CrossProducts, ModelData
 from .structure import ReStructure
@@ -48,7 +56,7 @@ class Factor(NamedTuple):
 
     lambdas: list          # lambda_k per term
     Lb: jnp.ndarray        # (S_b, S_b, l_b) block-term factors L_j (levels last)
-    Wt: jnp.ndarray        # (S_b, Q, l_b): L_j^{-1} lambda_b^T [C_dj, C_xj], Q = q_d + p + 1
+    Wt: jnp.ndarray        # (S_b, Q, l_b): L_j^{-1} lambda_b^T [C_dj, C_xj], Q = q_d + p + 1 (None: sparse path)
     L22: jnp.ndarray       # (Q, Q) dense factor of [Z_d | X | y]
     logdet_b: jnp.ndarray  # 2 sum_j log |L_j|
 
@@ -81,6 +89,8 @@ def scale_dense_rows(A: jnp.ndarray, lambdas: list, structure: ReStructure) -> j
 
 def factorize(theta: jnp.ndarray, cp: CrossProducts) -> Factor:
     """Blocked Cholesky factor of the penalized system (see module docstring)."""
+    if sparse.is_sparse(cp.Cdb):
+        return _factorize_sparse(theta, cp)
     s = cp.structure
     lambdas = s.lambdas(theta)
     qd, p1 = s.q_dense, cp.Axx.shape[0]
@@ -118,8 +128,38 @@ def factorize(theta: jnp.ndarray, cp: CrossProducts) -> Factor:
     return Factor(lambdas, Lb, Wt, L22, logdet_b)
 
 
+def _factorize_sparse(theta: jnp.ndarray, cp: CrossProducts) -> Factor:
+    """The sparse path's factor: ``L22 = [[L_dd, 0], [W_x^T, chol(S)]]`` with ``S`` from ``schur.dense_parts``."""
+    sy = schur.system(theta, cp)
+    Ldd, _, Wx, _ = schur._factor(sy)
+    _, S = schur.dense_parts(theta, cp)
+    qd, p1 = Wx.shape
+    L22 = jnp.block([[Ldd, jnp.zeros((qd, p1), Ldd.dtype)], [Wx.T, linalg.cholesky(S)]])
+    Lb = smallmat.stack(smallmat.fill_upper(sy.L))
+    return Factor(sy.lams, Lb, None, L22, 2.0 * smallmat.log_diag_sum(sy.L))
+
+
+def _sparse_parts(theta: jnp.ndarray, cp: CrossProducts) -> DevianceParts:
+    s = cp.structure
+    ell, S = schur.dense_parts(theta, cp)
+    L, _ = schur.block_weights(theta, cp)
+    d = linalg.diag(linalg.cholesky(S))
+    p = cp.p
+    return DevianceParts(2.0 * smallmat.log_diag_sum(L) + ell, 2.0 * jnp.sum(jnp.log(d[:p])), d[-1] ** 2,
+                         cp.n_obs, cp.sum_log_w)
+
+
+def parts(theta: jnp.ndarray, cp: CrossProducts) -> DevianceParts:
+    """``DevianceParts`` at theta (``deviance_parts`` without the factor)."""
+    if sparse.is_sparse(cp.Cdb):
+        return _sparse_parts(theta, cp)
+    return deviance_parts(theta, cp)[0]
+
+
 def deviance_parts(theta: jnp.ndarray, cp: CrossProducts) -> tuple[DevianceParts, Factor]:
     """log-determinants and penalized RSS from one factorization."""
+    if sparse.is_sparse(cp.Cdb):
+        return _sparse_parts(theta, cp), _factorize_sparse(theta, cp)
     fac = factorize(theta, cp)
     qd, p = cp.structure.q_dense, cp.p
     d = linalg.diag(fac.L22)
@@ -140,8 +180,7 @@ def criterion_from_parts(parts: DevianceParts, p: int, reml: bool) -> jnp.ndarra
 
 def profiled_deviance(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> jnp.ndarray:
     """REML criterion (``reml=True``) or ML deviance at ``theta`` from cross-products."""
-    parts, _ = deviance_parts(theta, cp)
-    return criterion_from_parts(parts, cp.p, reml)
+    return criterion_from_parts(parts(theta, cp), cp.p, reml)
 
 
 def deviance(theta: jnp.ndarray, data: ModelData, reml: bool = True) -> jnp.ndarray:

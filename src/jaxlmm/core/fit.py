@@ -40,7 +40,7 @@ def _large_dense(structure, p: int) -> bool:
 def _fit(data: ModelData, theta0, reml: bool, options, optimizer=None) -> FitOutput:
     cp = cross_products(data)
     if optimizer is None and _large_dense(data.structure, data.p):
-        options = options._replace(sequential_hessian=True)
+        options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
     lower = jnp.asarray(data.structure.lower_bounds(), dtype=theta0.dtype)
     objective = partial(profiled_deviance, cp=cp, reml=reml)
     if optimizer is None:
@@ -107,5 +107,5 @@ def fit_batch_program(data: ModelData, Y, W, theta0, reml: bool = True,
     """
     cp = batch_cross_products(data, Y, W)
     if _large_dense(data.structure, data.p):
-        options = options._replace(sequential_hessian=True)
+        options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
     return jax.vmap(_fit_estimates, in_axes=(0, 0, None, None, None))(cp, theta0, reml, options, h2_term)

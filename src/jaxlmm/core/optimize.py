@@ -9,7 +9,14 @@ gradient and Hessian from autodiff:
    the eigenvalues of the reduced Hessian by their absolute values (floored),
    so ``d`` is a descent direction also where the deviance is not convex.
 3. Projected backtracking line search: ``x(a) = max(x + a d, lower)`` with the
-   Armijo condition ``f(x(a)) <= f(x) + c g^T (x(a) - x)``.
+   Armijo condition ``f(x(a)) <= f(x) + c g^T (x(a) - x)``.  For large models
+   (``fit.py``: a costly Hessian, cheap criterion evaluations) the trials instead
+   raise a Levenberg-Marquardt damping ``mu`` in ``d(mu) = -(|H| + mu I)^{-1} g``
+   (``damping="lm"``), and keep bounded components above a fraction of their
+   distance to the bound (``interior``): a poor first quadratic model far from the
+   optimum then no longer sends a well-determined variance component to 0, where
+   its gradient vanishes and Newton needs several iterations to come back
+   (InstEval from lme4's start: 7 instead of 11 Hessians).
 4. Convergence is the scale-aware *relative gradient* criterion lme4 itself
    checks after optimizing: the Newton step ``H^{-1} g`` (distance to the
    optimum of the local quadratic model, in units of theta) is below ``xtol``
@@ -69,6 +76,10 @@ class NewtonOptions(NamedTuple):
     max_halvings: int = 40
     snap_eps: float = 1e-4
     snap_ftol: float = 1e-10
+    damping: str = "halve"   # line search: "halve" the step, or "lm": raise a Levenberg-Marquardt damping
+    interior: float = 0.0    # > 0: a trial keeps bounded components above this fraction of their distance to
+    # the bound (unless within interior_min of it); for large models, whose Hessians are costly
+    interior_min: float = 1e-2
 
 
 def value_grad_hessian(fun: Callable, x: jnp.ndarray, sequential: bool = False):
@@ -96,13 +107,17 @@ def _project(x, lower):
 
 
 def _newton_direction(x, g, H, free, at_bound):
-    """Descent direction on the free set and whether ``H_ff`` is positive definite.
+    """Descent directions on the free set, as a function of a damping ``mu >= 0``, and whether
+    ``H_ff`` is positive definite.
 
-    ``-|H_ff|^{-1} g_f`` (saddle-free Newton); where ``H_ff`` has a negative
-    eigenvalue the eigenvector of the most negative one is added, oriented
-    downhill and into the feasible set.  That step matters where the gradient
-    vanishes at a bound that is a local maximum along the bounded coordinate
-    (a variance component at 0 whose deviance is even in it).
+    ``d(mu) = -V (|w| + mu)^{-1} V^T g_f`` with ``H_ff = V diag(w) V^T`` (saddle-free Newton
+    at ``mu = 0``; ``|w|`` floored); where ``H_ff`` has a negative eigenvalue the eigenvector
+    of the most negative one is added, oriented downhill and into the feasible set.  That
+    step matters where the gradient vanishes at a bound that is a local maximum along the
+    bounded coordinate (a variance component at 0 whose deviance is even in it).  Raising
+    ``mu`` damps the directions of small curvature first (Levenberg-Marquardt); as ``mu``
+    grows ``d(mu)`` turns to ``-g / mu``.  Returns ``(d, pos_def, mu1)``, ``mu1`` the first
+    damping to try: the curvature of the component that dominates the Newton step.
     """
     k = g.shape[0]
     mask = free[:, None] & free[None, :]
@@ -111,16 +126,23 @@ def _newton_direction(x, g, H, free, at_bound):
     w, V = linalg.symmetric_eigen(Hf)
     scale = jnp.maximum(jnp.max(jnp.abs(w)), 1.0)
     w_abs = jnp.maximum(jnp.abs(w), 1e-10 * scale)
-    d = -V @ ((V.T @ gf) / w_abs)
+    Vg = V.T @ gf
+    newton = -V @ (Vg / w_abs)
     v = V[:, 0]
     slope = jnp.dot(gf, v)
     inward = jnp.sum(jnp.where(at_bound, v, 0.0))
     # both signs descend along strong negative curvature: prefer the one into the feasible set
     sign = jnp.where(jnp.abs(inward) > 1e-8, jnp.sign(inward), jnp.where(slope > 0, -1.0, 1.0))
-    size = jnp.maximum(jnp.max(jnp.abs(d)), 0.1 * jnp.maximum(1.0, jnp.max(jnp.abs(x))))
+    size = jnp.maximum(jnp.max(jnp.abs(newton)), 0.1 * jnp.maximum(1.0, jnp.max(jnp.abs(x))))
     negative = w[0] < -1e-8 * scale
-    d = d + jnp.where(negative, sign * size, 0.0) * v
-    return jnp.where(free, d, 0.0), w[0] > 0
+    extra = jnp.where(negative, sign * size, 0.0) * v
+    mu1 = w_abs[jnp.argmax(jnp.abs(Vg) / w_abs)]
+
+    def d(mu):
+        damped = -V @ (Vg / (w_abs + mu)) + extra * (w_abs[0] / (w_abs[0] + mu))
+        return jnp.where(free, damped, 0.0)
+
+    return d, w[0] > 0, mu1
 
 
 def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
@@ -177,7 +199,8 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
         # held at the bound: gradient pointing outward, or flat with non-negative curvature
         active = held | (at_bound & ((g > flat) | ((g >= -flat) & (jnp.diagonal(H) >= 0))))
         free = ~active
-        d, pos_def = _newton_direction(x, g, H, free, at_bound)
+        direction, pos_def, mu1 = _newton_direction(x, g, H, free, at_bound)
+        d = direction(0.0)
         step = jnp.max(jnp.abs(d))
         pred = -jnp.dot(g, d)
         tiny = jnp.max(jnp.abs(d) / (1.0 + jnp.abs(x))) <= xtol
@@ -193,9 +216,21 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
 
         cap = 10.0 * jnp.maximum(1.0, jnp.max(jnp.abs(x)))
         d = d * jnp.minimum(1.0, cap / jnp.maximum(step, 1e-300))
+        if opt.interior > 0:
+            base = jnp.where(bounded, lower, 0.0)
+            keep = bounded & (x - base > opt.interior_min)
+            floor = jnp.where(keep, base + opt.interior * (x - base), lower)
+        else:
+            floor = lower
 
-        def trial(a):
-            return jnp.where(snap, x_snap, _project(x + a * d, lower))
+        def trial(c):
+            # c: the step fraction ("halve") or the damping mu ("lm")
+            if opt.damping == "lm":
+                dm = direction(c)
+                dm = dm * jnp.minimum(1.0, cap / jnp.maximum(jnp.max(jnp.abs(dm)), 1e-300))
+            else:
+                dm = c * d
+            return jnp.where(snap, x_snap, jnp.maximum(x + dm, floor))
 
         def ls_cond(c):
             a, _, ok, n = c
@@ -208,10 +243,12 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
             fa = safe(fun(xa))
             ok = jnp.where(snap, fa <= f + opt.snap_ftol * (1.0 + jnp.abs(f)),
                            fa <= f + opt.armijo * jnp.dot(g, xa - x))
-            return (jnp.where(ok, a, 0.5 * a), xa, ok, n + 1)
+            nxt = jnp.where(n == 0, mu1, 4.0 * a) if opt.damping == "lm" else 0.5 * a
+            return (jnp.where(ok, a, nxt), xa, ok, n + 1)
 
         skip = ~finite | (converged & ~snap)
-        _, x_new, ls_ok, _ = lax.while_loop(ls_cond, ls_body, (jnp.ones((), dtype), x, skip, 0))
+        c0 = jnp.zeros((), dtype) if opt.damping == "lm" else jnp.ones((), dtype)
+        _, x_new, ls_ok, _ = lax.while_loop(ls_cond, ls_body, (c0, x, skip, 0))
         moved = ls_ok & ~skip
         done = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
         status = jnp.where(~finite, NONFINITE, jnp.where(

@@ -18,6 +18,13 @@ A term with a relationship-matrix factor ``T`` (``K = T T^T``) is fitted in
 spherical coordinates ``b* = Lambda u``; its effects on the levels are
 ``b = (T kron I) b*`` and their conditional covariance per level is the
 diagonal block of ``sigma^2 (T kron Lambda) S^{-1}_kk (T kron Lambda)^T``.
+
+On the sparse path (``sparse.py``, ``_solve_sparse``) the dense part is
+inverted outright (``P = S^{-1}``, ``schur.inverse_logdet``) and the block
+term's rows of ``L`` are never stored: with ``G_j = L_j^{-1} lambda_b^T``,
+``W_j x = G_j C_j (Lambda x)`` is a sum over the level's nonzeros, and
+``W_dj S^{-1} W_dj^T = G_j Gamma_j(K) G_j^T`` with ``K = Lambda_d P Lambda_d^T``,
+one pass over the pairs of nonzeros.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
-from . import linalg, smallmat
+from . import linalg, schur, smallmat, sparse
 from .data import CrossProducts, ModelData
-from .deviance import DevianceParts, criterion_from_parts, deviance_parts
+from .deviance import DevianceParts, criterion_from_parts, deviance_parts, scale_dense_rows
 
 
 class Solution(NamedTuple):
@@ -91,6 +98,8 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True, transforms: 
     ``transforms`` (``ModelData.transforms``) maps the effects of relationship-matrix
     terms back to their levels.
     """
+    if sparse.is_sparse(cp.Cdb):
+        return _solve_sparse(theta, cp, reml)
     s = cp.structure
     crit, parts, fac, x_dense, sigma2, vcov_beta = _fixed_part(theta, cp, reml)
     qd, p = s.q_dense, cp.p
@@ -120,13 +129,23 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True, transforms: 
         P = [Ldd_inv @ w[:qd] for w in Wt]                                       # (q_d, l_b) each
         Sb = len(P)
         inner = [[(1.0 if a == c else 0.0) + jnp.sum(P[a] * P[c], axis=0) for c in range(Sb)] for a in range(Sb)]
-        Linv = smallmat.inverse_lower(L)
-        prec = [[sum(Linv[c][a] * inner[c][d] * Linv[d][b] for c in range(Sb) for d in range(Sb))
-                 for b in range(Sb)] for a in range(Sb)]
-        prec_inv[s.block_term] = jnp.transpose(smallmat.stack(prec), (2, 0, 1))
+        prec_inv[s.block_term] = _block_precision(L, inner)
+    return _assemble(crit, beta, sigma2, vcov_beta, u, prec_inv, transformed_var, fac.lambdas, parts, s, transforms)
+
+
+def _block_precision(L: list, inner: list) -> jnp.ndarray:
+    """``L_j^{-T} inner_j L_j^{-1}`` per level, (l_b, S_b, S_b)."""
+    Sb = len(L)
+    Linv = smallmat.inverse_lower(L)
+    prec = [[sum(Linv[c][a] * inner[c][d] * Linv[d][b] for c in range(Sb) for d in range(Sb))
+             for b in range(Sb)] for a in range(Sb)]
+    return jnp.transpose(smallmat.stack(prec), (2, 0, 1))
+
+
+def _assemble(crit, beta, sigma2, vcov_beta, u, prec_inv, transformed_var, lambdas, parts, s, transforms):
     b, cond_var = [], []
     for k, t in enumerate(s.terms):
-        lam = fac.lambdas[k]
+        lam = lambdas[k]
         bk = u[k] @ lam.T
         if k in transformed_var:
             bk = transforms[k] @ bk
@@ -137,6 +156,58 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True, transforms: 
         cond_var.append(Vk)
     return Solution(crit, beta, jnp.sqrt(sigma2), vcov_beta, tuple(u[k] for k in range(len(s.terms))),
                     tuple(b), tuple(cond_var), parts)
+
+
+def _solve_sparse(theta: jnp.ndarray, cp: CrossProducts, reml: bool) -> Solution:
+    """``solve`` on the sparse path, from ``P = R_dd^{-1}`` (``schur.inverse_logdet``).
+
+    With ``G = P R_dx`` and the Schur complement ``S = R_xx - R_xd G`` of ``[X y]``:
+    ``beta = S_xx^{-1} S_xy``, ``u_d = G_y - G_X beta``, and the diagonal blocks of
+    ``(L_Z L_Z^T)^{-1}`` for the dense terms are those of ``P``.
+    """
+    s = cp.structure
+    qd, p = s.q_dense, cp.p
+    lb = s.terms[s.block_term].nlevels
+    sy = schur.system(theta, cp)
+    P, ell = schur.inverse_logdet(sy.R_dd)
+    G = P @ sy.R_xd.T
+    S = sy.Ab_xx - sy.R_xd @ G
+    LS = linalg.cholesky(0.5 * (S + S.T))
+    d = linalg.diag(LS)
+    parts = DevianceParts(2.0 * smallmat.log_diag_sum(sy.L) + ell, 2.0 * jnp.sum(jnp.log(d[:p])), d[-1] ** 2,
+                          cp.n_obs, cp.sum_log_w)
+    crit = criterion_from_parts(parts, p, reml)
+    LX = LS[:p, :p]
+    beta_s = linalg.solve_upper_t(LX, LS[p:, :p].T)[:, 0]                           # S_xx^{-1} S_xy
+    x_dense = jnp.concatenate([G[:, p] - G[:, :p] @ beta_s, beta_s])
+    sigma2 = parts.pwrss / (parts.n_obs - p if reml else parts.n_obs)
+    LX_inv = linalg.inverse_lower(LX)
+    vcov_beta = sigma2 * LX_inv.T @ LX_inv
+    u = dict(_unflatten_dense(x_dense[:qd], cp))
+
+    # the block term: W_j x = G_j C_j (Lambda~ x), G_j = L_j^{-1} lambda_b^T
+    L, lams = sy.L, sy.lams
+    lam_b, Sb = lams[s.block_term], len(sy.L)
+    lams_t = [lam.T for lam in lams]
+    xhat = jnp.concatenate([x_dense, -jnp.ones((1,), x_dense.dtype)])[:, None]
+    Ch = [y[0] for y in sparse.cross_times(scale_dense_rows(xhat, lams_t, s), cp.Cdb, cp.Cxb, qd, lb)]
+    rhs = [-r for r in smallmat.solve_lower(L, smallmat.lam_t_times(lam_b, Ch))]
+    u[s.block_term] = jnp.stack(smallmat.solve_upper_t(L, rhs), axis=-1)              # (l_b, S_b)
+
+    prec_inv = {}
+    for k, off in zip(s.dense_terms, s.dense_offsets):
+        t = s.terms[k]
+        Pk = P[off:off + t.q, off:off + t.q].reshape(t.nlevels, t.ncols, t.nlevels, t.ncols)
+        prec_inv[k] = jnp.moveaxis(jnp.diagonal(Pk, axis1=0, axis2=2), -1, 0)          # (l, S, S)
+    # G_j Gamma_j(K) G_j^T with K = Lambda_d P Lambda_d^T (module docstring)
+    K = scale_dense_rows(scale_dense_rows(P, lams_t, s).T, lams_t, s)
+    Gam = sparse.gamma(sparse.at_targets(K, cp.Cdb.pattern), cp.Cdb, lb)
+    Gj = [smallmat.solve_lower(L, [lam_b[c, a] for a in range(Sb)]) for c in range(Sb)]   # Gj[c][a] = G_j[a, c]
+    inner = [[(1.0 if a == c else 0.0) + sum(Gj[t][a] * Gam[t][v] * Gj[v][c] for t in range(Sb) for v in range(Sb))
+              for c in range(Sb)] for a in range(Sb)]
+    prec_inv[s.block_term] = _block_precision(L, inner)
+    return _assemble(crit, x_dense[qd:qd + p] + cp.beta_shift, sigma2, vcov_beta, u, prec_inv, {}, lams, parts, s,
+                     None)
 
 
 def linear_predictor(data: ModelData, beta: jnp.ndarray, b: tuple, include: tuple | None = None) -> jnp.ndarray:

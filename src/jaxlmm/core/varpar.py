@@ -21,16 +21,17 @@ both *without any n x n matrix*: with ``A = Z^T W Z``, ``B = Z^T W X`` and
 and ``I + C A`` is factored blockwise like the deviance: small blocks for the
 block term, a dense Schur complement for the rest.  It is written in ``C``
 directly (not through ``lambda = chol(C)``), so it stays differentiable where
-a variance component is 0, as pbkrtest's matrices are.
+a variance component is 0, as pbkrtest's matrices are.  On the sparse path
+(``sparse.py``) its cross block is made dense first: correct, not fast.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from . import smallmat
+from . import smallmat, sparse
 from .data import CrossProducts
-from .deviance import deviance_parts, scale_dense_rows
+from .deviance import deviance_parts, parts, scale_dense_rows
 from .structure import _lower_triangle_indices
 
 
@@ -38,11 +39,11 @@ def deviance_varpar(varpar: jnp.ndarray, cp: CrossProducts, reml: bool = True) -
     """lmerTest's ``devfun_vp``: -2 log-likelihood at (theta, sigma), beta profiled."""
     theta, sigma = varpar[:-1], varpar[-1]
     sigma2 = sigma ** 2
-    parts, _ = deviance_parts(theta, cp)
-    n, p = parts.n_obs, cp.p
-    dev = parts.ldL2 + parts.pwrss / sigma2 + n * jnp.log(2.0 * jnp.pi * sigma2)
+    pt = parts(theta, cp)
+    n, p = pt.n_obs, cp.p
+    dev = pt.ldL2 + pt.pwrss / sigma2 + n * jnp.log(2.0 * jnp.pi * sigma2)
     if reml:
-        dev = dev + parts.ldRX2 - p * jnp.log(2.0 * jnp.pi * sigma2)
+        dev = dev + pt.ldRX2 - p * jnp.log(2.0 * jnp.pi * sigma2)
     return dev
 
 
@@ -116,7 +117,10 @@ def marginal_parts(gamma: jnp.ndarray, cp: CrossProducts) -> tuple[jnp.ndarray, 
         S = jnp.eye(qd, dtype=dtype) + Cd_Add
         rhs = scale_dense_rows(Bd, Cs, s)                                    # C_d B_d
         if s.block_term is not None:
-            Abd = jnp.transpose(cp.Cdb, (2, 0, 1))                           # (l, S, q_d): Z_b^T W Z_d
+            Cdb = cp.Cdb
+            if sparse.is_sparse(Cdb):
+                Cdb = sparse.densify(Cdb, qd, s.terms[s.block_term].nlevels)
+            Abd = jnp.transpose(Cdb, (2, 0, 1))                              # (l, S, q_d): Z_b^T W Z_d
             T = G @ Abd                                                      # K_j^{-1} C_b A_bd,j
             S = S - scale_dense_rows(jnp.einsum("lsd,lse->de", Abd, T), Cs, s)
             rhs = rhs - scale_dense_rows(jnp.einsum("lsd,lsp->dp", Abd, Rb), Cs, s)
