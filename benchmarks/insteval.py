@@ -100,7 +100,7 @@ def main() -> None:
     jax_row = {"warm_best_s": best, "warm_median_s": median, **first, "converged": bool(fit.converged),
                "n_iter": fit.n_iter, "sparse_path": fit.model_data.sparse is not None,
                "criterion": float(fit.criterion), "theta": np.asarray(fit.theta).tolist(),
-               "beta": fit.fixef.to_numpy().tolist(), "sigma": float(fit.sigma)}
+               "beta": fit.fixef.to_numpy().tolist(), "sigma": float(fit.sigma), "plan": str(fit.plan)}
 
     lme4 = None
     if not args.skip_r and have_r():
@@ -133,7 +133,8 @@ def main() -> None:
         lines.append(f"| lme4 `lmer`, in R (best of {lme4['reps']}; median {lme4['median_s']:.2f} s) | "
                      f"{lme4['best_s']:.2f} s | {ratio_txt} |")
     lines += ["", f"jaxlmm: {jax_row['n_iter']} Newton iterations, converged: {jax_row['converged']}, sparse "
-              f"cross block: {jax_row['sparse_path']}."]
+              f"cross block: {jax_row['sparse_path']}.", "", "Factorization plan (`fit.plan`; predicted, not measured):",
+              "", "```", str(fit.plan), "```"]
     for k, v in parity.items():
         lines.append(f"Parity {k.replace('_', ' ')}: " + ", ".join(f"{a} {b:.2e}" for a, b in v.items()))
     write_results(name, payload, "\n".join(lines))

@@ -5,7 +5,8 @@ Run:  python benchmarks/scaling.py
 1. Levels: a synthetic crossed design ``y ~ x + (1 | a) + (1 | b)`` with 10k, 30k and
    100k levels of ``a`` (3 rows per level), ``b`` with 200 levels crossed with it.
    Each size runs in a fresh process: first call (compile + fit), warm fit, peak
-   resident memory, and jaxlmm's own memory estimate (``memory.check_memory``).
+   resident memory, and jaxlmm's own memory estimate (``fit.plan.bytes_peak``); the
+   cross block of a and b is stored sparse (``fit.plan.cross``).
 2. Traits x devices: 4000 traits of the traits_1k design (traits repeated) on 1, 2
    and 4 forced host CPU devices (``--xla_force_host_platform_device_count``); on a
    2-core machine more devices cannot run faster, so this shows the overhead of
@@ -28,7 +29,6 @@ DEVICES = [1, 2, 4]
 LEVELS_CHILD = r"""
 import json, resource, sys, time
 import numpy as np, pandas as pd, jaxlmm
-from jaxlmm.memory import check_memory
 L = int(sys.argv[1])
 rng = np.random.default_rng(0)
 n = 3 * L
@@ -39,8 +39,9 @@ t0 = time.perf_counter(); fit = jaxlmm.lmer("y ~ x + (1 | a) + (1 | b)", data); 
 times = []
 for _ in range(3):
     t0 = time.perf_counter(); jaxlmm.lmer("y ~ x + (1 | a) + (1 | b)", data); times.append(time.perf_counter() - t0)
-est = check_memory(fit.design)
+est = fit.plan.bytes_peak
 print(json.dumps({"levels": L, "rows": n, "first_s": first, "warm_s": min(times), "converged": bool(fit.converged),
+                  "cross_block": fit.plan.cross, "n_iter": int(fit.n_iter),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "estimate_mib": est / 2**20}))
 """
@@ -81,10 +82,11 @@ def main() -> None:
     lines = [f"# Scaling benchmark ({m['date']})", "",
              f"Machine: {m.get('cpu', '?')}, {m['cpus']} CPUs; jax {m['jax']}", "",
              "Levels: `y ~ x + (1 | a) + (1 | b)`, 3 rows per level of a, b with 200 levels (fresh process each)", "",
-             "| levels of a | rows | first call | warm fit | peak RSS | jaxlmm's estimate |", "|---|---|---|---|---|---|"]
+             "| levels of a | rows | cross block | iterations | first call | warm fit | peak RSS | jaxlmm's estimate |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in levels:
-        lines.append(f"| {r['levels']:,} | {r['rows']:,} | {r['first_s']:.2f} s | {r['warm_s']:.3f} s | "
-                     f"{r['peak_rss_mib']:.0f} MiB | {r['estimate_mib']:.0f} MiB |")
+        lines.append(f"| {r['levels']:,} | {r['rows']:,} | {r['cross_block']} | {r['n_iter']} | {r['first_s']:.2f} s | "
+                     f"{r['warm_s']:.3f} s | {r['peak_rss_mib']:.0f} MiB | {r['estimate_mib']:.0f} MiB |")
     lines += ["", "Traits x devices: 4000 traits of `~ x + (1 + x | g)` (traits_1k repeated), forced host CPU devices "
               f"on {m['cpus']} cores", "", "| devices | first call | warm | converged |", "|---|---|---|---|"]
     for r in devices:

@@ -59,7 +59,8 @@ class FactorizationPlan:
                          f"{self.block_levels} diagonal blocks of {self.block_columns} x {self.block_columns}")
         dense = ", ".join(f"{g} ({lv} x {c})" for g, lv, c in self.dense_terms) or "none"
         lines.append(f"  dense part: {self.dense_size} x {self.dense_size} "
-                     f"(terms: {dense}; {self.p} fixed-effects columns and the response)")
+                     f"(terms: {dense}; {self.p} fixed-effects columns and the response; levels padded "
+                     f"to shape buckets)")
         if self.cross == "sparse":
             full = self.block_columns * self.q_dense * self.block_levels
             lines.append(f"  cross block: sparse, {self.cross_values:,} values "
