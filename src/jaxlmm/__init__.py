@@ -46,6 +46,7 @@ _EXPORTS = {
     "grm": "markers",
     "RelationshipMatrix": "relmat",
     "factorization_plan": "plan",
+    "enable_compilation_cache": "_config",
     "FactorizationPlan": "plan",
 }
 
