@@ -20,6 +20,12 @@ def test_example_sulfur(capsys):
     assert "locationGranada" in out and "REML criterion at convergence: 565.8" in out
 
 
+def test_example_verbose_prints_the_plan(capsys):
+    assert main(["fit", "--example", "sulfur", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "Factorization plan" in out and "block term: block" in out and "iterations, converged" in out
+
+
 def test_csv_formula_and_out(tmp_path, capsys):
     src = tmp_path / "sleep.csv"
     import jaxlmm

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "header hold the level names; repeat for several factors")
     fit.add_argument("--chunk-size", type=int, metavar="N", help="traits per compiled call (batch fits)")
     fit.add_argument("--float32", action="store_true", help="compute in single precision")
+    fit.add_argument("--verbose", action="store_true",
+                     help="print the factorization plan (predicted work and memory) and the optimizer's iterations")
     multi = fit.add_argument_group("several hosts (jax.distributed; with --responses)",
                                    "run the same command on every host with its own --process-id; each "
                                    "process fits its slice of the traits on its local devices and writes "
@@ -195,7 +197,8 @@ def _cmd_fit(args, parser) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", JaxlmmWarning)  # the summary prints the messages
             fit = lmer(formula, data, reml=not args.ml, weights=args.weights, offset=args.offset,
-                       dtype="float32" if args.float32 else None, data_name=name, relmat=args.relmats)
+                       dtype="float32" if args.float32 else None, data_name=name, relmat=args.relmats,
+                       verbose=args.verbose)
     except JaxlmmError as exc:
         print(f"jaxlmm: error: {exc}", file=sys.stderr)
         return 2
