@@ -47,6 +47,13 @@ def batch_bytes_per_trait(design, dtype_bytes: int = 8) -> int:
     return dtype_bytes * (2 * n + cross + working)
 
 
+def shared_bytes(design, dtype_bytes: int = 8) -> int:
+    """Bytes every path holds for one response: responses and weights (2 n) and a few copies of the
+    dense part ``(q_dense + p + 1)^2`` (its matrix, factor, inverse and derivative products)."""
+    q = design.structure.q_dense + design.X.shape[1] + 1
+    return dtype_bytes * (2 * design.n_padded + 8 * q * q)
+
+
 def describe_bytes(n: float) -> str:
     for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
@@ -73,9 +80,7 @@ def check_memory(design, dtype_bytes: int = 8, device=None, traits: int = 1, nee
         if sparse_ok:
             # a single fit may store the cross block sparse (``plan.py``): here only the dense
             # part, which both paths hold, is checked; the caller checks the plan's total next
-            s = design.structure
-            q = s.q_dense + design.X.shape[1] + 1
-            need = min(need, traits * dtype_bytes * (2 * design.n_padded + 8 * q * q))
+            need = min(need, traits * shared_bytes(design, dtype_bytes))
     have = available_bytes(device)
     if need > have:
         s = design.structure

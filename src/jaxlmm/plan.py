@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .memory import batch_bytes_per_trait, describe_bytes
+from .memory import batch_bytes_per_trait, describe_bytes, shared_bytes
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def factorization_plan(design, model_data=None, dtype_bytes: int = 8) -> Factori
     bytes_peak = batch_bytes_per_trait(design, dtype_bytes)
     if pattern is not None:
         # no dense cross block; the pair list (4 int32 and S_b^2 values per pair) and a few Q x Q arrays
-        bytes_peak = (dtype_bytes * (2 * design.n_padded + 8 * Q * Q + (k + 2) * Sb * Sb * lb)
+        bytes_peak = (shared_bytes(design, dtype_bytes) + dtype_bytes * (k + 2) * Sb * Sb * lb
                       + pairs * (16 + dtype_bytes * Sb * Sb))
     return FactorizationPlan(name, lb, Sb, dense_terms, qd, p, cross, values, pairs, k, float(flops_criterion),
                              float(flops_newton), int(bytes_peak))
