@@ -23,6 +23,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from .carry import tie
+
 UNROLL_MAX = 6
 RECURSIVE_MAX = 128
 
@@ -237,7 +239,7 @@ def symmetric_eigen(A: jnp.ndarray, sweeps: int = 12):
             state = rotate(state, pq)
         return state
 
-    v0 = jnp.broadcast_to(jnp.eye(k, dtype=A.dtype), A.shape)
+    v0 = tie(jnp.broadcast_to(jnp.eye(k, dtype=A.dtype), A.shape), A)
     a, v = lax.fori_loop(0, sweeps, sweep, (A, v0))
     w = diag(a)
     order = jnp.argsort(w, axis=-1)

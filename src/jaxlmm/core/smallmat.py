@@ -35,13 +35,24 @@ def stack(M: list) -> jnp.ndarray:
 
 
 def congruence(lam, D: list, add_identity: bool = True) -> list:
-    """``lam^T D lam (+ I)`` with ``lam`` an (S, S) array of scalars and ``D`` symmetric (nested list)."""
+    """``lam^T D lam (+ I)`` with ``lam`` an (S, S) lower-triangular array of scalars and ``D`` symmetric.
+
+    Entry ``(a, b)`` is ``sum_{s >= a, t >= b} lam[s, a] lam[t, b] D[s][t]``: the
+    products of ``lam``'s entries are formed first (scalars), so each level
+    costs one multiply-add per distinct entry of ``D`` -- also in every
+    derivative -- and the structural zeros of ``lam`` cost nothing.
+    """
     S = len(D)
-    left = [[sum(lam[s, a] * D[s][t] for s in range(S)) for t in range(S)] for a in range(S)]
     out = [[None] * S for _ in range(S)]
     for a in range(S):
         for b in range(a + 1):
-            v = sum(left[a][t] * lam[t, b] for t in range(S))
+            coef = {}
+            for s in range(a, S):
+                for t in range(b, S):
+                    key = (max(s, t), min(s, t))
+                    term = lam[s, a] * lam[t, b]
+                    coef[key] = coef[key] + term if key in coef else term
+            v = sum(c * D[i][j] for (i, j), c in coef.items())
             if add_identity and a == b:
                 v = v + 1.0
             out[a][b] = out[b][a] = v
@@ -49,9 +60,9 @@ def congruence(lam, D: list, add_identity: bool = True) -> list:
 
 
 def lam_t_times(lam, C: list) -> list:
-    """``lam^T C`` for ``C`` a list of S rows (arrays)."""
+    """``lam^T C`` for ``lam`` lower triangular and ``C`` a list of S rows (arrays)."""
     S = len(C)
-    return [sum(lam[s, a] * C[s] for s in range(S)) for a in range(S)]
+    return [sum(lam[s, a] * C[s] for s in range(a, S)) for a in range(S)]
 
 
 def cholesky(M: list) -> list:
