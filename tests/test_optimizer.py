@@ -79,3 +79,37 @@ def test_start_values(fits):
     assert fit.criterion == pytest.approx(ref["criterion"], rel=1e-9)
     with pytest.raises(ValueError, match="start must have 3 values"):
         jaxlmm.lmer(ref["formula"], case_data(ref), start=[1.0])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_value_grad_hessian_matches_jax_hessian(k):
+    """Forward-mode polarization (k <= 4) and forward-over-reverse (k > 4, or sequential) agree with jax.hessian."""
+    import jax
+
+    from jaxlmm.core.optimize import FORWARD_HESSIAN_MAX, value_grad_hessian
+
+    rng = np.random.default_rng(k)
+    A = jnp.asarray(rng.normal(size=(k, k)))
+
+    def f(x):
+        return jnp.log(1.0 + jnp.sum((A @ x) ** 2)) + jnp.sum(jnp.sin(x) * x[::-1]) + jnp.prod(1.0 + x ** 2)
+
+    x = jnp.asarray(rng.normal(size=k))
+    for sequential in (False, True):
+        fx, g, H = value_grad_hessian(f, x, sequential)
+        np.testing.assert_allclose(fx, f(x), rtol=1e-14)
+        np.testing.assert_allclose(g, jax.grad(f)(x), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(H, jax.hessian(f)(x), rtol=1e-10, atol=1e-10)
+        np.testing.assert_array_equal(H, H.T)
+    assert (k <= FORWARD_HESSIAN_MAX) == (k <= 4)
+
+
+def test_tied_loop_carries_are_exact_and_batched():
+    """``tie`` changes no value, but makes a constant carry batched under vmap (one batching pass)."""
+    import jax
+
+    from jaxlmm.core.carry import tie
+
+    out = jax.vmap(lambda r: tie(jnp.int32(7), r))(jnp.array([1.0, jnp.nan, -2.0]))
+    np.testing.assert_array_equal(out, [7, 7, 7])
+    assert out.dtype == jnp.int32 and out.shape == (3,)
