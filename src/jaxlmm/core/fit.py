@@ -95,8 +95,8 @@ def _fit_estimates(cp, theta0, reml: bool, options, h2_term: int | None = None) 
 
 # XLA's newer CPU fusion emitters (MLIR) take about twice as long to compile
 # the batch program's ~300 small fusions as the classic LLVM IR emitters; on
-# traits_1k (2-core CPU) the backend compile drops from ~3.0 s to ~1.6 s while
-# the fit runs ~0.1 s slower.  CPU-only option: other backends ignore it.
+# traits_1k (2-core CPU) the backend compile drops from ~3.0 s to ~1.7 s while
+# the warm fit runs ~0.15 s slower (benchmarks/results/traits_cpu.md).  CPU-only option: other backends ignore it.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 

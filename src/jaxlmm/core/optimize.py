@@ -72,7 +72,7 @@ class OptimResult(NamedTuple):
 class NewtonOptions(NamedTuple):
     max_iter: int = 100
     sequential_hessian: bool | str = False  # Hessian columns one by one (no batched LAPACK; large dense
-    # parts); "forward" with one parameter: nested forward mode
+    # parts); "forward" is accepted and means False (few parameters always use forward mode)
     xtol: float = 1e-8
     armijo: float = 1e-4
     max_halvings: int = 40
