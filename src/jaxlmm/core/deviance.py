@@ -118,13 +118,13 @@ def factorize(theta: jnp.ndarray, cp: CrossProducts) -> Factor:
             sums = jnp.sum(jnp.stack(per_level), axis=-1)
             entry = {pair: sums[i + 1] for i, pair in enumerate(pairs)}
             U = jnp.stack([jnp.stack([entry[max(q, r), min(q, r)] for r in range(Q)]) for q in range(Q)])
-            logdet_b_sum = sums[0]
+            logdet_b = 2.0 * sums[0]
             Wt = [jnp.stack([cols[q][a] for q in range(Q)]) for a in range(len(L))]
         else:
             Wt = smallmat.solve_lower(L, smallmat.lam_t_times(lam_b, smallmat.rows(C)))  # S_b rows of (Q, l_b)
             U = sum(w @ w.T for w in Wt)
+            logdet_b = 2.0 * smallmat.log_diag_sum(L)
         R = R - U
-        logdet_b = 2.0 * (logdet_b_sum if Q <= SMALL_Q else smallmat.log_diag_sum(L))
         Lb, Wt = smallmat.stack(smallmat.fill_upper(L)), jnp.stack(Wt)
     else:
         Lb = jnp.zeros((0, 0, 0), dtype)

@@ -111,13 +111,13 @@ def value_grad_hessian(fun: Callable, x: jnp.ndarray, sequential: bool | str = F
             return f, d1, d2
 
         f, d1, d2 = jax.vmap(along)(directions)
-        diagonal = {int(i): n for n, (i, j) in enumerate(zip(rows, cols)) if i == j}
         pair = {(int(i), int(j)): n for n, (i, j) in enumerate(zip(rows, cols))}
-        hd = [d2[diagonal[i]] for i in range(k)]
+        diagonal = np.asarray([pair[i, i] for i in range(k)])
+        hd = d2[diagonal]
         off = {(i, j): 0.5 * (d2[pair[i, j]] - (hd[i] + hd[j])) for i in range(k) for j in range(i + 1, k)}
         H = jnp.stack([jnp.stack([hd[i] if i == j else off[min(i, j), max(i, j)] for j in range(k)])
                        for i in range(k)])  # exactly symmetric
-        return f[0], d1[np.asarray([diagonal[i] for i in range(k)])], H
+        return f[0], d1[diagonal], H
     (f, g), jvp = jax.linearize(jax.value_and_grad(fun), x)
     eye = jnp.eye(k, dtype=x.dtype)
     H = lax.map(lambda v: jvp(v)[1], eye) if sequential is True else jax.vmap(lambda v: jvp(v)[1])(eye)
