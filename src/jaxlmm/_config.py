@@ -39,24 +39,45 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def enable_compilation_cache(path: str | None = None, ahead_of_time: bool = False) -> str:
+def cache_directory(path: str | None = None) -> str | None:
+    """The compilation cache folder: ``path``, else ``$JAXLMM_CACHE``, else ``~/.cache/jaxlmm/jax``.
+
+    ``JAXLMM_CACHE=off`` (or ``0``, ``none``, ``false``) means no cache.
+    """
+    value = path or os.environ.get("JAXLMM_CACHE")
+    if value is not None and value.strip().lower() in ("off", "0", "none", "false", ""):
+        return None
+    return value or os.path.join(os.path.expanduser("~"), ".cache", "jaxlmm", "jax")
+
+
+def enable_compilation_cache(path: str | None = None, ahead_of_time: bool = False) -> str | None:
     """Use JAX's persistent compilation cache (default ``~/.cache/jaxlmm/jax``, or ``$JAXLMM_CACHE``).
 
     Compiled fit programs are then reused across processes, so a second
     ``jaxlmm fit`` of a model of the same shape skips compilation.  With
     ``ahead_of_time=True`` the lowered fit programs are kept as well
     (``core/aot.py``), so a new process skips tracing too.
+
+    The folder is created user-only (0700); a folder that cannot be created,
+    is not writable, is owned by someone else or is writable by others
+    disables the cache with one warning (``None`` is returned) instead of
+    failing.
     """
     import jax
 
-    path = path or os.environ.get("JAXLMM_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "jaxlmm", "jax")
-    os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
+    from .core.cache_safety import make_private_dir
+
+    wanted = cache_directory(path)
+    if wanted is None:
+        return None
+    directory = make_private_dir(wanted)
+    if directory is None:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if ahead_of_time:
         from .core import aot
 
-        aot.enable(os.path.join(path, "exported"))
-    return path
+        aot.enable(directory / "exported")
+    return str(directory)

@@ -26,6 +26,7 @@ from .inference import f_test, normalize_ddf
 def _rank_deficient_design(fit):
     """lmerTest's ``get_rdX``: per term the full (over-parameterized) coding, plus the intercept."""
     from .design import _model_matrix
+    from .formula_grammar import formula_context
     from .naming import lme4_column_name
 
     design = fit.design
@@ -40,7 +41,8 @@ def _rank_deficient_design(fit):
     for term in terms:
         formulaic = __import__("formulaic")
         try:
-            mm = formulaic.model_matrix(f"0 + {term}", design.frame, ensure_full_rank=False, na_action="ignore")
+            mm = formulaic.model_matrix(f"0 + {term}", design.frame, ensure_full_rank=False, na_action="ignore",
+                                        context=formula_context())
         except Exception:
             mm = _model_matrix(f"0 + {term}", design.frame, f"the term {term}")
         blocks.append(mm.to_numpy(dtype=float))

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from .core.structure import ReStructure, TermSpec
-from .errors import DataError, FormulaError, JaxlmmWarning
+from .errors import DataError, FormulaError, JaxlmmError, JaxlmmWarning
 from .formula import ParsedFormula, RandomTerm, parse_formula
+from .formula_grammar import Expression, compile_expression, formula_context
 from .naming import format_level, lme4_column_name
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|⧛|⧚")
@@ -253,11 +254,9 @@ def _parsed(text: str):
     return _formulaic().Formula(text)
 
 
-def _formula_variables(text: str, what: str) -> set[str]:
-    try:
-        return set(_parsed(text).required_variables)
-    except Exception as exc:  # formulaic's syntax errors
-        raise FormulaError(f"cannot parse the {what} {text!r}: {_clean_message(exc)}") from None
+def _compiled(text: str, frame: pd.DataFrame, what: str) -> Expression:
+    """``text`` checked against the formula grammar and the data's columns, rewritten for formulaic."""
+    return compile_expression(text, frame.columns, what)
 
 
 def _check_columns(needed: dict[str, str], frame: pd.DataFrame) -> None:
@@ -271,8 +270,11 @@ def _model_matrix(spec_or_formula, frame: pd.DataFrame, what: str):
     formulaic = _formulaic()
     try:
         if isinstance(spec_or_formula, str):
-            return formulaic.model_matrix(_parsed(spec_or_formula), frame, na_action="ignore")
-        return spec_or_formula.get_model_matrix(frame, na_action="ignore")
+            text = compile_expression(spec_or_formula, frame.columns, what).text
+            return formulaic.model_matrix(_parsed(text), frame, na_action="ignore", context=formula_context())
+        return spec_or_formula.get_model_matrix(frame, na_action="ignore", context=formula_context())
+    except JaxlmmError:
+        raise
     except Exception as exc:
         raise FormulaError(f"cannot build the model matrix of {what}: {_clean_message(exc)}") from None
 
@@ -308,6 +310,15 @@ def _numeric_vector(values, name: str, n: int, frame: pd.DataFrame) -> np.ndarra
     return arr
 
 
+def formula_offset(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
+    """The sum of the formula's ``offset(expr)`` terms on the rows of ``frame``."""
+    total = np.zeros(frame.shape[0])
+    for expr in parsed.offsets:
+        mm = _model_matrix(f"0 + I({expr})", frame, f"offset({expr})")
+        total = total + mm.to_numpy(dtype=np.float64)[:, 0]
+    return total
+
+
 def _response(frame: pd.DataFrame, lhs: str) -> np.ndarray:
     name = lhs.strip().strip("`")
     if name in frame.columns:
@@ -340,15 +351,18 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         if parsed.response is None:
             raise FormulaError(f"formula {formula!r} has no response on the left of '~'")
         resp = parsed.response.strip().strip("`")
-        needed.update({v: "the response" for v in ([resp] if resp in frame.columns or resp.isidentifier()
-                                                     else _formula_variables(resp, "response"))})
-    for v in _formula_variables(parsed.fixed, "fixed-effects formula"):
+        needed.update({v: "the response" for v in ([resp] if resp in frame.columns
+                                                     else _compiled(parsed.response, frame, "the response").variables)})
+    for v in _compiled(parsed.fixed, frame, f"the fixed effects '{parsed.fixed}'").variables:
         needed.setdefault(v, f"the fixed effects '{parsed.fixed}'")
     for term in parsed.random:
-        for v in _formula_variables(term.expr, f"random-effects term {term}"):
+        for v in _compiled(term.expr, frame, f"the random-effects term {term}").variables:
             needed.setdefault(v, f"the random-effects term {term}")
         for v in term.group_vars:
             needed.setdefault(v, f"the grouping factor of {term}")
+    for expr in parsed.offsets:
+        for v in _compiled(expr, frame, f"offset({expr})").variables:
+            needed.setdefault(v, f"offset({expr})")
     _check_columns(needed, frame)
 
     n_all = frame.shape[0]
@@ -362,7 +376,9 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         if (w_all < 0).any():
             i = int(np.flatnonzero(w_all < 0)[0])
             raise DataError(f"negative weights are not allowed; row {frame.index[i]!r} has {w_all[i]}")
-    if offset is not None and np.isinf(o_all).any():
+    if parsed.offsets:
+        o_all = o_all + formula_offset(parsed, frame)
+    if np.isinf(o_all).any():
         raise DataError("offset must be finite")
 
     if responses is None and resp in frame.columns and frame[resp].isna().all():

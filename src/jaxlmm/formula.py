@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import FormulaError
+from .formula_grammar import check_formula_text, check_no_offset, is_offset_call
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ParsedFormula:
     response: str | None
     fixed: str
     random: tuple[RandomTerm, ...]
+    offsets: tuple[str, ...] = ()  # arguments of offset(...) terms of the fixed part
 
 
 def _check_balanced(text: str) -> None:
@@ -145,6 +147,7 @@ def parse_formula(text: str) -> ParsedFormula:
     if not isinstance(text, str) or not text.strip():
         raise FormulaError("formula must be a non-empty string such as 'y ~ x + (1 | g)'")
     _check_balanced(text)
+    check_formula_text(text)
     sides = _split_top(text, "~")
     if len(sides) == 1:
         raise FormulaError(f"formula {text!r} has no '~'")
@@ -155,6 +158,7 @@ def parse_formula(text: str) -> ParsedFormula:
         raise FormulaError(f"formula {text!r} has nothing on the right of '~'")
 
     fixed_parts: list[str] = []
+    offsets: list[str] = []
     random: list[RandomTerm] = []
     for sep, term in _split_top(rhs, "+-"):
         if not term:
@@ -179,9 +183,18 @@ def parse_formula(text: str) -> ParsedFormula:
             raise FormulaError(
                 f"'|' must appear inside a parenthesized random-effects term such as (1 | g), "
                 f"as its own '+' term; got {term!r}")
+        elif is_offset_call(term) is not None:
+            if sep == "-":
+                raise FormulaError(f"cannot subtract the offset term {term}")
+            offsets.append(is_offset_call(term))
         else:
+            check_no_offset(term, "another term")
             fixed_parts.append(term if sep == "+" else f"- {term}")
     fixed = " + ".join(p for p in fixed_parts if not p.startswith("-"))
     removed = " ".join(p for p in fixed_parts if p.startswith("-"))
     fixed = (fixed or "1") + (f" {removed}" if removed else "")
-    return ParsedFormula(text, lhs or None, fixed, tuple(random))
+    if lhs:
+        check_no_offset(lhs, "the response")
+    for term in random:
+        check_no_offset(term.expr, f"the random-effects term {term}")
+    return ParsedFormula(text, lhs or None, fixed, tuple(random), tuple(offsets))

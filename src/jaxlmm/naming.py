@@ -22,13 +22,21 @@ def lme4_column_name(name: str) -> str:
     for part in _split_interaction(name):
         m = _CONTRAST.match(part)
         if m:
-            var = m.group("var")
+            var, level = m.group("var"), m.group("level")
             if var.startswith("C(") and var.endswith(")") and "," not in var:
                 var = var[2:-1]
-            parts.append(var.strip("`") + m.group("level"))
+            if var.startswith("poly(") and "raw=True" in var and level.isdigit():
+                # formulaic numbers raw polynomial columns from 0, R from 1
+                var, level = var.replace("raw=True", "raw = TRUE"), str(int(level) + 1)
+            parts.append(_r_deparse(var.strip("`")) + level)
         else:
-            parts.append(part.strip("`"))
+            parts.append(_r_deparse(part.strip("`")))
     return ":".join(parts)
+
+
+def _r_deparse(name: str) -> str:
+    """R's spelling of an expression that formulaic wrote in Python: ``I(x ** 2)`` -> ``I(x^2)``."""
+    return name.replace(" ** ", "^").replace("**", "^").replace("`", "")
 
 
 def _split_interaction(name: str) -> list[str]:

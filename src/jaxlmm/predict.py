@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .design import _model_matrix, _numeric_vector
+from .design import _model_matrix, _numeric_vector, formula_offset
 from .errors import DataError, FormulaError
 from .formula import parse_formula
 from .naming import format_level, lme4_column_name
@@ -81,6 +81,7 @@ def predict(fit, newdata=None, *, re_form=None, allow_new_levels: bool = False) 
         offset = np.zeros(len(newdata))
         if isinstance(fit._offset_arg, str):
             offset = _numeric_vector(fit._offset_arg, "offset", len(newdata), newdata)
+        offset = offset + formula_offset(design.formula, newdata)
         zs, codes = [], []
         for k, t in enumerate(design.terms):
             if k not in chosen:

@@ -8,32 +8,59 @@ serialized ``jax.export.Exported`` next to the compilation cache; a later
 process deserializes it and calls it, so neither tracing nor (with the
 persistent cache) compiling happens again.
 
+An entry is untrusted input: it is one ``jax.export`` flatbuffer (StableHLO
+and the output tree, whose NamedTuple nodes are registered with
+``jax.export.register_namedtuple_serialization``); nothing is unpickled.  The
+folder is created user-only (mode 0700), and an entry is read only if it is a
+regular file owned by the current user that nobody else can write
+(``cache_safety.owned_by_user``); any other entry, or one that fails to
+deserialize, is ignored with a warning and the program is traced again.
+
 The key includes the jaxlmm core's source, JAX's version and the backend, so
-a changed program is never served from a stale entry.  Anything that fails
-(no ``flatbuffers``, an unreadable entry) falls back to the ordinary call.
+a changed program is never served from a stale entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import jax
 
+from .cache_safety import make_private_dir, owned_by_user, write_atomic
+
 _DIR: Path | None = None
+_REGISTERED: set[type] = set()
 
 
-def enable(directory: str | os.PathLike) -> None:
+def enable(directory: str | os.PathLike) -> bool:
+    """Keep exported programs in ``directory``; ``False`` (and no cache) if it is not safe to use."""
     global _DIR
-    _DIR = Path(directory)
-    _DIR.mkdir(parents=True, exist_ok=True)
+    path = make_private_dir(directory)
+    _DIR = path
+    return path is not None
+
+
+def disable() -> None:
+    global _DIR
+    _DIR = None
 
 
 def enabled() -> bool:
     return _DIR is not None
+
+
+def register_output_types(*types: type) -> None:
+    """Make NamedTuple output nodes serializable by ``jax.export`` (once per type)."""
+    from jax import export
+
+    for cls in types:
+        if cls not in _REGISTERED:
+            export.register_namedtuple_serialization(cls, serialized_name=f"jaxlmm.{cls.__qualname__}")
+            _REGISTERED.add(cls)
 
 
 @lru_cache(maxsize=1)
@@ -52,12 +79,6 @@ def _key(name: str, leaves, treedef, static) -> str:
     return h.hexdigest()[:32]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def call(name: str, fn, args: tuple, static: dict):
     """``jit(fn)(*args, **static)``, through the ahead-of-time cache when it is enabled."""
     if _DIR is None:
@@ -68,26 +89,34 @@ def call(name: str, fn, args: tuple, static: dict):
         return jax.jit(fn, static_argnames=tuple(static))(*args, **static)
 
 
+def _load(blob: Path):
+    from jax import export
+
+    if not blob.exists():
+        return None
+    if not owned_by_user(blob):
+        warnings.warn(f"ignoring cache entry {blob}: not a regular file owned by this user, or writable "
+                      "by others", RuntimeWarning, stacklevel=4)
+        return None
+    try:
+        return export.deserialize(bytearray(blob.read_bytes()))
+    except Exception:
+        warnings.warn(f"ignoring unreadable cache entry {blob}; the program is traced again",
+                      RuntimeWarning, stacklevel=4)
+        return None
+
+
 def _cached_call(name, fn, args, static):
     from jax import export
 
     leaves, treedef = jax.tree_util.tree_flatten(args)
     key = _key(name, leaves, treedef, sorted(static.items()))
-    blob, tree = _DIR / f"{key}.exported", _DIR / f"{key}.tree"
-    if blob.exists() and tree.exists():
-        exported = export.deserialize(bytearray(blob.read_bytes()))
-        out_tree = pickle.loads(tree.read_bytes())
-    else:
-        holder = {}
-
+    blob = _DIR / f"{key}.exported"
+    exported = _load(blob)
+    if exported is None:
         def flat(*flat_args):
-            out = fn(*jax.tree_util.tree_unflatten(treedef, flat_args), **static)
-            out_leaves, holder["tree"] = jax.tree_util.tree_flatten(out)
-            return out_leaves
+            return fn(*jax.tree_util.tree_unflatten(treedef, flat_args), **static)
 
         exported = export.export(jax.jit(flat))(*leaves)
-        out_tree = holder["tree"]
-        # atomic writes: a process reading while another writes sees the whole entry or none
-        _write_atomic(tree, pickle.dumps(out_tree))
-        _write_atomic(blob, exported.serialize())
-    return jax.tree_util.tree_unflatten(out_tree, exported.call(*leaves))
+        write_atomic(blob, exported.serialize())
+    return exported.call(*leaves)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from .batch_crossprod import batch_cross_products
 from .crossprod import cross_products
 from .data import ModelData
-from .deviance import profiled_deviance
+from .deviance import DevianceParts, profiled_deviance
 from .heritability import heritability, heritability_se
 from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_optax, value_grad_hessian
 from .solution import Estimates, Solution, estimates, linear_predictor, solve
@@ -64,6 +64,7 @@ def run_fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonO
 
     if not aot.enabled():
         return fit_program(data, theta0, reml=reml, options=options)
+    aot.register_output_types(FitOutput, OptimResult, Solution, DevianceParts)
     return aot.call("fit_program", _fit, (data, theta0), dict(reml=reml, options=options))
 
 

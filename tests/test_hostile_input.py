@@ -1,0 +1,180 @@
+"""Hostile input: a formula or a cache entry never runs code (issue I, items 1 and 2)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+import warnings
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxlmm
+from jaxlmm import DataError, FormulaError
+from jaxlmm.cli import main
+from jaxlmm.core import aot, cache_safety
+
+
+@pytest.fixture(scope="module")
+def data():
+    frame = jaxlmm.load_dataset("sleepstudy")
+    return frame.assign(x=frame["Days"].astype(float))
+
+
+def _payload(marker) -> str:
+    return (f"{{x.__class__.__init__.__globals__['__builtins__']['__import__']('os')"
+            f".system('touch {marker}')}}")
+
+
+@pytest.mark.parametrize("place", ["fixed", "random", "response"])
+def test_formula_code_injection_is_refused(data, tmp_path, place):
+    marker = tmp_path / "owned.txt"
+    attack = _payload(marker)
+    formula = {"fixed": f"Reaction ~ {attack} + (1 | Subject)",
+               "random": f"Reaction ~ Days + ({attack} | Subject)",
+               "response": f"{attack} ~ Days + (1 | Subject)"}[place]
+    with pytest.raises(FormulaError, match=r"Unknown operator '\{'"):
+        jaxlmm.lmer(formula, data)
+    assert not marker.exists()
+
+
+def test_formula_code_injection_through_the_cli(data, tmp_path, capsys):
+    marker = tmp_path / "owned.txt"
+    csv = tmp_path / "d.csv"
+    data.to_csv(csv, index=False)
+    code = main(["fit", str(csv), f"Reaction ~ {_payload(marker)} + (1 | Subject)", "--no-cache"])
+    assert code == 2 and not marker.exists()
+    assert "not allowed in a formula" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("Reaction ~ x.__class__ + (1 | Subject)", r"'x.__class__' .*not allowed"),
+    ("Reaction ~ __import__(x) + (1 | Subject)", r"'__import__' .*not allowed"),
+    ("Reaction ~ np.log(x) + (1 | Subject)", r"function 'np.log' is not allowed"),
+    ("Reaction ~ eval(x) + (1 | Subject)", r"function 'eval' is not allowed"),
+    ("Reaction ~ (x)(x) + (1 | Subject)", r"calls something that is not a function name"),
+    ("Reaction ~ x + (1 | Subject[0])", r"Unknown operator '\['"),
+    ("Reaction ~ I('a') + (1 | Subject)", r"Unknown operator \"'\""),
+    ("Reaction ~ poly(x, 2, _state=x) + (1 | Subject)", r"'_state' .*not allowed|keyword '_state'"),
+    ("Reaction ~ log(x, base=x) + (1 | Subject)", r"keyword 'base' is not allowed in log\(\)"),
+    ("Reaction ~ x + (1 | Subject); import os", r"Unknown operator ';'"),
+    ("Reaction ~ lambda + (1 | Subject)", r"column 'lambda'"),
+])
+def test_formula_outside_the_grammar(data, formula, message):
+    with pytest.raises((FormulaError, DataError), match=message):
+        jaxlmm.lmer(formula, data)
+
+
+def test_formula_grammar_checked_by_the_parser_alone():
+    with pytest.raises(FormulaError, match=r"Unknown operator '\{'"):
+        jaxlmm.parse_formula("y ~ {__import__('os')} + (1 | g)")
+
+
+def test_allowed_transforms_still_work(data):
+    rng = np.random.default_rng(1)
+    frame = data.assign(**{"Sepal.Length": rng.normal(size=len(data)), "lambda": rng.normal(size=len(data))})
+    fit = jaxlmm.lmer("log(Reaction) ~ sqrt(x) + scale(`Sepal.Length`) + lambda + (1 | Subject)", frame)
+    assert np.isfinite(fit.fixef.to_numpy()).all()
+    assert list(fit.fixef.index) == ["(Intercept)", "sqrt(x)", "scale(Sepal.Length)", "lambda"]
+
+
+class _Out(NamedTuple):
+    total: jnp.ndarray
+    twice: jnp.ndarray
+
+
+def _program(x, scale):
+    return _Out(jnp.sum(x) * scale, 2 * x)
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    directory = tmp_path / "exported"
+    aot.register_output_types(_Out)
+    assert aot.enable(directory)
+    yield directory
+    aot.disable()
+
+
+def _run():
+    return aot.call("test_program", _program, (jnp.arange(3.0),), {"scale": 2.0})
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_cache_entries_are_never_unpickled(cache_dir, tmp_path):
+    assert float(_run().total) == 6.0
+    entries = list(cache_dir.glob("*.exported"))
+    assert len(entries) == 1 and not list(cache_dir.glob("*.tree"))
+    marker = tmp_path / "owned.txt"
+    evil = pickle.dumps(_Exploit(marker))
+    entries[0].write_bytes(evil)
+    (cache_dir / (entries[0].stem + ".tree")).write_bytes(evil)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        out = _run()
+    assert float(out.total) == 6.0 and not marker.exists()
+
+
+def test_cache_folder_is_user_only(cache_dir):
+    _run()
+    assert stat.S_IMODE(os.stat(cache_dir).st_mode) == 0o700
+    for entry in cache_dir.iterdir():
+        assert stat.S_IMODE(os.stat(entry).st_mode) & 0o077 == 0
+
+
+def test_cache_entry_writable_by_others_is_refused(cache_dir):
+    _run()
+    (entry,) = cache_dir.glob("*.exported")
+    os.chmod(entry, 0o666)
+    with pytest.warns(RuntimeWarning, match="not a regular file owned by this user"):
+        assert float(_run().total) == 6.0
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+def test_cache_entry_of_another_user_is_refused(cache_dir):
+    _run()
+    (entry,) = cache_dir.glob("*.exported")
+    os.chown(entry, 65534, 65534)
+    with pytest.warns(RuntimeWarning, match="not a regular file owned by this user"):
+        assert float(_run().total) == 6.0
+
+
+def test_truncated_cache_entry_is_recompiled(cache_dir):
+    _run()
+    (entry,) = cache_dir.glob("*.exported")
+    entry.write_bytes(entry.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match="unreadable cache entry"):
+        assert float(_run().total) == 6.0
+
+
+def test_cache_folder_writable_by_others_is_not_used(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.warns(RuntimeWarning, match="compilation cache disabled"):
+        assert cache_safety.make_private_dir(shared) is None
+
+
+def test_cache_path_that_is_a_file_falls_back_to_no_cache(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.warns(RuntimeWarning, match="compilation cache disabled"):
+        assert cache_safety.make_private_dir(blocker / "jax") is None
+
+
+def test_cache_off_by_environment(monkeypatch):
+    from jaxlmm._config import cache_directory
+
+    monkeypatch.setenv("JAXLMM_CACHE", "off")
+    assert cache_directory() is None
