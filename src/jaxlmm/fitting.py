@@ -178,6 +178,40 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     return fit
 
 
+def _dense_eligible(design: Design) -> bool:
+    """Small models go through the dense program shared by all structures (``core/dense.py``)."""
+    from .core.dense_layout import fits_dense
+
+    q = sum(len(t.factor.levels) * len(t.columns) for t in design.terms)
+    return fits_dense(q, design.X.shape[1])
+
+
+def _dense_fit(design: Design, model_data, theta0: np.ndarray, reml: bool, max_iter: int, dtype):
+    """Fit with ``core.dense_fit.fit_dense``; the output in the block path's layout."""
+    from .core.dense_fit import fit_dense
+    from .core.dense_layout import DenseLayout, dense_system, derivative_rows, per_term_solution
+    from .core.fit import FitOutput
+    from .core.optimize import NewtonOptions, OptimResult
+
+    structure = model_data.structure
+    layout = DenseLayout.build([(len(t.factor.levels), len(t.columns)) for t in design.terms], design.X.shape[1])
+    transforms = [None if t.relmat is None else t.relmat.factor for t in design.terms]
+    system = dense_system(design.X, design.y, design.weights, design.offset, [t.factor.codes for t in design.terms],
+                          [t.z for t in design.terms], transforms, layout, dtype)
+    dt = np.dtype(dtype)
+    lower = layout.pad_theta(structure.lower_bounds()).astype(dt)
+    reflections = layout.pad_reflections(structure.reflections()).astype(dt)
+    k = layout.k
+    res, sol = fit_dense(system, derivative_rows(system.lam_index, layout.k_pad), layout.pad_theta(theta0), lower,
+                         reflections, k, reml=reml, options=NewtonOptions(max_iter=max_iter))
+    optim = OptimResult(res.theta[:k], res.fun, res.grad[:k], res.n_iter, res.status, res.step)
+    solution = per_term_solution(sol, layout, [t.nlevels for t in structure.terms], transforms)
+    eta = np.asarray(model_data.offset) + np.asarray(model_data.X) @ solution.beta
+    for zk, rk, bk in zip(model_data.z, model_data.refs, solution.b):
+        eta = eta + np.sum(np.asarray(zk) * bk[np.asarray(rk)], axis=1)
+    return FitOutput(optim, solution, eta.astype(dt))
+
+
 class _NullContext:
     def __enter__(self):
         return self
@@ -214,7 +248,10 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
     if theta0.shape != (design.structure.ntheta,):
         raise ValueError(f"start must have {design.structure.ntheta} values (one per theta), got {theta0.shape}")
     theta0 = jnp.asarray(np.maximum(theta0, design.structure.lower_bounds()), dt)
-    if optimizer is None:
+    if optimizer is None and _dense_eligible(design):
+        output = _dense_fit(design, model_data, np.asarray(theta0), bool(reml), int(max_iter), dt)
+        name = "newton"
+    elif optimizer is None:
         output = run_fit_program(model_data, theta0, reml=bool(reml), options=NewtonOptions(max_iter=int(max_iter)))
         name = "newton"
     else:

@@ -1,0 +1,190 @@
+"""The profiled deviance of a small model as one dense Cholesky factor, with its structure as data.
+
+With ``A = [Z X y]^T W [Z X y]`` (``y`` minus the offset and a least-squares
+shift, see ``crossprod.least_squares_shift``) and ``Lambda(theta)`` the
+``q x q`` relative covariance factor, lme4's penalized system is
+
+    Omega(theta) = [ Lambda^T A_zz Lambda + I    Lambda^T A_zr ]
+                   [ A_rz Lambda                 A_rr          ],    r = [X y],
+
+and its lower Cholesky factor ``L`` gives ``log|L_Z|^2``, ``log|R_X|^2`` and
+the PWRSS ``L[-1, -1]^2`` (``deviance.py`` states the criterion).
+
+Everything that depends on the model's structure is an array here, not a
+Python constant: ``Lambda = theta_ext[lam_index]`` is a gather through a
+``q x q`` index matrix (``theta_ext`` is theta with a 0 appended; structural
+zeros point at it), and ``q``, ``p`` and ``k = len(theta)`` are padded to
+buckets (``DenseLayout``).  Padded random-effect columns have no rows and no
+entry in ``Lambda`` (they add a unit diagonal), padded fixed-effect columns
+have a unit diagonal in ``A``, and padded thetas are held at their bound 0,
+so padding changes no number, and every model of one bucket -- whatever its
+formula -- runs the same compiled program.
+
+The optimizer's loop runs on the host (``newton_host.py``), so these
+programs contain no loop and call LAPACK directly: one Cholesky factor and
+one triangular inverse per evaluation, first and second derivatives in closed
+form (``value_grad_hessian``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from jax.scipy.linalg import solve_triangular
+
+from .deviance import DevianceParts, criterion_from_parts
+
+
+class DenseSystem(NamedTuple):
+    """The cross-products and the structure of one response, padded (all leaves are arrays).
+
+    - ``A``         (m, m): ``[Z X y]^T W [Z X y]``, m = q + p + 1
+    - ``lam_index`` (q, q) int32: ``Lambda[i, j] = theta_ext[lam_index[i, j]]``
+    - ``p``         (): the number of real fixed-effect columns (REML's ``n - p``)
+    - ``n_obs``, ``sum_log_w`` (): rows with positive weight and their summed log weights
+    - ``beta_shift`` (p_padded,): the least-squares shift of y, added back to beta
+    """
+
+    A: jnp.ndarray
+    lam_index: jnp.ndarray
+    p: jnp.ndarray
+    n_obs: jnp.ndarray
+    sum_log_w: jnp.ndarray
+    beta_shift: jnp.ndarray
+
+
+class DenseSolution(NamedTuple):
+    """Estimates at theta, in the padded layout (``dense_layout`` slices them)."""
+
+    criterion: jnp.ndarray
+    beta: jnp.ndarray      # (p,)
+    sigma: jnp.ndarray
+    vcov_beta: jnp.ndarray  # (p, p)
+    u: jnp.ndarray         # (q,) spherical random effects
+    b: jnp.ndarray         # (q,) Lambda u
+    cov_b: jnp.ndarray     # (q, q) sigma^2 Lambda (L_Z L_Z^T)^{-1} Lambda^T
+    parts: DevianceParts
+
+
+def relative_factor(theta: jnp.ndarray, lam_index: jnp.ndarray) -> jnp.ndarray:
+    """``Lambda(theta)``: a gather of theta (with a trailing 0 for structural zeros)."""
+    theta_ext = jnp.concatenate([theta, jnp.zeros((1,), theta.dtype)])
+    return theta_ext[lam_index]
+
+
+def penalized_system(theta: jnp.ndarray, system: DenseSystem) -> jnp.ndarray:
+    """``Omega(theta)`` (module docstring)."""
+    q = system.lam_index.shape[0]
+    lam = relative_factor(theta, system.lam_index)
+    A = system.A
+    top = lam.T @ A[:q]                                    # Lambda^T [A_zz A_zr]
+    zz = top[:, :q] @ lam + jnp.eye(q, dtype=A.dtype)
+    return jnp.block([[zz, top[:, q:]], [top[:, q:].T, A[q:, q:]]])
+
+
+def factor(theta: jnp.ndarray, system: DenseSystem) -> tuple[jnp.ndarray, DevianceParts]:
+    """Lower Cholesky factor of ``Omega(theta)`` and the deviance's parts."""
+    q = system.lam_index.shape[0]
+    L = jnp.linalg.cholesky(penalized_system(theta, system))
+    logd = jnp.log(jnp.diagonal(L))
+    parts = DevianceParts(2.0 * jnp.sum(logd[:q]), 2.0 * jnp.sum(logd[q:-1]), L[-1, -1] ** 2,
+                          system.n_obs, system.sum_log_w)
+    return L, parts
+
+
+def dense_deviance(theta: jnp.ndarray, system: DenseSystem, reml: bool = True) -> jnp.ndarray:
+    """REML criterion (``reml=True``) or ML deviance at ``theta``."""
+    _, parts = factor(theta, system)
+    return criterion_from_parts(parts, system.p, reml)
+
+
+def dense_solve(theta: jnp.ndarray, system: DenseSystem, reml: bool = True) -> DenseSolution:
+    """beta, u, b = Lambda u, sigma, Cov(beta) and Cov(b | y) at ``theta``.
+
+    ``L^T [u; beta] = L[-1, :-1]`` (back-substitution), ``sigma^2 = PWRSS / (n - p)``
+    (REML) or ``/ n`` (ML), ``Cov(beta) = sigma^2 (R_X R_X^T)^{-1}`` and lme4's
+    conditional covariance ``sigma^2 Lambda (L_Z L_Z^T)^{-1} Lambda^T``.
+    """
+    q = system.lam_index.shape[0]
+    L, parts = factor(theta, system)
+    crit = criterion_from_parts(parts, system.p, reml)
+    x = solve_triangular(L[:-1, :-1], L[-1, :-1], lower=True, trans="T")
+    nmp = parts.n_obs - system.p if reml else parts.n_obs
+    sigma2 = parts.pwrss / nmp
+    L_inv = triangular_inverse(L[:-1, :-1])
+    LX_inv = L_inv[q:, q:]
+    LZ_inv = L_inv[:q, :q]
+    lam = relative_factor(theta, system.lam_index)
+    half = lam @ LZ_inv.T
+    u = x[:q]
+    return DenseSolution(crit, x[q:] + system.beta_shift, jnp.sqrt(sigma2), sigma2 * LX_inv.T @ LX_inv,
+                         u, lam @ u, sigma2 * half @ half.T, parts)
+
+
+# ------------------------------------------------------------------ closed-form derivatives
+def criterion_weights(system: DenseSystem, reml: bool):
+    """The criterion as ``sum_s c_s log|Omega_s| + const`` over the leading blocks s = Z, [Z X], all.
+
+    With ``nu = n - p`` (REML) the PWRSS is ``|Omega| / |Omega_[Z X]|``, so
+    REML: ``c = (0, 1 - nu, nu)``, ``const = nu (1 + log(2 pi / nu)) - sum log w``;
+    ML:   ``c = (1, -n, n)``,      ``const = n (1 + log(2 pi / n)) - sum log w``.
+    """
+    n = system.n_obs
+    if reml:
+        nu = n - system.p
+        return jnp.stack([jnp.zeros_like(nu), 1.0 - nu, nu]), nu * (1.0 + jnp.log(2.0 * jnp.pi / nu)) - system.sum_log_w
+    return jnp.stack([jnp.ones_like(n), -n, n]), n * (1.0 + jnp.log(2.0 * jnp.pi / n)) - system.sum_log_w
+
+
+def value_grad_hessian(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarray, reml: bool = True):
+    """The criterion, its gradient and Hessian in theta, in closed form (no autodiff through Cholesky).
+
+    ``Lambda = sum_i theta_i E_i`` with 0/1 matrices ``E_i``; ``row_of[i, c]`` is the row of
+    ``E_i``'s only nonzero in column c (``q`` where the column has none).  With
+    ``Omega_i = G_i + G_i^T``, ``G_i = E_i^T [A_zz Lambda, A_zr]`` in the rows of Z, and
+    ``P_s`` the inverse of the leading block s of ``Omega`` (zero-padded):
+
+        d log|Omega_s| / d theta_i = tr(P_s Omega_i)
+        d^2 log|Omega_s| / d theta_i d theta_j = -tr(P_s Omega_i P_s Omega_j) + 2 tr(P_s E_i^T A_zz E_j)
+
+    (``Omega`` is quadratic in theta).  ``P_s = M_s^T M_s`` with ``M_s`` the leading
+    block of ``L^{-1}``: one Cholesky factor and one triangular inverse serve all three blocks.
+    """
+    q = system.lam_index.shape[0]
+    A = system.A
+    m = A.shape[0]
+    dtype = A.dtype
+    lam = relative_factor(theta, system.lam_index)
+    A_lam = jnp.concatenate([A[:, :q] @ lam, A[:, q:]], axis=1)          # A Lambda_e
+    omega = jnp.concatenate([lam.T @ A_lam[:q], A_lam[q:]], axis=0) + jnp.diag(
+        (jnp.arange(m) < q).astype(dtype))
+    L = jnp.linalg.cholesky(omega)
+    L_inv = triangular_inverse(L)
+    logd = jnp.log(jnp.diagonal(L))
+    c, const = criterion_weights(system, reml)
+    sizes = (q, m - 1, m)
+    idx = jnp.arange(m)
+    P = [(L_inv * (idx < s)[:, None] * (idx < s)[None, :]) for s in sizes]
+    P = [M.T @ M for M in P]
+    logdets = jnp.stack([2.0 * jnp.sum(jnp.where(idx < s, logd, 0.0)) for s in sizes])
+    f = jnp.dot(c, logdets) + const
+
+    G = jnp.concatenate([A_lam[:q], jnp.zeros((1, m), dtype)], axis=0)[row_of]    # (k, q, m)
+    P_comb = c[0] * P[0] + c[1] * P[1] + c[2] * P[2]
+    g = 2.0 * jnp.einsum("icm,mc->i", G, P_comb[:, :q])
+    H = jnp.zeros((theta.shape[0],) * 2, dtype)
+    for cs, Ps in zip(c, P):
+        K = jnp.einsum("ac,icb->iab", Ps[:, :q], G)                      # P_s G_i (G_i in the rows of Z)
+        K = K.at[:, :, :q].add(jnp.einsum("ab,icb->iac", Ps, G))         # + P_s G_i^T
+        H = H - cs * jnp.einsum("iab,jba->ij", K, K)
+    A_ext = jnp.pad(A[:q, :q], ((0, 1), (0, 1)))
+    pairs = A_ext[row_of[:, None, :, None], row_of[None, :, None, :]]      # (k, k, q, q): (E_i^T A E_j)[b, d]
+    H = H + 2.0 * jnp.einsum("ijbd,db->ij", pairs, P_comb[:q, :q])
+    return f, g, 0.5 * (H + H.T)
+
+
+def triangular_inverse(L: jnp.ndarray) -> jnp.ndarray:
+    """``L^{-1}`` for lower-triangular ``L`` (its leading blocks invert L's leading blocks)."""
+    return solve_triangular(L, jnp.eye(L.shape[-1], dtype=L.dtype), lower=True)

@@ -1,0 +1,216 @@
+"""Host-side assembly of a ``dense.DenseSystem``: cross-products, Lambda's index matrix, buckets.
+
+Columns of ``Z`` are ordered term by term (lme4's order), level-major within a
+term (``offset_k + level * S_k + s``), so term k's spherical effects are
+``u[offset_k : offset_k + l_k S_k].reshape(l_k, S_k)``.  A term with a
+relationship-matrix factor ``T`` (``K = T T^T``) has columns ``Z_k (T kron I_S)``.
+
+Sizes are padded to coarse buckets (``bucket_q``, ``bucket_p``, ``bucket_k``)
+so that models of different formulas share one compiled program; the
+cross-products are formed in float64 with ``scipy.sparse`` (``Z`` has ``S_k``
+nonzeros per row and term) and cast to the working dtype at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dense import DenseSystem
+
+DENSE_MAX = 512  # largest padded q + p + 1 fitted by the dense program
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def bucket_q(q: int) -> int:
+    """Random-effect columns: 64, 128, 256, 512 (small models all share 64)."""
+    return max(64, _pow2(q))
+
+
+def bucket_p(p: int) -> int:
+    """Fixed-effect columns: ``2^j - 1`` (3, 7, 15, ...), so that ``p + 1`` is a power of two."""
+    return max(4, _pow2(p + 1)) - 1
+
+
+def bucket_k(k: int) -> int:
+    """Variance parameters: 4, 8, 16, ..."""
+    return max(4, _pow2(k))
+
+
+def fits_dense(q: int, p: int) -> bool:
+    return bucket_q(q) + bucket_p(p) + 1 <= DENSE_MAX
+
+
+@dataclass(frozen=True)
+class TermLayout:
+    nlevels: int
+    ncols: int
+    z_offset: int       # first column of Z
+    theta_offset: int   # first element of theta
+
+
+@dataclass(frozen=True)
+class DenseLayout:
+    terms: tuple[TermLayout, ...]
+    q: int
+    p: int
+    k: int
+
+    @property
+    def q_pad(self) -> int:
+        return bucket_q(self.q)
+
+    @property
+    def p_pad(self) -> int:
+        return bucket_p(self.p)
+
+    @property
+    def k_pad(self) -> int:
+        return bucket_k(self.k)
+
+    @staticmethod
+    def build(term_sizes, p: int) -> "DenseLayout":
+        """From ``(nlevels, ncols)`` per term and the number of fixed-effect columns."""
+        terms, q, k = [], 0, 0
+        for nlevels, ncols in term_sizes:
+            terms.append(TermLayout(int(nlevels), int(ncols), q, k))
+            q += nlevels * ncols
+            k += ncols * (ncols + 1) // 2
+        return DenseLayout(tuple(terms), q, int(p), k)
+
+    def lam_index(self) -> np.ndarray:
+        """(q_pad, q_pad) int32: the theta entry of each element of Lambda (``k_pad`` = structural zero)."""
+        index = np.full((self.q_pad, self.q_pad), self.k_pad, dtype=np.int32)
+        for t in self.terms:
+            S = t.ncols
+            tri = np.full((S, S), self.k_pad, dtype=np.int32)
+            a = t.theta_offset
+            for j in range(S):           # column-major lower triangle (lme4's order)
+                for i in range(j, S):
+                    tri[i, j] = a
+                    a += 1
+            base = t.z_offset + np.arange(t.nlevels)[:, None] * S                     # (l, 1)
+            rows = (base[:, :, None] + np.arange(S)[None, :, None]).reshape(t.nlevels, S, 1)
+            cols = (base[:, :, None] + np.arange(S)[None, None, :]).reshape(t.nlevels, 1, S)
+            index[rows, cols] = tri[None]
+        return index
+
+    def pad_theta(self, theta, fill: float = 0.0) -> np.ndarray:
+        out = np.full(self.k_pad, fill, dtype=float)
+        out[:self.k] = theta
+        return out
+
+    def pad_reflections(self, R: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.k_pad, self.k_pad))
+        out[:self.k, :self.k] = R
+        return out
+
+
+def random_effects_matrix(refs, z, transforms, layout: DenseLayout, n: int):
+    """``Z`` (n x q) as a ``scipy.sparse`` CSC matrix (relationship-matrix terms transformed)."""
+    from scipy import sparse
+
+    blocks = []
+    for t, r, zk, T in zip(layout.terms, refs, z, transforms):
+        S = t.ncols
+        rows = np.repeat(np.arange(n), S)
+        cols = (np.asarray(r)[:, None] * S + np.arange(S)[None, :]).reshape(-1)
+        Zk = sparse.csc_matrix((np.asarray(zk, float).reshape(-1), (rows, cols)), shape=(n, t.nlevels * S))
+        if T is not None:
+            Zk = sparse.csc_matrix(Zk @ np.kron(np.asarray(T, float), np.eye(S)))
+        blocks.append(Zk)
+    return sparse.hstack(blocks, format="csc")
+
+
+def least_squares_shift(XtWX: np.ndarray, XtWy: np.ndarray) -> np.ndarray:
+    """Weighted least-squares ``beta_0`` (slightly ridged) by which y is shifted (``crossprod.py``)."""
+    p = XtWX.shape[0]
+    if p == 0:
+        return np.zeros(0)
+    ridge = 1e-10 * (np.trace(XtWX) / p + 1e-300)
+    return np.linalg.solve(XtWX + ridge * np.eye(p), XtWy)
+
+
+def dense_system(X, y, weights, offset, refs, z, transforms, layout: DenseLayout, dtype) -> DenseSystem:
+    """The padded ``DenseSystem`` of one response (NumPy leaves; see ``dense.py``).
+
+    Rows with weight 0 or a missing response are left out.
+    """
+    X = np.asarray(X, float)
+    y = np.asarray(y, float)
+    w = np.asarray(weights, float)
+    observed = (w > 0) & ~np.isnan(y)
+    w = np.where(observed, w, 0.0)
+    yo = np.where(observed, y - np.asarray(offset, float), 0.0)
+    n, p = X.shape
+    WX = w[:, None] * X
+    shift = least_squares_shift(X.T @ WX, WX.T @ yo)
+    r = np.where(observed, yo - X @ shift, 0.0)
+    Z = random_effects_matrix(refs, z, transforms, layout, n)
+    WZ = Z.multiply(w[:, None]).tocsc()
+    q, qp, pp = layout.q, layout.q_pad, layout.p_pad
+    m = qp + pp + 1
+    A = np.zeros((m, m))
+    zz = (Z.T @ WZ).toarray()
+    zx = np.asarray(WZ.T @ np.column_stack([X, r]))
+    xx = np.column_stack([X, r]).T @ np.column_stack([WX, w * r])
+    fixed = list(range(qp, qp + p)) + [m - 1]
+    A[:q, :q] = zz
+    A[np.ix_(range(q), fixed)] = zx
+    A[np.ix_(fixed, range(q))] = zx.T
+    A[np.ix_(fixed, fixed)] = xx
+    A[range(qp + p, qp + pp), range(qp + p, qp + pp)] = 1.0
+    dt = np.dtype(dtype)
+    shift_pad = np.zeros(pp)
+    shift_pad[:p] = shift
+    return DenseSystem(A.astype(dt), layout.lam_index(), np.asarray(p, dt), np.asarray(observed.sum(), dt),
+                       np.asarray(np.sum(np.log(w[observed])), dt), shift_pad.astype(dt))
+
+
+def per_term_solution(sol, layout: DenseLayout, nlevels_padded, transforms):
+    """Split a ``DenseSolution`` (NumPy leaves) into the per-term ``solution.Solution`` layout.
+
+    Term k's arrays have ``nlevels_padded[k]`` rows (zeros past its levels), as
+    the block-algebra path returns them.  A relationship-matrix term's effects
+    and conditional covariances are mapped back to its levels by ``T kron I``.
+    """
+    from .solution import Solution
+
+    u_all, b_all, cov = (np.asarray(a) for a in (sol.u, sol.b, sol.cov_b))
+    u, b, cond_var = [], [], []
+    for t, l_pad, T in zip(layout.terms, nlevels_padded, transforms):
+        S, l, sl = t.ncols, t.nlevels, slice(t.z_offset, t.z_offset + t.nlevels * t.ncols)
+        uk = u_all[sl].reshape(l, S)
+        bk = b_all[sl].reshape(l, S)
+        block = cov[sl, sl].reshape(l, S, l, S)
+        if T is None:
+            Vk = np.einsum("lalb->lab", block)
+        else:
+            T = np.asarray(T, float)
+            bk = T @ bk
+            Vk = np.einsum("ml,lanb,mn->mab", T, block, T)
+        pad = ((0, l_pad - l),)
+        u.append(np.pad(uk, pad + ((0, 0),)))
+        b.append(np.pad(bk, pad + ((0, 0),)))
+        cond_var.append(np.pad(Vk, pad + ((0, 0), (0, 0))))
+    p = layout.p
+    return Solution(np.asarray(sol.criterion), np.asarray(sol.beta)[:p], np.asarray(sol.sigma),
+                    np.asarray(sol.vcov_beta)[:p, :p], tuple(u), tuple(b), tuple(cond_var),
+                    type(sol.parts)(*(np.asarray(v) for v in sol.parts)))
+
+
+def derivative_rows(lam_index: np.ndarray, k_pad: int) -> np.ndarray:
+    """(k_pad, q) int32: per theta i and column c, the row of ``E_i``'s nonzero in column c (q if none).
+
+    ``E_i = (lam_index == i)`` has at most one nonzero per column: within one
+    column of ``Lambda`` every entry is a different element of theta.
+    """
+    q = lam_index.shape[0]
+    out = np.full((k_pad, q), q, dtype=np.int32)
+    rows, cols = np.nonzero(lam_index < k_pad)
+    out[lam_index[rows, cols], cols] = rows
+    return out
