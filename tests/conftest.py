@@ -16,6 +16,7 @@ import os
 import pathlib
 import warnings
 
+import jax
 import pytest
 
 import jaxlmm
@@ -27,6 +28,18 @@ ROOT = pathlib.Path(__file__).parent.parent
 # one cache directory per pytest-xdist worker (see pyproject.toml): no two processes write one entry
 enable_compilation_cache(os.path.join(os.environ.get("JAXLMM_TEST_CACHE", str(ROOT / ".pytest_cache" / "jax")),
                                       os.environ.get("PYTEST_XDIST_WORKER", "main")))
+
+# jaxlmm scopes float64 itself; JAXLMM_TEST_X64=1 runs the suite as a user who enabled x64 globally
+if os.environ.get("JAXLMM_TEST_X64"):
+    jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def x64():
+    """64-bit mode for tests that call the JAX core or transform jaxlmm's objective directly."""
+    with jax.enable_x64(True):
+        yield
+
 
 CASES = sorted(p.stem for p in REFERENCE.glob("*.json"))
 FAST_CASES = [c for c in CASES if c != "insteval"]

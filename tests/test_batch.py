@@ -12,6 +12,8 @@ import jaxlmm
 from conftest import REFERENCE
 from jaxlmm.core.fit import fit_batch_program
 
+pytestmark = pytest.mark.usefixtures("x64")
+
 FORMULA = "~ Days + (Days | Subject)"
 
 

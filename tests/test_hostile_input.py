@@ -18,6 +18,8 @@ from jaxlmm import DataError, FormulaError
 from jaxlmm.cli import main
 from jaxlmm.core import aot, cache_safety
 
+pytestmark = pytest.mark.usefixtures("x64")
+
 
 @pytest.fixture(scope="module")
 def data():

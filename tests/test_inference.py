@@ -9,6 +9,8 @@ import pytest
 import jaxlmm
 from conftest import CASES, case_data, load_reference
 
+pytestmark = pytest.mark.usefixtures("x64")
+
 INFERENCE_CASES = [c for c in CASES if c != "insteval"]
 KR_CASES = [c for c in INFERENCE_CASES if "kenward_roger" in load_reference(c)]
 ANOVA_CASES = [c for c in INFERENCE_CASES if load_reference(c).get("anova_satterthwaite")]

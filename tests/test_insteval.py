@@ -26,6 +26,8 @@ from jaxlmm.core.fit import fit_program
 from jaxlmm.core.optimize import value_grad_hessian
 from jaxlmm.design import build_design
 
+pytestmark = pytest.mark.usefixtures("x64")
+
 RTOL = 1e-8
 
 

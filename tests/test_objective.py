@@ -13,6 +13,8 @@ import pytest
 import jaxlmm
 from conftest import case_data, load_reference
 
+pytestmark = pytest.mark.usefixtures("x64")
+
 
 @pytest.fixture(scope="module")
 def sleep_objective():

@@ -11,6 +11,8 @@ import jaxlmm
 from conftest import case_data, load_reference
 from jaxlmm.core.optimize import CONVERGED, NONFINITE, NewtonOptions, minimize_newton
 
+pytestmark = pytest.mark.usefixtures("x64")
+
 
 @pytest.mark.parametrize("case", ["dyestuff2_singular", "shrinkage_1_singular"])
 def test_singular_fits_land_on_zero_exactly(case, fits):

@@ -5,19 +5,16 @@
 >>> fit.theta.round(4).tolist()
 [0.9667, 0.0152, 0.2309]
 
-Importing jaxlmm turns on JAX's 64-bit mode (``jax_enable_x64``) so fits match
-lme4 in float64 by default; pass ``dtype="float32"`` for single precision.
-The pure JAX core lives in ``jaxlmm.core`` and never imports pandas.
+Fits match lme4 in float64 by default, without touching the caller's JAX
+configuration: importing jaxlmm changes no JAX setting, environment variable
+or XLA flag; each call runs in a 64-bit scope of its own (``_x64.py``).  Pass
+``dtype="float32"`` for single precision.  The pure JAX core lives in
+``jaxlmm.core`` and never imports pandas.
 """
 
 from __future__ import annotations
 
 import importlib
-
-from ._config import configure_xla, enable_x64
-
-configure_xla()
-enable_x64()
 
 __version__ = "0.1.0"
 
@@ -47,6 +44,7 @@ _EXPORTS = {
     "RelationshipMatrix": "relmat",
     "factorization_plan": "plan",
     "enable_compilation_cache": "_config",
+    "configure_xla": "_config",
     "FactorizationPlan": "plan",
 }
 

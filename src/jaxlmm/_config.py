@@ -1,4 +1,9 @@
-"""JAX configuration that jaxlmm needs: float64 by default, and a persistent compilation cache."""
+"""Opt-in process settings: XLA's CPU thread pool and the persistent compilation cache.
+
+Nothing here runs on import: the command line calls these for its own
+process; in Python they are the user's choice (float64 is scoped per call,
+see ``_x64.py``).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,13 @@ def configure_xla() -> None:
     triangular solve of a dense block) inside a vmapped while loop can
     deadlock XLA's CPU thread pool (jax-ml/jax#24219 and reports like it):
     exactly what a batch of traits or a profile does.  Disabling that pool
-    keeps XLA's parallelism across independent operations; on the traits
-    benchmark it costs nothing measurable.  It has to be set before JAX
-    starts its CPU backend; if that already happened, nothing is changed.
-    Set ``JAXLMM_KEEP_XLA_FLAGS=1`` to leave ``XLA_FLAGS`` alone.
+    keeps XLA's parallelism across independent operations.  It has to be set
+    before JAX starts its CPU backend; if that already happened, nothing is
+    changed.  Opt-in: jaxlmm never calls it on import (the small-model path
+    has no loop inside its programs and the block path avoids batched LAPACK
+    calls in loops up to ``linalg.RECURSIVE_MAX``); call it first thing in a
+    program that fits batches of large models on a CPU.
     """
-    if os.environ.get("JAXLMM_KEEP_XLA_FLAGS"):
-        return
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_multi_thread_eigen" in flags:
         return
@@ -30,13 +35,6 @@ def configure_xla() -> None:
     except Exception:  # pragma: no cover - private API moved
         pass
     os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
-
-
-def enable_x64() -> None:
-    """Turn on JAX's 64-bit mode (lme4 parity needs float64)."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
 
 
 def cache_directory(path: str | None = None) -> str | None:

@@ -16,6 +16,8 @@ refitted by ML; rows sorted by the number of parameters, with
 
 from __future__ import annotations
 
+from ._x64 import float64_scope
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -146,6 +148,7 @@ def anova_type3(fit, ddf: str = "satterthwaite") -> pd.DataFrame:
     return table
 
 
+@float64_scope
 def lrt(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataFrame:
     """lme4's ``anova(m0, m1, ...)``: likelihood-ratio tests, REML fits refitted by ML."""
     if len(fits) < 2:

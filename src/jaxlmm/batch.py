@@ -15,6 +15,8 @@ the batch goes on.
 
 from __future__ import annotations
 
+from ._x64 import float64_scope
+
 import sys
 
 import numpy as np
@@ -130,6 +132,7 @@ def _progress(total: int, enabled: bool | None):
     return tqdm(total=total, unit="chunk", desc="jaxlmm", file=sys.stderr)
 
 
+@float64_scope
 def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None, offset=None,
               chunk_size: int | None = None, progress: bool | None = None, device=None,
               dtype=None, max_iter: int = 100, data_name: str | None = None, relmat=None,

@@ -9,6 +9,8 @@ single-fit ``LmerResult`` with BLUPs, predictions and summary.
 
 from __future__ import annotations
 
+from ._x64 import float64_methods
+
 from functools import cached_property
 
 import numpy as np
@@ -20,6 +22,7 @@ from .naming import theta_names as _theta_names
 from .result import SINGULAR_TOL
 
 
+@float64_methods
 class BatchResult:
     def __init__(self, design: Design, traits: list[str], output: dict, pre_status: np.ndarray, *, reml: bool,
                  dtype, data_name: str | None, max_iter: int, chunk_size: int, k: int, p: int,

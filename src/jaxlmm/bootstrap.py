@@ -14,12 +14,15 @@ jitted call for all replicates) and returns a table of replicate estimates.
 
 from __future__ import annotations
 
+from ._x64 import float64_scope
+
 import numpy as np
 import pandas as pd
 
 from .naming import confint_names
 
 
+@float64_scope
 def simulate(fit, nsim: int = 1, seed: int | None = None, use_u: bool = False) -> np.ndarray:
     """``nsim`` simulated responses, an (n, nsim) array."""
     rng = np.random.default_rng(seed)
@@ -58,6 +61,7 @@ def replicate_table(batch) -> pd.DataFrame:
     return pd.concat([batch.fixef.reset_index(drop=True), pd.DataFrame(cols)], axis=1)
 
 
+@float64_scope
 def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False, func=None,
               chunk_size: int | None = None, progress: bool | None = None) -> pd.DataFrame:
     """Parametric bootstrap (``bootMer``): ``nsim`` replicates refitted in one batch.

@@ -212,6 +212,9 @@ def _cmd_fit(args, parser) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._config import configure_xla
+
+    configure_xla()  # the command line owns its process (see _config.configure_xla)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "fit":

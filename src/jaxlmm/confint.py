@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from ._x64 import float64_scope
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -20,6 +22,7 @@ def _labels(level: float) -> tuple[str, str]:
     return f"{100 * a:.1f} %", f"{100 * (1 - a):.1f} %"
 
 
+@float64_scope
 def confint(fit, method: str = "profile", level: float = 0.95, nsim: int = 500, seed: int | None = None,
             use_u: bool = False) -> pd.DataFrame:
     method = method.lower()

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from ._x64 import float64_scope
+
 import warnings
 
 import numpy as np
@@ -28,18 +30,20 @@ def _dtype(dtype):
     return dt.type
 
 
-def _profiled_deviance_jit(theta, cp, reml):
+def _jitted(name: str):
+    """The compiled objective programs of ``DevianceFunction`` (one each, shared by all instances)."""
     import jax
 
-    from .core.deviance import profiled_deviance
+    if name not in _JITTED:
+        from .core.dense import dense_deviance
+        from .core.deviance import profiled_deviance
 
-    global _PROFILED_JIT
-    if _PROFILED_JIT is None:
-        _PROFILED_JIT = jax.jit(profiled_deviance, static_argnames="reml")
-    return _PROFILED_JIT(theta, cp, reml=reml)
+        fn = {"dense": dense_deviance, "block": profiled_deviance}[name]
+        _JITTED[name] = jax.jit(fn, static_argnames="reml")
+    return _JITTED[name]
 
 
-_PROFILED_JIT = None
+_JITTED: dict = {}
 
 
 class DevianceFunction:
@@ -47,19 +51,41 @@ class DevianceFunction:
 
     ``f(theta)`` is a pure JAX function: ``jax.grad(f)``, ``jax.hessian(f)``,
     ``jax.jit(f)`` and ``jax.vmap(f)`` all work.  The cross-products of the data
-    are computed once, so each evaluation costs no more than one blocked
-    Cholesky factorization.  ``f.theta0`` and ``f.lower`` are lme4's start and
-    bounds; ``f.data`` is the row-level ``ModelData`` (see ``jaxlmm.core``).
+    are computed once, so each evaluation costs one Cholesky factorization:
+    of the dense penalized system for small models (``core/dense.py``, a
+    program shared by every model of one size bucket), else blocked.
+    ``f.theta0`` and ``f.lower`` are lme4's start and bounds; ``f.data`` is the
+    row-level ``ModelData`` (see ``jaxlmm.core``).
+
+    Precision: a float64 function (the default) needs JAX's 64-bit mode in the
+    program that transforms it.  Called directly with numbers it computes in
+    float64 whatever the caller's setting; inside ``jax.grad``/``jit``/``vmap``
+    with 64-bit mode off it raises a ``JaxlmmError`` saying how to turn it on
+    (``jax.config.update("jax_enable_x64", True)``, or ``with jax.enable_x64(True):``
+    around the transformation), instead of silently computing in float32.
+    ``dtype="float32"`` builds a float32 function that works in either mode.
     """
 
     def __init__(self, design: Design, reml: bool = True, dtype=None):
+        import jax
+
         from .core.crossprod import cross_products
+        from .core.dense_layout import DenseLayout, dense_system
 
         self.design = design
         self.reml = bool(reml)
         self.dtype = _dtype(dtype)
-        self.data = design.model_data(self.dtype)
-        self.cross_products = cross_products(self.data)
+        with jax.enable_x64(True):
+            self.data = design.model_data(self.dtype)
+            self.cross_products = cross_products(self.data)
+        self._layout = None
+        if _dense_eligible(design):
+            self._layout = DenseLayout.build([(len(t.factor.levels), len(t.columns)) for t in design.terms],
+                                             design.X.shape[1])
+            transforms = [None if t.relmat is None else t.relmat.factor for t in design.terms]
+            self._system = dense_system(design.X, design.y, design.weights, design.offset,
+                                        [t.factor.codes for t in design.terms], [t.z for t in design.terms],
+                                        transforms, self._layout, self.dtype)
 
     @property
     def theta0(self) -> np.ndarray:
@@ -75,26 +101,61 @@ class DevianceFunction:
 
         return [n for t in self.design.terms for n in theta_names(t.group, t.columns)]
 
-    def __call__(self, theta):
+    def _evaluate(self, theta):
         import jax.numpy as jnp
 
-        return _profiled_deviance_jit(jnp.asarray(theta, self.dtype), self.cross_products, self.reml)
+        theta = jnp.asarray(theta, self.dtype)
+        if self._layout is None:
+            return _jitted("block")(theta, self.cross_products, reml=self.reml)
+        pad = jnp.zeros(theta.shape[:-1] + (self._layout.k_pad - self._layout.k,), theta.dtype)
+        return _jitted("dense")(jnp.concatenate([theta, pad], axis=-1), self._system, reml=self.reml)
+
+    def _float64_guard(self, theta):
+        """None when the caller's mode can run this function as it is, else how to compute it."""
+        import jax
+
+        if self.dtype is not jax.numpy.float64 or jax.config.jax_enable_x64:
+            return None
+        if isinstance(theta, jax.core.Tracer):
+            from .errors import JaxlmmError
+
+            raise JaxlmmError(
+                "this deviance function computes in float64, but JAX's 64-bit mode is off in the program "
+                "transforming it (jit/grad/vmap/...): turn it on with jax.config.update('jax_enable_x64', True) "
+                "at the start of your program, or run the transformation inside `with jax.enable_x64(True):`; "
+                "or build the function with dtype='float32'")
+        return "scope"
+
+    def __call__(self, theta):
+        import jax
+
+        if self._float64_guard(theta) is None:
+            return self._evaluate(theta)
+        with jax.enable_x64(True):
+            return np.asarray(self._evaluate(theta))
 
     def solve(self, theta):
         """beta, BLUPs, sigma, ... at ``theta`` (``jaxlmm.core.solution.Solution``), differentiable in theta."""
+        import jax
         import jax.numpy as jnp
 
         from .core.solution import solve
 
-        return solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
+        if self._float64_guard(theta) is None:
+            return solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
+        with jax.enable_x64(True):
+            out = solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
+            return jax.tree_util.tree_map(np.asarray, out)
 
 
+@float64_scope
 def deviance_function(formula: str, data, *, reml: bool = True, weights=None, offset=None,
                       dtype=None, relmat=None) -> DevianceFunction:
     """lme4's ``mkLmerDevfun``: the model's profiled criterion as a JAX function of theta."""
     return DevianceFunction(build_design(formula, data, weights=weights, offset=offset, relmat=relmat), reml, dtype)
 
 
+@float64_scope
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, start=None,
          optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None,
          responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None,
@@ -220,6 +281,7 @@ class _NullContext:
         return False
 
 
+@float64_scope
 def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None, max_iter: int = 100,
                 dtype=None, data_name: str | None = None, warn: bool = True, verbose: bool = False):
     """Fit a built ``Design`` (lme4's ``optimizeLmer`` + ``mkMerMod``)."""

@@ -18,6 +18,8 @@ much as a few deviance evaluations at any n.
 
 from __future__ import annotations
 
+from ._x64 import float64_scope
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,6 +158,7 @@ def contrast_rows(fit, L: np.ndarray, ddf: str = "satterthwaite") -> pd.DataFram
     return pd.DataFrame({"Estimate": est, "Std. Error": se, "df": df, "t value": t, "Pr(>|t|)": p})
 
 
+@float64_scope
 def coef_table(fit, ddf: str = "satterthwaite") -> pd.DataFrame:
     """lmerTest's ``summary(m, ddf=...)$coefficients``."""
     table = contrast_rows(fit, np.eye(len(fit.fixef_names)), ddf)

@@ -11,6 +11,8 @@ emmeans' default for lmer fits).
 
 from __future__ import annotations
 
+from ._x64 import float64_methods, float64_scope
+
 import itertools
 
 import numpy as np
@@ -20,6 +22,7 @@ from scipy import stats
 from .inference import contrast_rows, normalize_ddf
 
 
+@float64_methods
 class EMMeans:
     """Estimated marginal means: ``table`` (a DataFrame), the contrast matrix ``L`` and the fit."""
 
@@ -66,6 +69,7 @@ def reference_grid(fit) -> tuple[pd.DataFrame, np.ndarray]:
     return grid, X
 
 
+@float64_scope
 def emmeans(fit, specs, ddf: str = "kenward-roger", level: float = 0.95) -> EMMeans:
     """``emmeans(m, specs, lmer.df = ddf)``: means over the reference grid by the factor(s) ``specs``."""
     ddf = normalize_ddf(ddf)
@@ -91,6 +95,7 @@ def emmeans(fit, specs, ddf: str = "kenward-roger", level: float = 0.95) -> EMMe
     return EMMeans(fit, specs, table, L, ddf, level)
 
 
+@float64_scope
 def pairs(emm: EMMeans, adjust: str = "tukey") -> pd.DataFrame:
     """``pairs(emm, adjust = ...)``: all pairwise differences ``level_i - level_j`` (i < j)."""
     adjust = adjust.lower()

@@ -23,6 +23,8 @@ float64 copy of the whole matrix is made.
 
 from __future__ import annotations
 
+from ._x64 import float64_scope
+
 import warnings
 
 import numpy as np
@@ -34,6 +36,7 @@ METHODS = ("vanraden", "standardized", "vanraden2008")
 _CHUNK = 10_000  # markers per block
 
 
+@float64_scope
 def grm(markers, method: str = "vanraden", *, min_maf: float | None = None,
         max_missing: float | None = None):
     """Genomic relationship matrix of the individuals (rows) of ``markers``.

@@ -15,6 +15,8 @@ correlation at -/+1) is reached before |zeta| does, that bound is the limit.
 
 from __future__ import annotations
 
+from ._x64 import float64_methods, float64_scope
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -26,6 +28,7 @@ GRID = np.array([-4.0, -3.0, -2.25, -1.5, -0.75, 0.75, 1.5, 2.25, 3.0, 4.0])
 ROUNDS = 6
 
 
+@float64_methods
 class Profile:
     """Profile of a fit: ``frame`` (param, value, zeta) and ``confint(level)``."""
 
@@ -78,6 +81,7 @@ def _estimates_and_names(ml):
     return names
 
 
+@float64_scope
 def profile(fit, level: float = 0.95) -> Profile:
     """Profile every parameter of ``fit`` and find its profile confidence limits."""
     import jax

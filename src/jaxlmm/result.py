@@ -6,6 +6,8 @@ of the fit (``FitOutput``) and the names of the design.
 
 from __future__ import annotations
 
+from ._x64 import float64_methods
+
 from functools import cached_property
 
 import numpy as np
@@ -25,6 +27,7 @@ def _numpy_tree(tree):
     return jax.device_get(tree)
 
 
+@float64_methods
 class LmerResult:
     """A fitted linear mixed model (what ``jaxlmm.lmer`` returns).
 

@@ -6,20 +6,22 @@
 - ``deviance``: the profiled REML criterion / ML deviance from one blocked Cholesky factor
 - ``solution``: beta, BLUPs, sigma, Cov(beta) and conditional variances at theta
 - ``optimize``: projected Newton (exact gradient and Hessian) and optax drivers
-- ``fit``: the jitted fit program
+- ``fit``: the jitted fit program of the block path (large models, batches)
+- ``dense``, ``dense_layout``, ``dense_fit``, ``newton_host``: small models through
+  programs shared by every model of one size bucket
+
+The core follows the caller's JAX configuration: its functions compute in
+the dtype of the arrays they get, so float64 needs JAX's 64-bit mode
+(``jax.config.update("jax_enable_x64", True)`` or ``with jax.enable_x64(True):``).
 """
 
-from .._config import enable_x64
-
-enable_x64()
-
-from .crossprod import cross_products  # noqa: E402
-from .data import CrossProducts, ModelData  # noqa: E402
-from .deviance import deviance, profiled_deviance  # noqa: E402
-from .fit import FitOutput, fit_program  # noqa: E402
-from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_optax  # noqa: E402
-from .solution import Solution, linear_predictor, solve  # noqa: E402
-from .structure import ReStructure, TermSpec  # noqa: E402
+from .crossprod import cross_products
+from .data import CrossProducts, ModelData
+from .deviance import deviance, profiled_deviance
+from .fit import FitOutput, fit_program
+from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_optax
+from .solution import Solution, linear_predictor, solve
+from .structure import ReStructure, TermSpec
 
 __all__ = [
     "CrossProducts", "FitOutput", "ModelData", "NewtonOptions", "OptimResult", "ReStructure", "Solution",
