@@ -23,6 +23,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
+import formulaic
 import numpy as np
 import pandas as pd
 
@@ -36,8 +37,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m|⧛|⧚")
 
 
 def _formulaic():
-    import formulaic
-
     return formulaic
 
 

@@ -94,13 +94,18 @@ def factor(theta: jnp.ndarray, system: DenseSystem) -> tuple[jnp.ndarray, Devian
     return L, parts
 
 
-def dense_deviance(theta: jnp.ndarray, system: DenseSystem, reml: bool = True) -> jnp.ndarray:
-    """REML criterion (``reml=True``) or ML deviance at ``theta``."""
+def dense_deviance(theta: jnp.ndarray, system: DenseSystem, reml=True) -> jnp.ndarray:
+    """REML criterion (``reml`` true) or ML deviance at ``theta`` (``reml`` may be traced)."""
     _, parts = factor(theta, system)
-    return criterion_from_parts(parts, system.p, reml)
+    return _criterion(parts, system, reml)
 
 
-def dense_solve(theta: jnp.ndarray, system: DenseSystem, reml: bool = True) -> DenseSolution:
+def _criterion(parts: DevianceParts, system: DenseSystem, reml) -> jnp.ndarray:
+    return jnp.where(jnp.asarray(reml, bool), criterion_from_parts(parts, system.p, True),
+                     criterion_from_parts(parts, system.p, False))
+
+
+def dense_solve(theta: jnp.ndarray, system: DenseSystem, reml=True) -> DenseSolution:
     """beta, u, b = Lambda u, sigma, Cov(beta) and Cov(b | y) at ``theta``.
 
     ``L^T [u; beta] = L[-1, :-1]`` (back-substitution), ``sigma^2 = PWRSS / (n - p)``
@@ -109,9 +114,9 @@ def dense_solve(theta: jnp.ndarray, system: DenseSystem, reml: bool = True) -> D
     """
     q = system.lam_index.shape[0]
     L, parts = factor(theta, system)
-    crit = criterion_from_parts(parts, system.p, reml)
+    crit = _criterion(parts, system, reml)
     x = solve_triangular(L[:-1, :-1], L[-1, :-1], lower=True, trans="T")
-    nmp = parts.n_obs - system.p if reml else parts.n_obs
+    nmp = parts.n_obs - jnp.asarray(reml, parts.n_obs.dtype) * system.p
     sigma2 = parts.pwrss / nmp
     L_inv = triangular_inverse(L[:-1, :-1])
     LX_inv = L_inv[q:, q:]
@@ -124,21 +129,22 @@ def dense_solve(theta: jnp.ndarray, system: DenseSystem, reml: bool = True) -> D
 
 
 # ------------------------------------------------------------------ closed-form derivatives
-def criterion_weights(system: DenseSystem, reml: bool):
+def criterion_weights(system: DenseSystem, reml):
     """The criterion as ``sum_s c_s log|Omega_s| + const`` over the leading blocks s = Z, [Z X], all.
 
     With ``nu = n - p`` (REML) the PWRSS is ``|Omega| / |Omega_[Z X]|``, so
     REML: ``c = (0, 1 - nu, nu)``, ``const = nu (1 + log(2 pi / nu)) - sum log w``;
     ML:   ``c = (1, -n, n)``,      ``const = n (1 + log(2 pi / n)) - sum log w``.
+    ``reml`` may be a traced 0/1 value: REML and ML fits share one program.
     """
     n = system.n_obs
-    if reml:
-        nu = n - system.p
-        return jnp.stack([jnp.zeros_like(nu), 1.0 - nu, nu]), nu * (1.0 + jnp.log(2.0 * jnp.pi / nu)) - system.sum_log_w
-    return jnp.stack([jnp.ones_like(n), -n, n]), n * (1.0 + jnp.log(2.0 * jnp.pi / n)) - system.sum_log_w
+    r = jnp.asarray(reml, n.dtype)
+    nu = n - r * system.p                       # n - p (REML) or n (ML)
+    c = jnp.stack([1.0 - r, r * (1.0 - nu) - (1.0 - r) * n, nu])
+    return c, nu * (1.0 + jnp.log(2.0 * jnp.pi / nu)) - system.sum_log_w
 
 
-def value_grad_hessian(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarray, reml: bool = True):
+def value_grad_hessian(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarray, reml=True):
     """The criterion, its gradient and Hessian in theta, in closed form (no autodiff through Cholesky).
 
     ``Lambda = sum_i theta_i E_i`` with 0/1 matrices ``E_i``; ``row_of[i, c]`` is the row of
