@@ -270,7 +270,7 @@ def _dense_fit(design: Design, model_data, theta0: np.ndarray, reml: bool, max_i
     eta = np.asarray(model_data.offset) + np.asarray(model_data.X) @ solution.beta
     for zk, rk, bk in zip(model_data.z, model_data.refs, solution.b):
         eta = eta + np.sum(np.asarray(zk) * bk[np.asarray(rk)], axis=1)
-    return FitOutput(optim, solution, eta.astype(dt))
+    return FitOutput(optim, solution, eta.astype(dt)), (layout, system)
 
 
 class _NullContext:
@@ -310,8 +310,9 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
     if theta0.shape != (design.structure.ntheta,):
         raise ValueError(f"start must have {design.structure.ntheta} values (one per theta), got {theta0.shape}")
     theta0 = jnp.asarray(np.maximum(theta0, design.structure.lower_bounds()), dt)
+    dense = None
     if optimizer is None and _dense_eligible(design):
-        output = _dense_fit(design, model_data, np.asarray(theta0), bool(reml), int(max_iter), dt)
+        output, dense = _dense_fit(design, model_data, np.asarray(theta0), bool(reml), int(max_iter), dt)
         name = "newton"
     elif optimizer is None:
         output = run_fit_program(model_data, theta0, reml=bool(reml), options=NewtonOptions(max_iter=int(max_iter)))
@@ -323,6 +324,7 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
     fit = LmerResult(design, model_data, output, reml=reml, data_name=data_name, optimizer=name,
                      fit_options=dict(dtype=dtype, max_iter=max_iter, optimizer=optimizer))
     fit._offset_arg = None
+    fit._dense = dense
     fit.plan = plan
     if verbose:
         print(f"{name} optimizer: {fit.n_iter} iterations, {'converged' if fit.converged else 'NOT converged'}, "

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "residual", "asymptotic")
 
@@ -54,8 +54,55 @@ class KenwardRogerParts:
     W: np.ndarray      # (g, g) 2 IE2^{-1}
 
 
+def _dense_varpar_index(layout) -> list[int]:
+    """Positions of the real (theta, sigma) in the padded ones of the dense programs."""
+    return list(range(layout.k)) + [layout.k_pad]
+
+
+def _dense_active(layout) -> np.ndarray:
+    active = np.zeros(layout.k_pad + 1, bool)
+    active[_dense_varpar_index(layout)] = True
+    return active
+
+
+def _satterthwaite_dense(fit) -> SatterthwaiteParts:
+    import jax
+
+    from .core.dense_inference import satterthwaite_program
+
+    layout, system = fit._dense
+    varpar = np.append(layout.pad_theta(fit.theta), fit.sigma).astype(system.A.dtype)
+    A, J, V = jax.device_get(satterthwaite_program(system, varpar, _dense_active(layout), np.asarray(fit.reml)))
+    idx, p = _dense_varpar_index(layout), layout.p
+    return SatterthwaiteParts(np.asarray(A)[np.ix_(idx, idx)], np.asarray(J)[idx][:, :p, :p], np.asarray(V)[:p, :p])
+
+
+def _kenward_roger_dense(fit) -> KenwardRogerParts:
+    import jax
+
+    from .core.dense_inference import covariance_index, kenward_roger_program
+
+    layout, system = fit._dense
+    gamma = np.zeros(layout.k_pad + 1)
+    for t, lam in zip(layout.terms, fit.design.structure.lambdas_numpy(fit.theta)):
+        cov = fit.sigma ** 2 * lam @ lam.T
+        rows, cols = np.tril_indices(t.ncols)
+        order = np.lexsort((rows, cols))                          # column-major lower triangle
+        gamma[t.theta_offset:t.theta_offset + len(order)] = cov[rows[order], cols[order]]
+    gamma[-1] = fit.sigma ** 2
+    cov_index = covariance_index(np.asarray(system.lam_index), layout.k_pad, layout.terms)
+    fixed_mask = np.arange(layout.p_pad) < layout.p
+    out = jax.device_get(kenward_roger_program(system, gamma.astype(system.A.dtype), cov_index,
+                                               _dense_active(layout), fixed_mask))
+    Phi, PhiA, P, W = (np.asarray(x) for x in out)
+    idx, p = _dense_varpar_index(layout), layout.p
+    return KenwardRogerParts(Phi[:p, :p], PhiA[:p, :p], P[idx][:, :p, :p], W[np.ix_(idx, idx)])
+
+
 def satterthwaite_parts(fit) -> SatterthwaiteParts:
     cached = fit.__dict__.get("_satterthwaite")
+    if cached is None and getattr(fit, "_dense", None) is not None:
+        cached = fit.__dict__["_satterthwaite"] = _satterthwaite_dense(fit)
     if cached is None:
         import jax
         import jax.numpy as jnp
@@ -78,6 +125,9 @@ def kenward_roger_parts(fit) -> KenwardRogerParts:
         from .core.inference import kenward_roger_program
 
         base = fit if fit.reml else fit.refit_reml()
+        if getattr(base, "_dense", None) is not None:
+            cached = fit.__dict__["_kenward_roger"] = _kenward_roger_dense(base)
+            return cached
         Phi, PhiA, P, W, _ = kenward_roger_program(base.cross_products, jnp.asarray(base.theta),
                                                    jnp.asarray(base.sigma))
         cached = KenwardRogerParts(*(np.asarray(x) for x in jax.device_get((Phi, PhiA, P, W))))
@@ -154,7 +204,7 @@ def contrast_rows(fit, L: np.ndarray, ddf: str = "satterthwaite") -> pd.DataFram
         else:
             df = np.full(len(est), np.inf)
     t = est / se
-    p = 2 * stats.t.sf(np.abs(t), df)
+    p = 2 * special.stdtr(df, -np.abs(t))  # Student t upper tail, both sides
     return pd.DataFrame({"Estimate": est, "Std. Error": se, "df": df, "t value": t, "Pr(>|t|)": p})
 
 
@@ -217,7 +267,7 @@ def f_test(fit, L: np.ndarray, ddf: str = "satterthwaite", eps: float = np.sqrt(
 
 
 def _f_row(F: float, q: int, den: float, mean_sq: float) -> dict:
-    p = stats.f.sf(F, q, den) if np.isfinite(den) else stats.chi2.sf(F * q, q)
+    p = special.fdtrc(q, den, F) if np.isfinite(den) else special.chdtrc(q, F * q)
     return {"Sum Sq": mean_sq * q, "Mean Sq": mean_sq, "NumDF": q, "DenDF": den, "F value": F, "Pr(>F)": p}
 
 

@@ -46,6 +46,7 @@ class LmerResult:
         self.optimizer = optimizer
         self._fit_options = fit_options
         self._plan = None
+        self._dense = None  # (DenseLayout, DenseSystem) when fitted by the small-model programs
 
     @property
     def plan(self):
