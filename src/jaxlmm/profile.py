@@ -19,7 +19,7 @@ from ._x64 import float64_methods, float64_scope
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .design import bucket
 from .naming import confint_names
@@ -81,52 +81,62 @@ def _estimates_and_names(ml):
     return names
 
 
-@float64_scope
-def profile(fit, level: float = 0.95) -> Profile:
-    """Profile every parameter of ``fit`` and find its profile confidence limits."""
+def _lanes(index, values, size, fill):
+    idx = np.zeros(size, np.int32)
+    val = np.full(size, fill, dtype=float)
+    idx[:len(index)], val[:len(values)] = index, values
+    return idx, val
+
+
+def _block_runners(ml, w_hat, size):
+    """The deviance at w-hat, its Hessian in w, and the two profile runners on the block path."""
     import jax
     import jax.numpy as jnp
 
     from .core import profile as core
 
+    cp = ml.cross_products
+    theta_hat = jnp.asarray(ml.theta)
+    beta0 = float(ml.fixef.to_numpy()[0])
+
+    def run_w(index, values):
+        idx, val = _lanes(index, values, size, w_hat[0])
+        fun, status, _ = jax.device_get(core.profile_varpar_program(cp, jnp.asarray(w_hat), jnp.asarray(idx),
+                                                                    jnp.asarray(val)))
+        return np.asarray(fun)[:len(index)], np.asarray(status)[:len(index)]
+
+    def run_b(index, values):
+        idx, val = _lanes(index, values, size, beta0)
+        fun, status, _ = jax.device_get(core.profile_beta_program(cp, theta_hat, jnp.asarray(idx), jnp.asarray(val)))
+        return np.asarray(fun)[:len(index)], np.asarray(status)[:len(index)]
+
+    dev_w = float(core.ml_deviance_w(jnp.asarray(w_hat), cp))
+    return dev_w, np.asarray(core.hessian_w(cp, jnp.asarray(w_hat))), run_w, run_b
+
+
+@float64_scope
+def profile(fit, level: float = 0.95) -> Profile:
+    """Profile every parameter of ``fit`` and find its profile confidence limits."""
+    from .core import profile as core
+
     ml = fit.refit_ml()
     structure = ml.design.structure
-    cp = ml.cross_products
     w_hat = core.w_from_theta_sigma(ml.theta, ml.sigma, structure)
     kinds = core.varpar_kinds(structure)
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = special.ndtri(0.5 + level / 2)
     var_names = _estimates_and_names(ml)
     beta_names = ml.fixef_names
     k, p = len(var_names), len(beta_names)
 
-    dev_w = float(core.ml_deviance_w(jnp.asarray(w_hat), cp))
+    size = bucket(max(len(GRID) * k, len(GRID) * p, 1))
+    dev_w, H, run_w, run_b = _block_runners(ml, w_hat, size)
     dev_beta = ml.criterion
-    H = np.asarray(core.hessian_w(cp, jnp.asarray(w_hat)))
     with np.errstate(invalid="ignore"):
         se_w = np.sqrt(np.maximum(np.diag(2.0 * np.linalg.pinv(H)), 0.0))
     fallback = 0.3 * np.maximum(np.abs(w_hat), 0.3)
     se_w = np.where(np.isfinite(se_w) & (se_w > 1e-8), se_w, fallback)
     se_b = ml.se.to_numpy()
     beta_hat = ml.fixef.to_numpy()
-    theta_hat = jnp.asarray(ml.theta)
-
-    size = bucket(max(len(GRID) * k, len(GRID) * p, 1))
-
-    def run_w(index, values):
-        idx = np.zeros(size, np.int32)
-        val = np.tile(w_hat[0], size)
-        idx[:len(index)], val[:len(values)] = index, values
-        fun, status, _ = jax.device_get(core.profile_varpar_program(cp, jnp.asarray(w_hat), jnp.asarray(idx),
-                                                                    jnp.asarray(val)))
-        return np.asarray(fun)[:len(index)], np.asarray(status)[:len(index)]
-
-    def run_b(index, values):
-        idx = np.zeros(size, np.int32)
-        val = np.tile(beta_hat[0], size)
-        idx[:len(index)], val[:len(values)] = index, values
-        fun, status, _ = jax.device_get(core.profile_beta_program(cp, theta_hat, jnp.asarray(idx),
-                                                                  jnp.asarray(val)))
-        return np.asarray(fun)[:len(index)], np.asarray(status)[:len(index)]
 
     # one bracket search per (parameter, side) in w-space (variance) or beta-space
     sides = {}
