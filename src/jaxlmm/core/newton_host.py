@@ -145,8 +145,11 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
                                     lower, skip, opt)
         moved = ls_ok & ~skip
         stop = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
+        # a failed line search with the predicted decrease below the criterion's rounding noise is
+        # convergence to working precision (float32 reaches it before the step is small)
+        noise_floor = (step < 1e-5) | (pred <= tol.small * (1.0 + fa))
         code = np.where(~finite, NONFINITE, np.where(
-            converged, CONVERGED, np.where(ls_ok, MAX_ITER, np.where(step < 1e-5, CONVERGED, LINE_SEARCH_FAILED))))
+            converged, CONVERGED, np.where(ls_ok, MAX_ITER, np.where(noise_floor, CONVERGED, LINE_SEARCH_FAILED))))
         x[:, :k] = np.where((lanes & moved)[:, None], x_new, np.where(lanes[:, None], xk, x[:, :k]))
         f_out = np.where(lanes, f, f_out)
         g_out = np.where(lanes[:, None], g, g_out)
