@@ -180,3 +180,18 @@ def test_cache_off_by_environment(monkeypatch):
 
     monkeypatch.setenv("JAXLMM_CACHE", "off")
     assert cache_directory() is None
+
+
+def test_lme4_spelling_of_reml(data):
+    ml = jaxlmm.lmer("Reaction ~ Days + (1 | Subject)", data, REML=False)
+    assert not ml.reml and ml.criterion == pytest.approx(
+        jaxlmm.lmer("Reaction ~ Days + (1 | Subject)", data, reml=False).criterion, rel=1e-12)
+
+
+def test_factor_power_and_offset_in_formulas(data):
+    fit = jaxlmm.lmer("Reaction ~ I(Days^2) + factor(Days) + offset(log(Days + 1)) + (1 | Subject)", data)
+    names = list(fit.fixef.index)
+    assert names[:3] == ["(Intercept)", "I(Days^2)", "factor(Days)1"]
+    shifted = data.assign(Reaction=data["Reaction"] - np.log(data["Days"] + 1.0))
+    plain = jaxlmm.lmer("Reaction ~ I(Days^2) + factor(Days) + (1 | Subject)", shifted)
+    np.testing.assert_allclose(fit.fixef.to_numpy(), plain.fixef.to_numpy(), rtol=1e-8)

@@ -159,7 +159,8 @@ def deviance_function(formula: str, data, *, reml: bool = True, weights=None, of
 def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, start=None,
          optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None,
          responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None,
-         relmat: dict | None = None, spectral: bool | None = None, devices=None, verbose: bool = False):
+         relmat: dict | None = None, spectral: bool | None = None, devices=None, verbose: bool = False,
+         REML: bool | None = None):
     """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``; or many traits at once.
 
     Parameters
@@ -171,7 +172,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         are removed (the count is in ``fit.messages``).  Make a numeric column
         a factor with ``df[col].astype("category")``.
     reml : bool
-        REML (True) or maximum likelihood (False).
+        REML (True) or maximum likelihood (False); ``REML=`` (lme4's spelling) is accepted too.
     weights, offset : array-like or column name, optional
         Prior weights (non-negative, finite) and an offset of the linear predictor.
     start : array-like, optional
@@ -219,6 +220,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     >>> fit.fixef.round(4).to_dict()
     {'(Intercept)': 251.4051, 'Days': 10.4673}
     """
+    if REML is not None:
+        reml = bool(REML)
     if responses is not None:
         from .batch import fit_batch
 
