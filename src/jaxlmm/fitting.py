@@ -70,7 +70,6 @@ class DevianceFunction:
         import jax
 
         from .core.crossprod import cross_products
-        from .core.dense_layout import DenseLayout, dense_system
 
         self.design = design
         self.reml = bool(reml)
@@ -78,14 +77,7 @@ class DevianceFunction:
         with jax.enable_x64(True):
             self.data = design.model_data(self.dtype)
             self.cross_products = cross_products(self.data)
-        self._layout = None
-        if _dense_eligible(design):
-            self._layout = DenseLayout.build([(len(t.factor.levels), len(t.columns)) for t in design.terms],
-                                             design.X.shape[1])
-            transforms = [None if t.relmat is None else t.relmat.factor for t in design.terms]
-            self._system = dense_system(design.X, design.y, design.weights, design.offset,
-                                        [t.factor.codes for t in design.terms], [t.z for t in design.terms],
-                                        transforms, self._layout, self.dtype)
+        self._layout, self._system = dense_model(design, self.dtype) if _dense_eligible(design) else (None, None)
 
     @property
     def theta0(self) -> np.ndarray:
@@ -110,12 +102,15 @@ class DevianceFunction:
         pad = jnp.zeros(theta.shape[:-1] + (self._layout.k_pad - self._layout.k,), theta.dtype)
         return _jitted("dense")(jnp.concatenate([theta, pad], axis=-1), self._system, reml=self.reml)
 
-    def _float64_guard(self, theta):
-        """None when the caller's mode can run this function as it is, else how to compute it."""
+    def _needs_scope(self, theta) -> bool:
+        """Whether this call must enter a 64-bit scope of its own (a concrete call with x64 off).
+
+        Under the caller's transformation with x64 off it raises instead (class docstring).
+        """
         import jax
 
         if self.dtype is not jax.numpy.float64 or jax.config.jax_enable_x64:
-            return None
+            return False
         if isinstance(theta, jax.core.Tracer):
             from .errors import JaxlmmError
 
@@ -124,12 +119,12 @@ class DevianceFunction:
                 "transforming it (jit/grad/vmap/...): turn it on with jax.config.update('jax_enable_x64', True) "
                 "at the start of your program, or run the transformation inside `with jax.enable_x64(True):`; "
                 "or build the function with dtype='float32'")
-        return "scope"
+        return True
 
     def __call__(self, theta):
         import jax
 
-        if self._float64_guard(theta) is None:
+        if not self._needs_scope(theta):
             return self._evaluate(theta)
         with jax.enable_x64(True):
             return np.asarray(self._evaluate(theta))
@@ -141,7 +136,7 @@ class DevianceFunction:
 
         from .core.solution import solve
 
-        if self._float64_guard(theta) is None:
+        if not self._needs_scope(theta):
             return solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
         with jax.enable_x64(True):
             out = solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
@@ -250,18 +245,27 @@ def _dense_eligible(design: Design) -> bool:
     return fits_dense(q, design.X.shape[1])
 
 
-def _dense_fit(design: Design, model_data, theta0: np.ndarray, reml: bool, max_iter: int, dtype):
-    """Fit with ``core.dense_fit.fit_dense``; the output in the block path's layout."""
-    from .core.dense_fit import fit_dense
-    from .core.dense_layout import DenseLayout, dense_system, derivative_rows, per_term_solution
-    from .core.fit import FitOutput
-    from .core.optimize import NewtonOptions, OptimResult
+def dense_model(design: Design, dtype):
+    """The small-model layout and padded ``DenseSystem`` of ``design`` (``core/dense_layout.py``)."""
+    from .core.dense_layout import DenseLayout, dense_system
 
-    structure = model_data.structure
     layout = DenseLayout.build([(len(t.factor.levels), len(t.columns)) for t in design.terms], design.X.shape[1])
     transforms = [None if t.relmat is None else t.relmat.factor for t in design.terms]
     system = dense_system(design.X, design.y, design.weights, design.offset, [t.factor.codes for t in design.terms],
                           [t.z for t in design.terms], transforms, layout, dtype)
+    return layout, system
+
+
+def _dense_fit(design: Design, model_data, theta0: np.ndarray, reml: bool, max_iter: int, dtype):
+    """Fit with ``core.dense_fit.fit_dense``; the output in the block path's layout."""
+    from .core.dense_fit import fit_dense
+    from .core.dense_layout import derivative_rows, per_term_solution
+    from .core.fit import FitOutput
+    from .core.optimize import NewtonOptions, OptimResult
+
+    structure = model_data.structure
+    layout, system = dense_model(design, dtype)
+    transforms = [None if t.relmat is None else t.relmat.factor for t in design.terms]
     dt = np.dtype(dtype)
     lower = layout.pad_theta(structure.lower_bounds()).astype(dt)
     reflections = layout.pad_reflections(structure.reflections()).astype(dt)

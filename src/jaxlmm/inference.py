@@ -80,7 +80,7 @@ def _satterthwaite_dense(fit) -> SatterthwaiteParts:
 def _kenward_roger_dense(fit) -> KenwardRogerParts:
     import jax
 
-    from .core.dense_inference import covariance_index, kenward_roger_program
+    from .core.dense_inference import kenward_roger_program
 
     layout, system = fit._dense
     gamma = np.zeros(layout.k_pad + 1)
@@ -90,7 +90,7 @@ def _kenward_roger_dense(fit) -> KenwardRogerParts:
         order = np.lexsort((rows, cols))                          # column-major lower triangle
         gamma[t.theta_offset:t.theta_offset + len(order)] = cov[rows[order], cols[order]]
     gamma[-1] = fit.sigma ** 2
-    cov_index = covariance_index(np.asarray(system.lam_index), layout.k_pad, layout.terms)
+    cov_index = layout.cov_index()
     fixed_mask = np.arange(layout.p_pad) < layout.p
     out = jax.device_get(kenward_roger_program(system, gamma.astype(system.A.dtype), cov_index,
                                                _dense_active(layout), fixed_mask))

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .dense import DenseSystem, factor
-from .dense_fit import FAST_COMPILE
+from .dense_fit import compiler_options, jit_variants
 
 
 def deviance_varpar(varpar, system: DenseSystem, reml):
@@ -109,39 +108,15 @@ def _kenward_roger(system: DenseSystem, gamma, cov_index, active, fixed_mask):
     return Phi, 0.5 * (PhiA + PhiA.T), P, W
 
 
-_SATTERTHWAITE = jax.jit(_satterthwaite, compiler_options=FAST_COMPILE)
-_KENWARD_ROGER = jax.jit(_kenward_roger, compiler_options=FAST_COMPILE)
-_SATTERTHWAITE_OPT = jax.jit(_satterthwaite)
-_KENWARD_ROGER_OPT = jax.jit(_kenward_roger)
-
-
-def _cpu() -> bool:
-    return jax.default_backend() == "cpu"
+_SATTERTHWAITE = jit_variants(_satterthwaite)
+_KENWARD_ROGER = jit_variants(_kenward_roger)
 
 
 def satterthwaite_program(system: DenseSystem, varpar, active, reml):
     """(A, J, V): covariance of (theta, sigma), d Cov(beta) / d varpar, Cov(beta) (padded)."""
-    return (_SATTERTHWAITE if _cpu() else _SATTERTHWAITE_OPT)(system, varpar, active, reml)
+    return _SATTERTHWAITE[compiler_options()](system, varpar, active, reml)
 
 
 def kenward_roger_program(system: DenseSystem, gamma, cov_index, active, fixed_mask):
     """(Phi, PhiA, P, W) of pbkrtest's ``vcovAdj`` (padded)."""
-    return (_KENWARD_ROGER if _cpu() else _KENWARD_ROGER_OPT)(system, gamma, cov_index, active, fixed_mask)
-
-
-def covariance_index(lam_index: np.ndarray, k_pad: int, term_layout) -> np.ndarray:
-    """(q, q) int32: the gamma entry of each element of ``blockdiag(Sigma_k kron I)`` (``k_pad`` = 0)."""
-    index = np.full(lam_index.shape, k_pad, dtype=np.int32)
-    for t in term_layout:
-        S = t.ncols
-        tri = np.full((S, S), k_pad, dtype=np.int32)
-        a = t.theta_offset
-        for j in range(S):
-            for i in range(j, S):
-                tri[i, j] = tri[j, i] = a
-                a += 1
-        base = t.z_offset + np.arange(t.nlevels)[:, None] * S
-        rows = (base[:, :, None] + np.arange(S)[None, :, None]).reshape(t.nlevels, S, 1)
-        cols = (base[:, :, None] + np.arange(S)[None, None, :]).reshape(t.nlevels, 1, S)
-        index[rows, cols] = tri[None]
-    return index
+    return _KENWARD_ROGER[compiler_options()](system, gamma, cov_index, active, fixed_mask)

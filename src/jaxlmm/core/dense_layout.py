@@ -84,14 +84,25 @@ class DenseLayout:
 
     def lam_index(self) -> np.ndarray:
         """(q_pad, q_pad) int32: the theta entry of each element of Lambda (``k_pad`` = structural zero)."""
+        return self._block_index(symmetric=False)
+
+    def cov_index(self) -> np.ndarray:
+        """(q_pad, q_pad) int32: the entry of gamma (theta's layout) of each element of
+        ``blockdiag(Sigma_k kron I)``, both triangles (``k_pad`` = structural zero)."""
+        return self._block_index(symmetric=True)
+
+    def _block_index(self, symmetric: bool) -> np.ndarray:
+        """Each term's lower triangle (column-major, lme4's order) repeated on its levels' diagonal blocks."""
         index = np.full((self.q_pad, self.q_pad), self.k_pad, dtype=np.int32)
         for t in self.terms:
             S = t.ncols
             tri = np.full((S, S), self.k_pad, dtype=np.int32)
             a = t.theta_offset
-            for j in range(S):           # column-major lower triangle (lme4's order)
+            for j in range(S):
                 for i in range(j, S):
                     tri[i, j] = a
+                    if symmetric:
+                        tri[j, i] = a
                     a += 1
             base = t.z_offset + np.arange(t.nlevels)[:, None] * S                     # (l, 1)
             rows = (base[:, :, None] + np.arange(S)[None, :, None]).reshape(t.nlevels, S, 1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optimize import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NewtonOptions, OptimResult
+from .optimize import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NewtonOptions, OptimResult, Tolerances
 
 
 def _newton_direction(x, g, H, free, at_bound):
@@ -41,15 +41,6 @@ def _newton_direction(x, g, H, free, at_bound):
     negative = w[:, 0] < -1e-8 * scale
     d = newton + np.where(negative, sign * size, 0.0)[:, None] * v
     return np.where(free, d, 0.0), w[:, 0] > 0
-
-
-class _Tolerances:
-    def __init__(self, options: NewtonOptions, dtype):
-        eps = float(np.finfo(dtype).eps)
-        self.xtol = max(options.xtol, 50.0 * eps)
-        self.flat = max(1e-12, 1e4 * eps)
-        self.small = max(1e-10, 1e3 * eps)
-        self.zero = max(1e-15, 10.0 * eps)
 
 
 def _reflect(x, g, H, at_bound, flat, held, R):
@@ -83,12 +74,14 @@ def _line_search(fun, x, f, g, d, snap, x_snap, floor, skip, opt: NewtonOptions)
 
 
 def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOptions(), reflections=None,
-                         fixed=None, active_k: int | None = None) -> OptimResult:
+                         fixed=None, active_k: int | None = None, dtype=None) -> OptimResult:
     """Minimize B problems ``fun(x)`` subject to ``x >= lower`` (``x0``: (B, k)); NumPy results.
 
     ``vgh(x)`` returns ``(f (B,), g (B, k), H (B, k, k))``.  Only the first
     ``active_k`` components are optimized (the rest are shape padding, held
-    where they are).  ``fixed`` (B, k) holds components at their start (profiles).
+    where they are).  ``fixed`` (B, k) holds components at their start (profiles).  ``dtype`` is
+    the precision the programs compute in (default ``x0``'s): the tolerances follow it, while the
+    iterate itself is kept in float64 on the host.
     """
     opt = options
     x = np.array(x0, dtype=float, copy=True)
@@ -98,7 +91,7 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
     bounded = np.isfinite(lower)
     held = np.zeros((B, k), bool) if fixed is None else np.asarray(fixed, bool)[:, :k]
     R = None if reflections is None else np.asarray(reflections, float)[:k, :k]
-    tol = _Tolerances(opt, np.asarray(x0).dtype)
+    tol = Tolerances.of(opt, np.asarray(x0).dtype if dtype is None else dtype)
     f_out, g_out = np.full(B, np.inf), np.zeros((B, k))
     step_out = np.full(B, np.inf)
     it = np.zeros(B, dtype=np.int32)
@@ -145,11 +138,8 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
                                     lower, skip, opt)
         moved = ls_ok & ~skip
         stop = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
-        # a failed line search with the predicted decrease below the criterion's rounding noise is
-        # convergence to working precision (float32 reaches it before the step is small)
-        noise_floor = (step < 1e-5) | (pred <= tol.small * (1.0 + fa))
         code = np.where(~finite, NONFINITE, np.where(
-            converged, CONVERGED, np.where(ls_ok, MAX_ITER, np.where(noise_floor, CONVERGED, LINE_SEARCH_FAILED))))
+            converged, CONVERGED, np.where(ls_ok, MAX_ITER, np.where(step < 1e-5, CONVERGED, LINE_SEARCH_FAILED))))
         x[:, :k] = np.where((lanes & moved)[:, None], x_new, np.where(lanes[:, None], xk, x[:, :k]))
         f_out = np.where(lanes, f, f_out)
         g_out = np.where(lanes[:, None], g, g_out)

@@ -84,6 +84,21 @@ class NewtonOptions(NamedTuple):
     interior_min: float = 1e-2
 
 
+class Tolerances(NamedTuple):
+    """The optimizer's tolerances at a working precision (the float64 values are the defaults)."""
+
+    xtol: float   # Newton step relative to 1 + |theta|
+    flat: float   # gradient counted as zero, relative to 1 + |f|
+    small: float  # predicted decrease at the criterion's rounding noise
+    zero: float   # predicted decrease counted as none
+
+    @staticmethod
+    def of(options: "NewtonOptions", dtype) -> "Tolerances":
+        eps = float(np.finfo(dtype).eps)
+        return Tolerances(max(options.xtol, 50.0 * eps), max(1e-12, 1e4 * eps), max(1e-10, 1e3 * eps),
+                          max(1e-15, 10.0 * eps))
+
+
 FORWARD_HESSIAN_MAX = 4  # up to this many parameters the Hessian comes from second-order forward mode
 
 
@@ -189,12 +204,7 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
     bounded = jnp.isfinite(lower)
     dtype = x0.dtype
     held = jnp.zeros(x0.shape, bool) if fixed is None else jnp.asarray(fixed, bool)
-    # tolerances relative to the working precision (the float64 values are the defaults)
-    eps = float(jnp.finfo(dtype).eps)
-    xtol = max(opt.xtol, 50.0 * eps)
-    tol_flat = max(1e-12, 1e4 * eps)
-    tol_small = max(1e-10, 1e3 * eps)
-    tol_zero = max(1e-15, 10.0 * eps)
+    xtol, tol_flat, tol_small, tol_zero = Tolerances.of(opt, dtype)
 
     def safe(f):
         return jnp.where(jnp.isnan(f), jnp.inf, f)
