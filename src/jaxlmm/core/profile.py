@@ -25,6 +25,7 @@ import numpy as np
 from . import linalg
 from .data import CrossProducts
 from .deviance import profiled_deviance
+from .fit import CPU_COMPILER_OPTIONS
 from .optimize import NewtonOptions, minimize_newton
 from .structure import ReStructure, _lower_triangle_indices
 from .varpar import deviance_varpar
@@ -100,12 +101,12 @@ def ml_deviance_w(w: jnp.ndarray, cp: CrossProducts) -> jnp.ndarray:
     return deviance_varpar(jnp.concatenate([theta, sigma[None]]), cp, reml=False)
 
 
-@jax.jit
+@partial(jax.jit, compiler_options=CPU_COMPILER_OPTIONS)
 def hessian_w(cp: CrossProducts, w):
     return jax.hessian(ml_deviance_w)(w, cp)
 
 
-@partial(jax.jit, static_argnames=("options",))
+@partial(jax.jit, static_argnames=("options",), compiler_options=CPU_COMPILER_OPTIONS)
 def profile_varpar_program(cp: CrossProducts, w_hat, index, values, options: NewtonOptions = NewtonOptions()):
     """Profiled ML deviance with ``w[index[m]] = values[m]`` held, for every m (vmapped)."""
     k = w_hat.shape[0]
@@ -149,7 +150,7 @@ def fixed_beta_cross_products(cp: CrossProducts, j, c) -> CrossProducts:
     return CrossProducts(cp.Dbb, Cxb, cp.Cdb, cp.Add, Axd, Axx, cp.n_obs, cp.sum_log_w, beta_shift, cp.structure)
 
 
-@partial(jax.jit, static_argnames=("options",))
+@partial(jax.jit, static_argnames=("options",), compiler_options=CPU_COMPILER_OPTIONS)
 def profile_beta_program(cp: CrossProducts, theta_hat, index, values, options: NewtonOptions = NewtonOptions()):
     """Profiled ML deviance with ``beta[index[m]] = values[m]`` held (theta optimized, sigma profiled)."""
     lower = jnp.asarray(cp.structure.lower_bounds(), theta_hat.dtype)
