@@ -195,3 +195,67 @@ def test_factor_power_and_offset_in_formulas(data):
     shifted = data.assign(Reaction=data["Reaction"] - np.log(data["Days"] + 1.0))
     plain = jaxlmm.lmer("Reaction ~ I(Days^2) + factor(Days) + (1 | Subject)", shifted)
     np.testing.assert_allclose(fit.fixef.to_numpy(), plain.fixef.to_numpy(), rtol=1e-8)
+
+
+def test_transform_nan_rows_are_dropped_and_counted(data):
+    """I.3: log of a negative value is NaN: the row is dropped and counted, as lme4 does."""
+    frame = data.assign(x=data["Days"] - 2.5)
+    fit = jaxlmm.lmer("Reaction ~ log(x) + (1 | Subject)", frame)
+    assert fit.nobs == 126 and "54 rows with missing values removed" in fit.messages
+    assert np.isfinite(fit.fixef.to_numpy()).all()
+    kept = frame[frame["x"] > 0]
+    np.testing.assert_allclose(fit.fixef.to_numpy(),
+                               jaxlmm.lmer("Reaction ~ log(x) + (1 | Subject)", kept).fixef.to_numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("Reaction ~ log(Days) + (1 | Subject)", r"column 'log\(Days\)' of the fixed effects is -inf in row 0"),
+    ("log(Reaction - Reaction) ~ Days + (1 | Subject)", r"of the response .* is -inf in row 0"),
+    ("Reaction ~ Days + (0 + log(Days) | Subject)", r"random-effects term .* is -inf"),
+])
+def test_transform_infinite_values_are_errors(data, formula, message):
+    with pytest.raises(DataError, match=message):
+        jaxlmm.lmer(formula, data)
+
+
+def test_infinite_column_is_an_error(data):
+    frame = data.assign(x=data["x"].where(data.index != 7, np.inf))
+    with pytest.raises(DataError, match=r"column 'x' of the fixed effects is inf in row 7"):
+        jaxlmm.lmer("Reaction ~ x + (1 | Subject)", frame)
+
+
+def test_aliased_columns_match_the_sequential_rule_and_scale():
+    """I.9: rank deficiency by R's rule, without a per-column pass over the rows."""
+    import time
+
+    from jaxlmm.design import aliased_columns
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 12))
+    X[:, 4] = 2 * X[:, 1] - X[:, 3]
+    X[:, 7] = 0.0
+    X[:, 9] = X[:, 4] + X[:, 8]
+    assert np.flatnonzero(aliased_columns(X)).tolist() == [4, 7, 9]
+    n, levels = 20000, 1000
+    code = rng.integers(0, levels, size=n)
+    dummies = np.zeros((n, levels + 1))
+    dummies[:, 0] = 1.0
+    dummies[np.arange(n), 1 + code] = 1.0                 # intercept + every level: one aliased column
+    t0 = time.perf_counter()
+    aliased = aliased_columns(dummies)
+    assert np.flatnonzero(aliased).tolist() == [levels] and time.perf_counter() - t0 < 20.0
+
+
+@pytest.mark.parametrize("value", [250.0, 0.0])
+def test_constant_response_single_fit_is_an_error(data, value):
+    """I.4: a constant (or all-zero) response has no variance to estimate."""
+    with pytest.raises(DataError, match=r"response 'y' is constant"):
+        jaxlmm.lmer("y ~ Days + (1 | Subject)", data.assign(y=value))
+
+
+def test_constant_response_in_a_batch_is_a_status(data):
+    Y = pd.DataFrame({"good": data["Reaction"], "flat": 3.0, "zero": 0.0})
+    batch = jaxlmm.lmer("~ Days + (1 | Subject)", data, responses=Y)
+    assert batch.status.tolist() == ["converged", "constant_response", "constant_response"]
+    assert "constant" in batch.diagnostics["message"].iloc[1]
+    assert batch.theta.iloc[0, 0] == pytest.approx(1.1978815, rel=1e-6)

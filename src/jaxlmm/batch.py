@@ -32,6 +32,7 @@ TOO_FEW_OBSERVATIONS = 10
 ONE_LEVEL = 11
 LEVELS_VS_OBSERVATIONS = 12
 X_RANK_DEFICIENT = 13
+CONSTANT_RESPONSE = 14
 
 STATUS_NAMES = {
     0: "converged",
@@ -42,6 +43,19 @@ STATUS_NAMES = {
     ONE_LEVEL: "one_level",
     LEVELS_VS_OBSERVATIONS: "levels_vs_observations",
     X_RANK_DEFICIENT: "x_rank_deficient",
+    CONSTANT_RESPONSE: "constant_response",
+}
+
+STATUS_MESSAGES = {
+    0: "",
+    1: "optimizer stopped after {max_iter} iterations",
+    2: "line search failed to decrease the criterion",
+    3: "criterion not finite",
+    TOO_FEW_OBSERVATIONS: "too few observations for the fixed effects",
+    ONE_LEVEL: "a grouping factor has fewer than 2 observed levels",
+    LEVELS_VS_OBSERVATIONS: "number of levels of a grouping factor >= number of observations (lme4's checks)",
+    X_RANK_DEFICIENT: "fixed-effects model matrix is rank deficient on this trait's rows",
+    CONSTANT_RESPONSE: "the response is constant on this trait's rows: no variance to estimate",
 }
 
 
@@ -93,6 +107,8 @@ def trait_checks(design: Design, Y: np.ndarray) -> np.ndarray:
     p = design.X.shape[1]
     status = np.zeros(Y.shape[1], dtype=np.int32)
     status[n_t <= p] = TOO_FEW_OBSERVATIONS
+    spread = np.max(np.where(observed, Y, -np.inf), axis=0) - np.min(np.where(observed, Y, np.inf), axis=0)
+    status[(status == 0) & ~(spread > 0)] = CONSTANT_RESPONSE
     for t in design.terms:
         counts = np.zeros((len(t.factor.levels), Y.shape[1]))
         np.add.at(counts, t.factor.codes, observed)

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .batch import STATUS_NAMES
+from .batch import STATUS_MESSAGES, STATUS_NAMES
 from .design import Design
 from .naming import theta_names as _theta_names
 from .result import SINGULAR_TOL
@@ -214,16 +214,7 @@ class BatchResult:
         that fitted it (``general``, ``spectral`` or ``none``) and a message."""
         messages = []
         for code, sing in zip(self.status_code, self.is_singular.to_numpy()):
-            msg = {
-                0: "",
-                1: f"optimizer stopped after {self.max_iter} iterations",
-                2: "line search failed to decrease the criterion",
-                3: "criterion not finite",
-                10: "too few observations for the fixed effects",
-                11: "a grouping factor has fewer than 2 observed levels",
-                12: "number of levels of a grouping factor >= number of observations (lme4's checks)",
-                13: "fixed-effects model matrix is rank deficient on this trait's rows",
-            }.get(int(code), "")
+            msg = STATUS_MESSAGES.get(int(code), "").format(max_iter=self.max_iter)
             if sing and code == 0:
                 msg = "boundary (singular) fit"
             messages.append(msg)

@@ -30,7 +30,7 @@ import pandas as pd
 from .core.structure import ReStructure, TermSpec
 from .errors import DataError, FormulaError, JaxlmmError, JaxlmmWarning
 from .formula import ParsedFormula, RandomTerm, parse_formula
-from .formula_grammar import Expression, compile_expression, formula_context
+from .formula_grammar import Expression, compile_expression, formula_context, tokenize
 from .naming import format_level, lme4_column_name
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|⧛|⧚")
@@ -274,24 +274,54 @@ def _model_matrix(spec_or_formula, frame: pd.DataFrame, what: str):
         return spec_or_formula.get_model_matrix(frame, na_action="ignore", context=formula_context())
     except JaxlmmError:
         raise
+    except MemoryError:
+        from .errors import MemoryLimitError
+
+        raise MemoryLimitError(f"not enough memory to build the model matrix of {what} "
+                               f"({frame.shape[0]} rows)") from None
     except Exception as exc:
         raise FormulaError(f"cannot build the model matrix of {what}: {_clean_message(exc)}") from None
 
 
 def aliased_columns(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
-    """Columns linearly dependent on earlier ones (R's ``qr(X, tol = 1e-7)`` rule)."""
-    basis = np.zeros((X.shape[0], 0))
-    aliased = np.zeros(X.shape[1], dtype=bool)
-    for j in range(X.shape[1]):
-        x = X[:, j].astype(float)
-        norm = np.linalg.norm(x)
-        r = x - basis @ (basis.T @ x)
-        r = r - basis @ (basis.T @ r)
-        rn = np.linalg.norm(r)
-        if norm == 0 or rn <= tol * norm:
+    """Columns linearly dependent on earlier ones (R's ``qr(X, tol = 1e-7)`` rule).
+
+    Column j is aliased when its residual on the earlier kept columns is at most
+    ``tol`` times its norm.  The residuals come from a Cholesky factor of ``X^T X``
+    grown column by column over the kept columns (one BLAS product, then ``O(p^2)``
+    per column): ``|r_j|^2 = x_j^T x_j - |L^{-1} X_K^T x_j|^2``.  That difference
+    cancels where the residual is tiny, so a column whose relative residual is
+    below ``1e-5`` by it is decided again exactly, by least squares on the rows.
+    """
+    from scipy.linalg import solve_triangular
+
+    X = np.asarray(X, dtype=float)
+    p = X.shape[1]
+    G = X.T @ X
+    norms2 = np.diag(G).copy()
+    aliased = np.zeros(p, dtype=bool)
+    L = np.zeros((p, p))
+    kept: list[int] = []
+    for j in range(p):
+        if norms2[j] == 0:
             aliased[j] = True
-        else:
-            basis = np.column_stack([basis, r / rn])
+            continue
+        k = len(kept)
+        r = solve_triangular(L[:k, :k], G[kept, j], lower=True, check_finite=False) if k else np.zeros(0)
+        resid2 = norms2[j] - r @ r
+        if resid2 <= 1e-10 * norms2[j]:
+            if k:
+                coef, *_ = np.linalg.lstsq(X[:, kept], X[:, j], rcond=None)
+                exact = X[:, j] - X[:, kept] @ coef
+            else:
+                exact = X[:, j]
+            resid2 = float(exact @ exact)
+        if resid2 <= tol * tol * norms2[j]:
+            aliased[j] = True
+            continue
+        L[k, :k] = r
+        L[k, k] = np.sqrt(resid2)
+        kept.append(j)
     return aliased
 
 
@@ -307,6 +337,44 @@ def _numeric_vector(values, name: str, n: int, frame: pd.DataFrame) -> np.ndarra
     if arr.shape[0] != n:
         raise DataError(f"{name} has length {arr.shape[0]} but data has {n} rows")
     return arr
+
+
+def _check_finite(values: np.ndarray, columns: list, rows: pd.Index, what: str) -> np.ndarray:
+    """NaN rows of ``values`` (n, m) as a mask; an infinite value is a ``DataError`` naming its column and row."""
+    inf = np.isinf(values)
+    if inf.any():
+        i = int(np.flatnonzero(inf.any(axis=1))[0])
+        j = int(np.flatnonzero(inf[i])[0])
+        raise DataError(f"column {lme4_column_name(str(columns[j]))!r} of {what} is {values[i, j]} in row "
+                        f"{rows[i]!r} (first of {int(inf.any(axis=1).sum())}); infinite values cannot be fitted")
+    return np.isnan(values).any(axis=1)
+
+
+def _has_call(expr: str) -> bool:
+    tokens = tokenize(expr)
+    return any(a.kind == "name" and b.text == "(" for a, b in zip(tokens, tokens[1:]))
+
+
+def _missing_after_transforms(parsed: ParsedFormula, frame: pd.DataFrame, single: bool) -> np.ndarray:
+    """Rows whose transformed values are NaN (dropped, as lme4's ``na.omit`` of the model frame);
+    an infinite value (``log(0)``, an Inf in a column) is an error naming the term and the row."""
+    missing = np.zeros(frame.shape[0], dtype=bool)
+    parts = [(t.expr, f"the random-effects term {t}") for t in parsed.random]
+    parts.append((parsed.fixed, "the fixed effects"))
+    parts += [(f"0 + I({e})", f"offset({e})") for e in parsed.offsets]
+    if single and parsed.response is not None:
+        parts.append((f"0 + {parsed.response}", f"the response {parsed.response.strip()!r}"))
+    with np.errstate(all="ignore"):
+        for expr, what in parts:
+            if _has_call(expr) or expr.startswith("0 + "):
+                mm = _model_matrix(expr, frame, what)
+                values, columns = mm.to_numpy(dtype=np.float64), list(mm.columns)
+            else:
+                columns = [v for v in compile_expression(expr, frame.columns, what).variables
+                           if pd.api.types.is_numeric_dtype(frame[v]) and not pd.api.types.is_bool_dtype(frame[v])]
+                values = frame[columns].to_numpy(dtype=np.float64).reshape(frame.shape[0], -1)
+            missing |= _check_finite(values, columns, frame.index, what)
+    return missing
 
 
 def formula_offset(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
@@ -393,6 +461,9 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         Y = np.asarray(responses, dtype=np.float64)
         if Y.shape[0] != n_all:
             raise DataError(f"responses have {Y.shape[0]} rows but data has {n_all}")
+    if keep.any():
+        keep[np.flatnonzero(keep)[_missing_after_transforms(parsed, frame.loc[keep], responses is None)]] = False
+        missing = ~keep
     if not keep.any():
         raise DataError("no rows left after removing rows with missing values in the used columns "
                         f"({', '.join(needed)})")
@@ -406,6 +477,10 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         y = _response(frame_kept, parsed.response)
         if np.isnan(y).all():
             raise DataError(f"response {parsed.response!r} has no non-missing values")
+        used = y[~np.isnan(y) & (w_all[keep] > 0)]
+        if used.size and np.ptp(used) == 0:
+            raise DataError(f"response {parsed.response.strip()!r} is constant (every used value is {used[0]:g}): "
+                            "there is no variance to estimate")
         response_name = parsed.response.strip()
     else:
         y = Y[keep]
