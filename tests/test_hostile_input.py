@@ -259,3 +259,55 @@ def test_constant_response_in_a_batch_is_a_status(data):
     assert batch.status.tolist() == ["converged", "constant_response", "constant_response"]
     assert "constant" in batch.diagnostics["message"].iloc[1]
     assert batch.theta.iloc[0, 0] == pytest.approx(1.1978815, rel=1e-6)
+
+
+def test_cli_reads_ids_as_text_and_responses_skip_formula_columns(tmp_path, capsys):
+    """I.12: ids such as 0001 match between the data and K; '*' does not fit the id or covariates as traits."""
+    rng = np.random.default_rng(5)
+    ids = [f"{i:04d}" for i in range(1, 31)]
+    G = rng.normal(size=(30, 60))
+    K = pd.DataFrame(G @ G.T / 60 + 0.05 * np.eye(30), index=ids, columns=ids)
+    K.to_csv(tmp_path / "K.csv")
+    data = pd.DataFrame({"id": np.repeat(ids, 2), "x": rng.normal(size=60)})
+    data["t1"] = rng.normal(size=60)
+    data["t2"] = rng.normal(size=60)
+    data.to_csv(tmp_path / "d.csv", index=False)
+    code = main(["fit", str(tmp_path / "d.csv"), "~ x + (1 | id)", "--relmat", f"id={tmp_path / 'K.csv'}",
+                 "--responses", "*", "--no-cache", "--out", str(tmp_path / "out")])
+    assert code == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv", index_col=0)
+    assert sorted(map(str, results.index)) == ["t1", "t2"]
+
+
+def test_out_folder_is_written_whole_and_never_in_place(data, tmp_path, capsys):
+    """I.10: non-empty --out refused without --force; --force replaces it whole; links refused."""
+    csv = tmp_path / "d.csv"
+    data.to_csv(csv, index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.csv").write_text("old")
+    args = ["fit", str(csv), "Reaction ~ Days + (1 | Subject)", "--no-cache", "--out", str(out)]
+    assert main(args) == 2 and "not empty" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["fixef.csv", "ranef.csv", "theta.csv", "varcorr.csv"]
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    assert main(args[:-1] + [str(link), "--force"]) == 2 and "symbolic link" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_write_leaves_the_old_folder_untouched(tmp_path):
+    from jaxlmm.output_dir import write_tables
+
+    out = tmp_path / "out"
+    write_tables(out, {"a.csv": (pd.DataFrame({"x": [1]}), False)})
+
+    class Broken:
+        def to_csv(self, path, index):
+            open(path, "w").write("half")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_tables(out, {"a.csv": (pd.DataFrame({"x": [2]}), False), "b.csv": (Broken(), False)}, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv"] and pd.read_csv(out / "a.csv")["x"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

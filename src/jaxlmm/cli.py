@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--ddf", choices=["satterthwaite", "kenward-roger"],
                      help="add denominator df and p-values to the fixed-effects table (as lmerTest); "
                           "default: lme4's table (estimates, SEs, t values)")
-    fit.add_argument("--out", metavar="DIR", help="write fixef.csv, ranef.csv, varcorr.csv, theta.csv here")
+    fit.add_argument("--out", metavar="DIR", help="write fixef.csv, ranef.csv, varcorr.csv, theta.csv here "
+                     "(all at once: into a temporary folder renamed into place)")
+    fit.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out folder")
     fit.add_argument("--factors", metavar="COLS", default="",
                      help="comma-separated numeric columns to treat as factors (categorical)")
     fit.add_argument("--weights", metavar="COL", help="column of prior weights")
@@ -102,7 +104,8 @@ def _load(args, parser):
     path = Path(args.data)
     if not path.exists():
         parser.error(f"data file {str(path)!r} not found")
-    data = pd.read_csv(path)
+    # grouping factors are labels: read them as text, so ids such as 0001 keep their zeros
+    data = pd.read_csv(path, dtype={c: str for c in _grouping_columns(args.formula)})
     for col in filter(None, (c.strip() for c in args.factors.split(","))):
         if col not in data.columns:
             parser.error(f"--factors: column {col!r} not in {path.name}")
@@ -110,19 +113,39 @@ def _load(args, parser):
     return data, args.formula, path.stem
 
 
-def _write_tables(fit, out: Path) -> list[Path]:
+def _grouping_columns(formula: str) -> set[str]:
+    """The grouping-factor columns of ``formula`` (empty if it does not parse: the fit reports that)."""
+    from .errors import FormulaError
+    from .formula import parse_formula
+
+    try:
+        return {v for term in parse_formula(formula).random for v in term.group_vars}
+    except FormulaError:
+        return set()
+
+
+def _formula_columns(formula: str, columns) -> set[str]:
+    """Every column ``formula`` names (variables and grouping factors)."""
+    from .errors import FormulaError
+    from .formula_grammar import tokenize
+
+    try:
+        names = {t.text.strip("`") for t in tokenize(formula) if t.kind in ("name", "quoted")}
+    except FormulaError:
+        return set()
+    return {c for c in columns if str(c) in names}
+
+
+def _write_tables(fit, out: Path, force: bool) -> list[Path]:
     import pandas as pd
 
-    out.mkdir(parents=True, exist_ok=True)
+    from .output_dir import write_tables
+
     fixef = pd.DataFrame({"term": fit.fixef_names, "estimate": fit.fixef.to_numpy(), "std_error": fit.se.to_numpy()})
     fixef["t_value"] = fixef["estimate"] / fixef["std_error"]
     theta = pd.DataFrame({"name": fit.theta_names, "theta": fit.theta})
     files = {"fixef.csv": fixef, "ranef.csv": fit.ranef, "varcorr.csv": fit.varcorr, "theta.csv": theta}
-    paths = []
-    for name, frame in files.items():
-        frame.to_csv(out / name, index=False)
-        paths.append(out / name)
-    return paths
+    return write_tables(out, {name: (frame, False) for name, frame in files.items()}, force)
 
 
 def _relmats(args, parser) -> dict | None:
@@ -135,7 +158,9 @@ def _relmats(args, parser) -> dict | None:
             parser.error(f"--relmat expects GROUP=FILE.csv, got {item!r}")
         if not Path(file).exists():
             parser.error(f"--relmat: file {file!r} not found")
-        out[group.strip()] = pd.read_csv(file, index_col=0)
+        # level names are text on both axes (ids such as 0001 keep their zeros)
+        K = pd.read_csv(file, converters={0: str})
+        out[group.strip()] = K.set_index(K.columns[0])
     return out or None
 
 
@@ -155,7 +180,8 @@ def _cmd_batch(args, data, formula, name) -> int:
     from .errors import JaxlmmError
     from .fitting import lmer
 
-    traits = _match_responses(args.responses, list(data.columns))
+    used = _formula_columns(formula, data.columns) | {c for c in (args.weights, args.offset) if c}
+    traits = _match_responses(args.responses, [c for c in data.columns if c not in used])
     if args.coordinator:
         from .distributed import run_distributed_batch
 
@@ -170,14 +196,13 @@ def _cmd_batch(args, data, formula, name) -> int:
     print(repr(batch))
     print(batch.diagnostics.head(20).to_string())
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        tables = {"results.csv": batch.to_frame(), "fixef.csv": batch.fixef, "se.csv": batch.se,
-                  "theta.csv": batch.theta, "diagnostics.csv": batch.diagnostics}
-        for fname, frame in tables.items():
-            frame.to_csv(out / fname)
-        batch.varcorr.to_csv(out / "varcorr.csv", index=False)
-        print(f"wrote {len(tables) + 1} tables to {out}", file=sys.stderr)
+        from .output_dir import write_tables
+
+        tables = {"results.csv": (batch.to_frame(), True), "fixef.csv": (batch.fixef, True),
+                  "se.csv": (batch.se, True), "theta.csv": (batch.theta, True),
+                  "diagnostics.csv": (batch.diagnostics, True), "varcorr.csv": (batch.varcorr, False)}
+        write_tables(args.out, tables, args.force)
+        print(f"wrote {len(tables)} tables to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -191,6 +216,14 @@ def _cmd_fit(args, parser) -> int:
 
     data, formula, name = _load(args, parser)
     args.relmats = _relmats(args, parser)
+    if args.out and not args.coordinator:
+        from .output_dir import check_target
+
+        try:
+            check_target(args.out, args.force)
+        except JaxlmmError as exc:
+            print(f"jaxlmm: error: {exc}", file=sys.stderr)
+            return 2
     if args.responses:
         return _cmd_batch(args, data, formula, name)
     try:
@@ -206,7 +239,7 @@ def _cmd_fit(args, parser) -> int:
     if args.relmats and fit._h2_term is not None:
         print(f"\nHeritability h2 = {fit.h2:.4f} (SE {fit.h2_se:.4f})")
     if args.out:
-        for path in _write_tables(fit, Path(args.out)):
+        for path in _write_tables(fit, Path(args.out), args.force):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 
