@@ -16,12 +16,11 @@ refitted by ML; rows sorted by the number of parameters, with
 
 from __future__ import annotations
 
-from ._x64 import float64_scope
-
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._x64 import float64_scope
 from .inference import f_test, normalize_ddf
 
 
@@ -120,12 +119,9 @@ def type3_contrasts(fit) -> dict[str, np.ndarray]:
         return {}
     rdX, names, is_coef, terms = _rank_deficient_design(fit)
     if np.any(rdX.sum(axis=0) == 0):
-        import warnings
+        from .errors import warn
 
-        from .errors import JaxlmmWarning
-
-        warnings.warn("missing cells for some factor levels: interpret type III hypotheses with care",
-                      JaxlmmWarning, stacklevel=3)
+        warn("missing cells for some factor levels: interpret type III hypotheses with care")
     L = _general_L(rdX, is_coef)
     kinds = getattr(design.fixed_spec, "encoder_state", {})
     numeric = {v for v, (kind, _) in kinds.items() if not str(kind).lower().endswith("categorical")}

@@ -15,13 +15,12 @@ the batch goes on.
 
 from __future__ import annotations
 
-from ._x64 import float64_scope
-
 import sys
 
 import numpy as np
 import pandas as pd
 
+from ._x64 import float64_scope
 from .design import Design, bucket, build_design
 from .errors import DataError
 from .sharding import chunks, put, resolve_devices, round_chunk, trait_mesh

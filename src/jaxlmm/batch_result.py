@@ -9,13 +9,12 @@ single-fit ``LmerResult`` with BLUPs, predictions and summary.
 
 from __future__ import annotations
 
-from ._x64 import float64_methods
-
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from ._x64 import float64_methods
 from .batch import STATUS_MESSAGES, STATUS_NAMES
 from .design import Design
 from .naming import theta_names as _theta_names

@@ -14,11 +14,10 @@ jitted call for all replicates) and returns a table of replicate estimates.
 
 from __future__ import annotations
 
-from ._x64 import float64_scope
-
 import numpy as np
 import pandas as pd
 
+from ._x64 import float64_scope
 from .naming import confint_names
 
 

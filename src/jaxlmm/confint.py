@@ -10,11 +10,11 @@
 
 from __future__ import annotations
 
-from ._x64 import float64_scope
-
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from ._x64 import float64_scope
 
 
 def _labels(level: float) -> tuple[str, str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-import warnings
 from dataclasses import dataclass, field
 
 import formulaic
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .core.structure import ReStructure, TermSpec
-from .errors import DataError, FormulaError, JaxlmmError, JaxlmmWarning
+from .errors import DataError, FormulaError, JaxlmmError, warn
 from .formula import ParsedFormula, RandomTerm, parse_formula
 from .formula_grammar import Expression, compile_expression, formula_context, tokenize
 from .naming import format_level, lme4_column_name
@@ -497,7 +496,7 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
                f"column{'s' if len(dropped) > 1 else ''} / coefficient{'s' if len(dropped) > 1 else ''}: "
                + ", ".join(dropped))
         messages.append(msg)
-        warnings.warn(msg, JaxlmmWarning, stacklevel=3)
+        warn(msg)
     X = X_full[:, ~aliased]
     fixef_names = [nm for nm, a in zip(names_full, aliased) if not a]
 

@@ -26,3 +26,16 @@ class JaxlmmWarning(UserWarning):
 
 class MemoryLimitError(JaxlmmError, MemoryError):
     """A fit would need more memory than the device has free (raised before allocating)."""
+
+
+def warn(message: str) -> None:
+    """A ``JaxlmmWarning`` attributed to the first caller outside jaxlmm (the user's line)."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, JaxlmmWarning, stacklevel=level)

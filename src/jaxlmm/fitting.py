@@ -9,14 +9,12 @@
 
 from __future__ import annotations
 
-from ._x64 import float64_scope
-
-import warnings
 
 import numpy as np
 
+from ._x64 import float64_scope
 from .design import Design, build_design
-from .errors import JaxlmmWarning
+from . import errors
 
 
 def _dtype(dtype):
@@ -339,5 +337,5 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
     if warn:
         for msg in fit.messages:
             if msg.startswith("optimizer") or msg.startswith("boundary"):
-                warnings.warn(msg, JaxlmmWarning, stacklevel=3)
+                errors.warn(msg)
     return fit

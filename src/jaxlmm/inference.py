@@ -18,13 +18,13 @@ much as a few deviance evaluations at any n.
 
 from __future__ import annotations
 
-from ._x64 import float64_scope
-
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import special
+
+from ._x64 import float64_scope
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "residual", "asymptotic")
 

@@ -11,14 +11,13 @@ emmeans' default for lmer fits).
 
 from __future__ import annotations
 
-from ._x64 import float64_methods, float64_scope
-
 import itertools
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._x64 import float64_methods, float64_scope
 from .inference import contrast_rows, normalize_ddf
 
 

@@ -23,14 +23,12 @@ float64 copy of the whole matrix is made.
 
 from __future__ import annotations
 
-from ._x64 import float64_scope
-
-import warnings
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, JaxlmmWarning
+from ._x64 import float64_scope
+from .errors import DataError, warn
 
 METHODS = ("vanraden", "standardized", "vanraden2008")
 _CHUNK = 10_000  # markers per block
@@ -123,9 +121,8 @@ def grm(markers, method: str = "vanraden", *, min_maf: float | None = None,
         flat = keep & (lo == hi)
         if flat.any():
             shown = ", ".join(_label(names, j, "column") for j in np.flatnonzero(flat)[:5])
-            warnings.warn(f"dropped {flat.sum()} monomorphic marker(s) with zero variance ({shown}"
-                          f"{', ...' if flat.sum() > 5 else ''}) from the standardized GRM",
-                          JaxlmmWarning, stacklevel=2)
+            warn(f"dropped {flat.sum()} monomorphic marker(s) with zero variance ({shown}"
+                 f"{', ...' if flat.sum() > 5 else ''}) from the standardized GRM")
             keep &= ~flat
     used = np.flatnonzero(keep)
     if used.size == 0:

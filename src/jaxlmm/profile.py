@@ -15,12 +15,11 @@ correlation at -/+1) is reached before |zeta| does, that bound is the limit.
 
 from __future__ import annotations
 
-from ._x64 import float64_methods, float64_scope
-
 import numpy as np
 import pandas as pd
 from scipy import special
 
+from ._x64 import float64_methods, float64_scope
 from .design import bucket
 from .naming import confint_names
 

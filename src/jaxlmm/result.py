@@ -6,13 +6,12 @@ of the fit (``FitOutput``) and the names of the design.
 
 from __future__ import annotations
 
-from ._x64 import float64_methods
-
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from ._x64 import float64_methods
 from .core.optimize import CONVERGED, STATUS_MESSAGES
 from .design import Design
 from .naming import theta_names as _theta_names
