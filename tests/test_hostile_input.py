@@ -311,3 +311,19 @@ def test_failed_write_leaves_the_old_folder_untouched(tmp_path):
         write_tables(out, {"a.csv": (pd.DataFrame({"x": [2]}), False), "b.csv": (Broken(), False)}, force=True)
     assert sorted(p.name for p in out.iterdir()) == ["a.csv"] and pd.read_csv(out / "a.csv")["x"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("zero", r"is zero on the observed levels"),
+    ("ones", r"only adds directions the fixed effects already have"),
+])
+def test_degenerate_relationship_matrix_is_refused(kind, message):
+    """I.5: an all-zero K has no variance; an all-ones K is the intercept again."""
+    rng = np.random.default_rng(2)
+    ids = [f"i{k}" for k in range(40)]
+    K = pd.DataFrame(np.zeros((40, 40)) if kind == "zero" else np.ones((40, 40)), index=ids, columns=ids)
+    data = pd.DataFrame({"id": ids, "y": rng.normal(size=40)})
+    with pytest.raises(DataError, match=message):
+        jaxlmm.lmer("y ~ 1 + (1 | id)", data, relmat={"id": K})
+    with pytest.raises(DataError, match=message):
+        jaxlmm.lmer("~ 1 + (1 | id)", data, relmat={"id": K}, responses=data[["y"]])

@@ -510,13 +510,14 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         terms.append(TermDesign(term, tuple(lme4_column_name(c) for c in zmm.columns), factor,
                                 zmm.model_spec, zmm.to_numpy(dtype=np.float64)))
     if relmat:
-        from .relmat import as_relationship_matrix, check_relmat_names, relmat_term
+        from .relmat import as_relationship_matrix, check_identifiable, check_relmat_names, relmat_term
 
         relmat = {str(k): as_relationship_matrix(v, str(k)) for k, v in relmat.items()}
         check_relmat_names(relmat, [t.group for t in terms])
         for t in terms:
             if t.group in relmat:
                 t.relmat = relmat_term(relmat[t.group], t.factor.levels)
+                check_identifiable(t.group, t.relmat.factor, t.factor.codes, t.z, X)
                 if t.relmat.unused_levels:
                     k = len(t.relmat.unused_levels)
                     messages.append(f"{k} level{'s' if k > 1 else ''} of the relationship matrix for {t.group!r} "

@@ -112,6 +112,9 @@ def factorize(K: np.ndarray, name: str) -> tuple[np.ndarray, str]:
 
     Raises a ``DataError`` when K has an eigenvalue below ``-PSD_TOL`` times its largest.
     """
+    if not np.any(K):
+        raise DataError(f"relationship matrix for {name!r} is zero on the observed levels: "
+                        "the term has no variance to estimate")
     try:
         return np.linalg.cholesky(K), "cholesky"
     except np.linalg.LinAlgError:
@@ -121,6 +124,23 @@ def factorize(K: np.ndarray, name: str) -> tuple[np.ndarray, str]:
         raise DataError(f"relationship matrix for {name!r} is not positive semi-definite "
                         f"(smallest eigenvalue {d[0]:.3g}, largest {d[-1]:.3g})")
     return U * np.sqrt(np.clip(d, 0.0, None))[None, :], "eigen"
+
+
+def check_identifiable(term_name: str, T: np.ndarray, codes: np.ndarray, z: np.ndarray, X: np.ndarray) -> None:
+    """A relationship-matrix term must add something the fixed effects cannot: a ``DataError`` when
+    every column of ``Z (T kron I)`` lies in the span of X (e.g. an all-ones K beside an intercept)."""
+    if X.shape[1] == 0:
+        return
+    cols = np.einsum("ns,nr->nrs", z, T[codes]).reshape(len(codes), -1)
+    norms = np.linalg.norm(cols, axis=0)
+    cols = cols[:, norms > 1e-6 * max(norms.max(), 1e-300)]         # K's null directions add nothing
+    coef, *_ = np.linalg.lstsq(X, cols, rcond=None)
+    resid = np.linalg.norm(cols - X @ coef, axis=0)
+    if np.all(resid <= 1e-8 * np.linalg.norm(cols, axis=0)):
+        rank = np.linalg.matrix_rank(T @ T.T)
+        raise DataError(f"relationship matrix for {term_name!r} (rank {rank} on the observed levels) only adds "
+                        "directions the fixed effects already have (e.g. an all-ones K beside an intercept): "
+                        "its variance is not identifiable")
 
 
 def relmat_term(matrix: RelationshipMatrix, levels: list[str]) -> RelmatTerm:
