@@ -327,3 +327,13 @@ def test_degenerate_relationship_matrix_is_refused(kind, message):
         jaxlmm.lmer("y ~ 1 + (1 | id)", data, relmat={"id": K})
     with pytest.raises(DataError, match=message):
         jaxlmm.lmer("~ 1 + (1 | id)", data, relmat={"id": K}, responses=data[["y"]])
+
+
+def test_perfect_fit_says_the_residual_variance_is_at_its_bound(data):
+    """I.7: an exact fit drives sigma to 0; the fit says so instead of reporting a huge theta silently."""
+    codes = data["Subject"].astype("category").cat.codes.to_numpy()
+    frame = data.assign(y=3.0 + 2.0 * data["Days"] + codes)
+    with pytest.warns(jaxlmm.JaxlmmWarning, match=r"boundary \(residual variance\)"):
+        fit = jaxlmm.lmer("y ~ Days + (1 | Subject)", frame)
+    assert fit.residual_at_boundary and any("fits the data exactly" in m for m in fit.messages)
+    assert not jaxlmm.lmer("Reaction ~ Days + (1 | Subject)", data).residual_at_boundary

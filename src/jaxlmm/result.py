@@ -161,7 +161,17 @@ class LmerResult:
             msgs.append(f"optimizer: {self.optimizer_message}")
         if self.is_singular:
             msgs.append("boundary (singular) fit: see help('isSingular')")
+        if self.residual_at_boundary:
+            msgs.append(f"boundary (residual variance): sigma = {self.sigma:.3g} is numerically 0 beside the "
+                        f"response's spread ({np.std(self.response):.3g}): the model fits the data exactly, so "
+                        "the variance parameters relative to sigma (theta) are not estimable")
         return msgs
+
+    @property
+    def residual_at_boundary(self) -> bool:
+        """The residual variance is at its bound 0: a perfect fit (``sigma`` below 1e-6 of the response's sd)."""
+        spread = float(np.std(self.response))
+        return bool(spread > 0 and self.sigma <= 1e-6 * spread)
 
     # ---------------------------------------------------------- fixed effects
     @property
