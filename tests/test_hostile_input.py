@@ -337,3 +337,19 @@ def test_perfect_fit_says_the_residual_variance_is_at_its_bound(data):
         fit = jaxlmm.lmer("y ~ Days + (1 | Subject)", frame)
     assert fit.residual_at_boundary and any("fits the data exactly" in m for m in fit.messages)
     assert not jaxlmm.lmer("Reaction ~ Days + (1 | Subject)", data).residual_at_boundary
+
+
+@pytest.mark.parametrize("scale", [1e10, 1e-10])
+def test_float32_does_not_depend_on_the_scale_of_the_data(data, scale):
+    """I.6: y and X are brought to unit scale inside the fit and back in the results."""
+    frame = data.assign(R=data["Reaction"] * scale, D=data["Days"] * 1e6)
+    formula = "R ~ D + (1 | Subject)"
+    f64 = jaxlmm.lmer(formula, frame)
+    f32 = jaxlmm.lmer(formula, frame, dtype="float32")
+    unit = jaxlmm.lmer(formula, frame.assign(R=data["Reaction"]), dtype="float32")
+    assert f32.converged
+    assert f32.criterion == pytest.approx(f64.criterion, rel=1e-5)
+    np.testing.assert_allclose(f32.fixef.to_numpy(), f64.fixef.to_numpy(), rtol=1e-4)
+    np.testing.assert_allclose(f32.theta, unit.theta, rtol=1e-9, atol=1e-12)   # the same float32 problem
+    # float32's criterion carries ~1e-7 relative noise: theta, where the criterion is flat, to ~1e-2
+    np.testing.assert_allclose(f32.theta, f64.theta, rtol=1e-2)

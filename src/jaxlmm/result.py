@@ -169,9 +169,9 @@ class LmerResult:
 
     @property
     def residual_at_boundary(self) -> bool:
-        """The residual variance is at its bound 0: a perfect fit (``sigma`` below 1e-6 of the response's sd)."""
+        """The residual variance is at its bound 0: a perfect fit (``sigma`` below 1e-5 of the response's sd)."""
         spread = float(np.std(self.response))
-        return bool(spread > 0 and self.sigma <= 1e-6 * spread)
+        return bool(spread > 0 and self.sigma <= 1e-5 * spread)
 
     # ---------------------------------------------------------- fixed effects
     @property

@@ -45,6 +45,12 @@ class DenseSystem(NamedTuple):
     - ``p``         (): the number of real fixed-effect columns (REML's ``n - p``)
     - ``n_obs``, ``sum_log_w`` (): rows with positive weight and their summed log weights
     - ``beta_shift`` (p_padded,): the least-squares shift of y, added back to beta
+    - ``x_scale`` (p_padded,), ``y_scale`` (): the columns of X and the shifted y are divided by
+      these (their root mean squares) before ``A`` is formed; ``factor`` and the estimates undo it
+
+    With ``D = diag(x_scale)``, the system's factor is ``S L`` for ``S = diag(1, D^{-1}, 1/y_scale)``:
+    ``log|L_Z|`` is unchanged, ``log|R_X|^2`` drops ``2 sum log x_scale`` and the PWRSS is divided by
+    ``y_scale^2`` (constants in theta, added back exactly), and ``beta = shift + y_scale D^{-1} beta'``.
     """
 
     A: jnp.ndarray
@@ -53,6 +59,8 @@ class DenseSystem(NamedTuple):
     n_obs: jnp.ndarray
     sum_log_w: jnp.ndarray
     beta_shift: jnp.ndarray
+    x_scale: jnp.ndarray
+    y_scale: jnp.ndarray
 
 
 class DenseSolution(NamedTuple):
@@ -89,9 +97,14 @@ def factor(theta: jnp.ndarray, system: DenseSystem) -> tuple[jnp.ndarray, Devian
     q = system.lam_index.shape[0]
     L = jnp.linalg.cholesky(penalized_system(theta, system))
     logd = jnp.log(jnp.diagonal(L))
-    parts = DevianceParts(2.0 * jnp.sum(logd[:q]), 2.0 * jnp.sum(logd[q:-1]), L[-1, -1] ** 2,
-                          system.n_obs, system.sum_log_w)
+    parts = DevianceParts(2.0 * jnp.sum(logd[:q]), 2.0 * jnp.sum(logd[q:-1]) + log_x_scale2(system),
+                          (L[-1, -1] * system.y_scale) ** 2, system.n_obs, system.sum_log_w)
     return L, parts
+
+
+def log_x_scale2(system: DenseSystem) -> jnp.ndarray:
+    """``2 sum log x_scale``: what scaling X takes off ``log|R_X|^2``."""
+    return 2.0 * jnp.sum(jnp.log(system.x_scale))
 
 
 def dense_deviance(theta: jnp.ndarray, system: DenseSystem, reml=True) -> jnp.ndarray:
@@ -123,8 +136,10 @@ def dense_solve(theta: jnp.ndarray, system: DenseSystem, reml=True) -> DenseSolu
     LZ_inv = L_inv[:q, :q]
     lam = relative_factor(theta, system.lam_index)
     half = lam @ LZ_inv.T
-    u = x[:q]
-    return DenseSolution(crit, x[q:] + system.beta_shift, jnp.sqrt(sigma2), sigma2 * LX_inv.T @ LX_inv,
+    u = x[:q] * system.y_scale
+    beta = system.beta_shift + system.y_scale * x[q:] / system.x_scale
+    RX_inv = LX_inv / system.x_scale[None, :]                   # R_X^{-1} in X's own units: L_X'^{-1} D^{-1}
+    return DenseSolution(crit, beta, jnp.sqrt(sigma2), sigma2 * RX_inv.T @ RX_inv,
                          u, lam @ u, sigma2 * half @ half.T, parts)
 
 
@@ -174,7 +189,10 @@ def value_grad_hessian(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndar
     idx = jnp.arange(m)
     P = [(L_inv * (idx < s)[:, None] * (idx < s)[None, :]) for s in sizes]
     P = [M.T @ M for M in P]
-    logdets = jnp.stack([2.0 * jnp.sum(jnp.where(idx < s, logd, 0.0)) for s in sizes])
+    # in the original units of X and y (DenseSystem): constants in theta
+    units = jnp.stack([jnp.zeros((), dtype), log_x_scale2(system), log_x_scale2(system)
+                       + 2.0 * jnp.log(system.y_scale)])
+    logdets = jnp.stack([2.0 * jnp.sum(jnp.where(idx < s, logd, 0.0)) for s in sizes]) + units
     f = jnp.dot(c, logdets) + const
 
     G = jnp.concatenate([A_lam[:q], jnp.zeros((1, m), dtype)], axis=0)[row_of]    # (k, q, m)

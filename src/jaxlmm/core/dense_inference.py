@@ -43,8 +43,8 @@ def vcov_beta_varpar(varpar, system: DenseSystem):
 
     q = system.lam_index.shape[0]
     L, _ = factor(varpar[:-1], system)
-    LX_inv = triangular_inverse(L[q:-1, q:-1])
-    return varpar[-1] ** 2 * LX_inv.T @ LX_inv
+    RX_inv = triangular_inverse(L[q:-1, q:-1]) / system.x_scale[None, :]     # back to X's units
+    return varpar[-1] ** 2 * RX_inv.T @ RX_inv
 
 
 def _unit_on(mask, H):
@@ -71,6 +71,8 @@ def marginal_parts(gamma, system: DenseSystem, cov_index, fixed_mask):
     K = jnp.eye(q, dtype=A.dtype) + C @ Azz
     logdet = jnp.linalg.slogdet(K)[1]
     M = (XtWX - Bzx.T @ jnp.linalg.solve(K, C @ Bzx)) / s2
+    D = system.x_scale
+    M = D[:, None] * M * D[None, :]            # A holds X / x_scale: back to X's units
     M = _unit_on(fixed_mask, 0.5 * (M + M.T))
     return system.n_obs * jnp.log(s2) - system.sum_log_w + logdet, M
 

@@ -161,6 +161,10 @@ def dense_system(X, y, weights, offset, refs, z, transforms, layout: DenseLayout
     WX = w[:, None] * X
     shift = least_squares_shift(X.T @ WX, WX.T @ yo)
     r = np.where(observed, yo - X @ shift, 0.0)
+    # unit root-mean-square columns of X and of the shifted y: the system is formed in the same
+    # units whatever the data's (float32 then holds y * 1e10 as well as y); dense.py undoes it
+    x_scale, y_scale = column_scales(X, w), column_scales(r[:, None], w)[0]
+    X, r, WX = X / x_scale, r / y_scale, WX / x_scale
     Z = random_effects_matrix(refs, z, transforms, layout, n)
     WZ = Z.multiply(w[:, None]).tocsc()
     q, qp, pp = layout.q, layout.q_pad, layout.p_pad
@@ -176,10 +180,18 @@ def dense_system(X, y, weights, offset, refs, z, transforms, layout: DenseLayout
     A[np.ix_(fixed, fixed)] = xx
     A[range(qp + p, qp + pp), range(qp + p, qp + pp)] = 1.0
     dt = np.dtype(dtype)
-    shift_pad = np.zeros(pp)
-    shift_pad[:p] = shift
+    shift_pad, scale_pad = np.zeros(pp), np.ones(pp)
+    shift_pad[:p], scale_pad[:p] = shift, x_scale
     return DenseSystem(A.astype(dt), layout.lam_index(), np.asarray(p, dt), np.asarray(observed.sum(), dt),
-                       np.asarray(np.sum(np.log(w[observed])), dt), shift_pad.astype(dt))
+                       np.asarray(np.sum(np.log(w[observed])), dt), shift_pad.astype(dt), scale_pad.astype(dt),
+                       np.asarray(y_scale, dt))
+
+
+def column_scales(M: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted root mean square of each column of ``M`` (1 for a zero column)."""
+    total = max(float(w.sum()), 1e-300)
+    rms = np.sqrt(np.einsum("ni,ni,n->i", M, M, w) / total)
+    return np.where(rms > 0, rms, 1.0)
 
 
 def per_term_solution(sol, layout: DenseLayout, nlevels_padded, transforms):
