@@ -353,3 +353,26 @@ def test_float32_does_not_depend_on_the_scale_of_the_data(data, scale):
     np.testing.assert_allclose(f32.theta, unit.theta, rtol=1e-9, atol=1e-12)   # the same float32 problem
     # float32's criterion carries ~1e-7 relative noise: theta, where the criterion is flat, to ~1e-2
     np.testing.assert_allclose(f32.theta, f64.theta, rtol=1e-2)
+
+
+def test_fixed_factor_too_large_for_memory_is_a_memory_error(monkeypatch):
+    """I.9: the size of X is checked before it is built, and reported as memory, not as a formula error."""
+    import jaxlmm.memory
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"g": rng.integers(0, 2000, size=20000).astype(str),
+                          "h": rng.integers(0, 50, size=20000).astype(str), "y": rng.normal(size=20000)})
+    monkeypatch.setattr(jaxlmm.memory, "available_bytes", lambda device=None: 100 << 20)
+    with pytest.raises(jaxlmm.MemoryLimitError, match=r"term 'g': 2000 columns"):
+        jaxlmm.lmer("y ~ g + (1 | h)", frame)
+
+
+def test_unwritable_cache_falls_back_with_one_warning(data, tmp_path, monkeypatch, capsys):
+    """I.11: a cache path that is a file (or unwritable) gives a warning, never a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("JAXLMM_CACHE", str(blocker / "cache"))
+    from jaxlmm._config import enable_compilation_cache
+
+    with pytest.warns(RuntimeWarning, match="compilation cache disabled"):
+        assert enable_compilation_cache(ahead_of_time=True) is None

@@ -376,6 +376,40 @@ def _missing_after_transforms(parsed: ParsedFormula, frame: pd.DataFrame, single
     return missing
 
 
+def _term_columns(term, frame: pd.DataFrame) -> int:
+    """Columns a fixed-effects term expands to, from its factors' levels (numeric factors count 1)."""
+    count = 1
+    for factor in term.factors:
+        expr = str(factor.expr)
+        for wrapper in ("C(", "factor("):
+            if expr.startswith(wrapper) and expr.endswith(")"):
+                expr = expr[len(wrapper):-1]
+        name = expr.strip("`")
+        if name in frame.columns and not (pd.api.types.is_numeric_dtype(frame[name])
+                                          and not isinstance(frame[name].dtype, pd.CategoricalDtype)):
+            count *= max(int(frame[name].nunique()), 1)
+        elif str(factor.expr) != expr:               # C(x) / factor(x) of a numeric column
+            count *= max(int(frame[name].nunique()), 1) if name in frame.columns else 1
+    return count
+
+
+def _check_fixed_effects_memory(fixed: str, frame: pd.DataFrame) -> None:
+    """A ``MemoryLimitError`` naming the largest term before a dense X too large for memory is built."""
+    from .errors import MemoryLimitError
+    from .memory import available_bytes, describe_bytes
+
+    terms = list(_parsed(compile_expression(fixed, frame.columns, "the fixed effects").text))
+    columns = {str(t): _term_columns(t, frame) for t in terms}
+    need = 8 * frame.shape[0] * (sum(columns.values()) + 1) * 3      # X, a copy, the aliasing check's X^T X side
+    free = available_bytes()
+    if need > free:
+        largest = max(columns, key=columns.get)
+        raise MemoryLimitError(f"the fixed-effects matrix would need about {describe_bytes(need)} for "
+                               f"{sum(columns.values())} columns x {frame.shape[0]} rows (term {largest!r}: "
+                               f"{columns[largest]} columns) but {describe_bytes(free)} is free; a factor with "
+                               "this many levels is better a random effect, e.g. (1 | g)")
+
+
 def formula_offset(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
     """The sum of the formula's ``offset(expr)`` terms on the rows of ``frame``."""
     total = np.zeros(frame.shape[0])
@@ -486,6 +520,7 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         response_name = parsed.response.strip() if parsed.response else None
 
     # fixed effects
+    _check_fixed_effects_memory(parsed.fixed, frame_kept)
     mm = _model_matrix(parsed.fixed, frame_kept, f"the fixed effects '{parsed.fixed}'")
     X_full = mm.to_numpy(dtype=np.float64)
     names_full = [lme4_column_name(c) for c in mm.columns]
