@@ -401,6 +401,8 @@ def _check_fixed_effects_memory(fixed: str, frame: pd.DataFrame) -> None:
     terms = list(_parsed(compile_expression(fixed, frame.columns, "the fixed effects").text))
     columns = {str(t): _term_columns(t, frame) for t in terms}
     need = 8 * frame.shape[0] * (sum(columns.values()) + 1) * 3      # X, a copy, the aliasing check's X^T X side
+    if need < 64 << 20:                                              # small: the fit's own guard has the say
+        return
     free = available_bytes()
     if need > free:
         largest = max(columns, key=columns.get)

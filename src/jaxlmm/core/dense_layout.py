@@ -19,7 +19,7 @@ import numpy as np
 
 from .dense import DenseSystem
 
-DENSE_MAX = 512  # largest padded q + p + 1 fitted by the dense program
+DENSE_MAX = 256  # largest padded q + p + 1 fitted by the dense programs (q_pad 64 or 128)
 
 
 def _pow2(n: int) -> int:

@@ -51,8 +51,12 @@ def _reflect(x, g, H, at_bound, flat, held, R):
     return sign * x, sign * g, sign[:, :, None] * H * sign[:, None, :]
 
 
-def _line_search(fun, x, f, g, d, snap, x_snap, floor, skip, opt: NewtonOptions):
-    """Projected Armijo backtracking (or the snapped point) for every problem at once."""
+def _line_search(fun, first, x, f, g, d, snap, x_snap, floor, skip, opt: NewtonOptions):
+    """Projected Armijo backtracking (or the snapped point) for every problem at once.
+
+    The first trial is evaluated by ``first`` (the full derivatives, kept for the next
+    iteration, which usually starts there), later ones by ``fun``.
+    """
     a = np.ones(x.shape[0])
     ok = skip.copy()
     n = np.zeros(x.shape[0], dtype=int)
@@ -63,7 +67,7 @@ def _line_search(fun, x, f, g, d, snap, x_snap, floor, skip, opt: NewtonOptions)
         if not searching.any():
             return x_new, ok
         xa = np.where(snap[:, None], x_snap, np.maximum(x + a[:, None] * d, floor))
-        fa = np.asarray(fun(xa), dtype=float)
+        fa = np.asarray((first if not n.any() else fun)(xa), dtype=float)
         fa = np.where(np.isnan(fa), np.inf, fa)
         accept = np.where(snap, fa <= f + opt.snap_ftol * (1.0 + np.abs(f)),
                           fa <= f + opt.armijo * np.sum(g * (xa - x), axis=1))
@@ -104,11 +108,22 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
         out[:, :k] = xk
         return out
 
+    memo: dict = {}
+
+    def derivatives(z):
+        """``vgh`` at ``z`` (B, k_all), remembered for one call: a line search's accepted first
+        trial is the next iteration's point, so most iterations cost one evaluation."""
+        key = z.tobytes()
+        if key not in memo:
+            memo.clear()
+            memo[key] = tuple(np.asarray(v, dtype=float) for v in vgh(z))
+        return memo[key]
+
     for _ in range(opt.max_iter):
         lanes = ~done
         if not lanes.any():
             break
-        f, g, H = (np.asarray(v, dtype=float) for v in vgh(x))
+        f, g, H = derivatives(x)
         g, H = g[:, :k], H[:, :k, :k]
         xk = x[:, :k]
         it = it + lanes
@@ -134,7 +149,8 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
         cap = 10.0 * np.maximum(1.0, np.max(np.abs(xk), axis=1, initial=0.0))
         d = d * np.minimum(1.0, cap / np.maximum(step, 1e-300))[:, None]
         skip = ~finite | (converged & ~snap) | ~lanes
-        x_new, ls_ok = _line_search(lambda z: fun(pad(z, x)), xk, np.where(finite, f, 0.0), g, d, snap, x_snap,
+        x_new, ls_ok = _line_search(lambda z: fun(pad(z, x)), lambda z: derivatives(pad(z, x))[0], xk,
+                                    np.where(finite, f, 0.0), g, d, snap, x_snap,
                                     lower, skip, opt)
         moved = ls_ok & ~skip
         stop = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
