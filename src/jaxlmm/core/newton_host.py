@@ -77,6 +77,32 @@ def _line_search(fun, first, x, f, g, d, snap, x_snap, floor, skip, opt: NewtonO
         n = n + searching
 
 
+def _remember_last(vgh):
+    """``vgh`` remembered for its last argument: a line search's accepted first trial is the next
+    iteration's point, so most iterations cost one evaluation."""
+    memo: dict = {}
+
+    def derivatives(z):
+        key = z.tobytes()
+        if key not in memo:
+            memo.clear()
+            memo[key] = tuple(np.asarray(v, dtype=float) for v in vgh(z))
+        return memo[key]
+
+    return derivatives
+
+
+def _converged(x, f, g, d, pos_def, n_small, tol: Tolerances):
+    """lme4's relative-gradient test on the Newton step ``d``, or a predicted decrease at the noise
+    floor for more than three iterations; returns (step size, converged, updated n_small)."""
+    step = np.max(np.abs(d), axis=1, initial=0.0)
+    pred = -np.sum(g * d, axis=1)
+    tiny = np.max(np.abs(d) / (1.0 + np.abs(x)), axis=1, initial=0.0) <= tol.xtol
+    fa = np.abs(f)
+    n_small = np.where(pred <= tol.small * (1.0 + fa), n_small + 1, 0)
+    return step, pos_def & (tiny | (pred <= tol.zero * (1.0 + fa)) | (n_small > 3)), n_small
+
+
 def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOptions(), reflections=None,
                          fixed=None, active_k: int | None = None, dtype=None) -> OptimResult:
     """Minimize B problems ``fun(x)`` subject to ``x >= lower`` (``x0``: (B, k)); NumPy results.
@@ -108,16 +134,7 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
         out[:, :k] = xk
         return out
 
-    memo: dict = {}
-
-    def derivatives(z):
-        """``vgh`` at ``z`` (B, k_all), remembered for one call: a line search's accepted first
-        trial is the next iteration's point, so most iterations cost one evaluation."""
-        key = z.tobytes()
-        if key not in memo:
-            memo.clear()
-            memo[key] = tuple(np.asarray(v, dtype=float) for v in vgh(z))
-        return memo[key]
+    derivatives = _remember_last(vgh)
 
     for _ in range(opt.max_iter):
         lanes = ~done
@@ -137,12 +154,7 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
         diag = np.diagonal(H, axis1=1, axis2=2)
         active = held | (at_bound & ((g > flat[:, None]) | ((g >= -flat[:, None]) & (diag >= 0))))
         d, pos_def = _newton_direction(xk, g, H, ~active, at_bound)
-        step = np.max(np.abs(d), axis=1, initial=0.0)
-        pred = -np.sum(g * d, axis=1)
-        tiny = np.max(np.abs(d) / (1.0 + np.abs(xk)), axis=1, initial=0.0) <= tol.xtol
-        fa = np.abs(np.where(finite, f, 0.0))
-        n_small = np.where(pred <= tol.small * (1.0 + fa), n_small + 1, 0)
-        converged = pos_def & (tiny | (pred <= tol.zero * (1.0 + fa)) | (n_small > 3))
+        step, converged, n_small = _converged(xk, np.where(finite, f, 0.0), g, d, pos_def, n_small, tol)
         near = bounded & (xk > lower) & (xk - lower <= opt.snap_eps) & ~held
         snap = converged & near.any(axis=1)
         x_snap = np.where(near, lower, xk)
