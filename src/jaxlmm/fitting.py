@@ -67,15 +67,28 @@ class DevianceFunction:
     def __init__(self, design: Design, reml: bool = True, dtype=None):
         import jax
 
-        from .core.crossprod import cross_products
-
         self.design = design
         self.reml = bool(reml)
         self.dtype = _dtype(dtype)
         with jax.enable_x64(True):
             self.data = design.model_data(self.dtype)
-            self.cross_products = cross_products(self.data)
+        self._cross_products = None if _dense_eligible(design) else self._blocked_cross_products()
         self._layout, self._system = dense_model(design, self.dtype) if _dense_eligible(design) else (None, None)
+
+    def _blocked_cross_products(self):
+        import jax
+
+        from .core.crossprod import cross_products
+
+        with jax.enable_x64(True):
+            return jax.jit(cross_products)(self.data)
+
+    @property
+    def cross_products(self):
+        """The blocked path's ``CrossProducts`` (formed on first use: small models evaluate the dense system)."""
+        if self._cross_products is None:
+            self._cross_products = self._blocked_cross_products()
+        return self._cross_products
 
     @property
     def theta0(self) -> np.ndarray:
