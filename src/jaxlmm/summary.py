@@ -8,19 +8,6 @@ import pandas as pd
 from .naming import unique_group_names
 
 
-def _sig(x: float, digits: int = 4) -> str:
-    """``x`` with about ``digits`` significant digits, fixed notation where sensible."""
-    if x is None or not np.isfinite(x):
-        return "NaN" if x is not None and np.isnan(x) else str(x)
-    if x == 0:
-        return "0"
-    mag = int(np.floor(np.log10(abs(x))))
-    if mag >= 15 or mag < -5:
-        return f"{x:.{digits - 1}e}"
-    decimals = max(digits - 1 - mag, 0)
-    return f"{x:.{decimals}f}"
-
-
 def _column(values, digits: int = 4) -> list[str]:
     """R-style column formatting: common number of decimals for a column."""
     vals = np.asarray(values, dtype=float)
@@ -74,8 +61,7 @@ def random_effects_table(fit) -> str:
             cor = cov / np.outer(sd, sd)
         for i, col in enumerate(t.columns):
             corr = [f"{cor[i, j]:.2f}" for j in range(i)]
-            rows.append([grp.split(".")[0] if i == 0 and False else (grp if i == 0 else ""), col,
-                         cov[i, i], sd[i], " ".join(corr)])
+            rows.append([grp if i == 0 else "", col, cov[i, i], sd[i], " ".join(corr)])
     rows.append(["Residual", "", fit.sigma ** 2, fit.sigma, ""])
     var = _column([r[2] for r in rows])
     sds = _column([r[3] for r in rows])
@@ -103,12 +89,7 @@ def fixed_effects_table(fit, coef_table: pd.DataFrame | None = None) -> str:
     shown = pd.DataFrame(index=table.index)
     for col in table.columns:
         vals = table[col].to_numpy(dtype=float)
-        if col.startswith("Pr("):
-            shown[col] = [_pvalue(v) for v in vals]
-        elif col == "df":
-            shown[col] = _column(vals, 4)
-        else:
-            shown[col] = _column(vals, 4)
+        shown[col] = [_pvalue(v) for v in vals] if col.startswith("Pr(") else _column(vals, 4)
     return format_table(shown)
 
 

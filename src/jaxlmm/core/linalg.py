@@ -162,41 +162,6 @@ def diag(L: jnp.ndarray) -> jnp.ndarray:
     return L.reshape(L.shape[:-2] + (n * n,))[..., ::n + 1]
 
 
-def log_diag_sum(L: jnp.ndarray) -> jnp.ndarray:
-    """``sum log diag(L)`` over the last two axes."""
-    return jnp.sum(jnp.log(diag(L)), axis=-1)
-
-
-def lam_t_times(lam: jnp.ndarray, C: jnp.ndarray) -> jnp.ndarray:
-    """``lam^T C`` for a small ``lam`` (S, S) and a stack ``C`` (..., S, m).
-
-    Written as S broadcast multiply-adds: XLA fuses them, whereas tiny batched
-    ``dot_general`` calls are slow on CPU (and slower still under vmap).
-    """
-    S = lam.shape[0]
-    if S > UNROLL_MAX:
-        return jnp.einsum("sa,...sc->...ac", lam, C)
-    out = lam[0, :, None] * C[..., 0:1, :]
-    for s in range(1, S):
-        out = out + lam[s, :, None] * C[..., s:s + 1, :]
-    return out
-
-
-def congruence(lam: jnp.ndarray, D: jnp.ndarray) -> jnp.ndarray:
-    """``lam^T D lam`` for a stack of symmetric ``D`` (..., S, S)."""
-    left = lam_t_times(lam, D)
-    return jnp.swapaxes(lam_t_times(lam, jnp.swapaxes(left, -1, -2)), -1, -2)
-
-
-def gram(W: jnp.ndarray, small: int = 16) -> jnp.ndarray:
-    """``sum_i W_i^T W_i`` over all leading axes of ``W`` (..., Q) -> (Q, Q)."""
-    Q = W.shape[-1]
-    flat = W.reshape(-1, Q)
-    if Q > small:
-        return flat.T @ flat
-    return jnp.sum(flat[:, :, None] * flat[:, None, :], axis=0)
-
-
 def symmetric_eigen(A: jnp.ndarray, sweeps: int = 12):
     """Eigenvalues (ascending) and eigenvectors of a small symmetric matrix, by cyclic Jacobi.
 

@@ -137,9 +137,6 @@ class ReStructure:
         """lme4's starting value: 1 on the diagonal, 0 off it."""
         return np.where(self.lower_bounds() == 0.0, 1.0, 0.0)
 
-    def diagonal_mask(self) -> np.ndarray:
-        return self.lower_bounds() == 0.0
-
     def reflections(self) -> np.ndarray:
         """(ntheta, ntheta) 0/1 matrix: row i marks the entries below diagonal element i in its column.
 
