@@ -77,6 +77,7 @@ def random_effects_table(fit) -> str:
 
 
 def _groups_line(fit) -> str:
+    """``Number of obs: n, groups:  g, l_g, ...`` (each grouping factor once)."""
     seen = {}
     for t in fit.design.terms:
         seen.setdefault(t.group, len(t.factor.levels))
@@ -85,6 +86,8 @@ def _groups_line(fit) -> str:
 
 
 def fixed_effects_table(fit, coef_table: pd.DataFrame | None = None) -> str:
+    """The ``Fixed effects:`` block: ``coef_table`` (default: estimates, standard errors and
+    t values), numbers per column as R prints them, p-values as ``format.pval`` does."""
     table = coef_table if coef_table is not None else _wald_table(fit)
     shown = pd.DataFrame(index=table.index)
     for col in table.columns:
@@ -94,6 +97,7 @@ def fixed_effects_table(fit, coef_table: pd.DataFrame | None = None) -> str:
 
 
 def _pvalue(p: float) -> str:
+    """A p-value as lme4 prints it: 3 significant digits, ``<2e-16`` below machine precision."""
     if not np.isfinite(p):
         return "NA"
     if p < 2e-16:
@@ -102,12 +106,15 @@ def _pvalue(p: float) -> str:
 
 
 def _wald_table(fit) -> pd.DataFrame:
+    """Estimates ``beta``, standard errors ``se`` and t values ``beta / se`` of the fixed effects."""
     est = fit.fixef.to_numpy()
     se = fit.se.to_numpy()
     return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=fit.fixef_names)
 
 
 def correlation_table(fit) -> str:
+    """The ``Correlation of Fixed Effects:`` block: the lower triangle of ``D^{-1/2} V D^{-1/2}``
+    (``V`` the covariance of the estimates, ``D`` its diagonal), names abbreviated as R does."""
     v = fit.vcov.to_numpy()
     sd = np.sqrt(np.diag(v))
     cor = v / np.outer(sd, sd)
@@ -122,6 +129,7 @@ def correlation_table(fit) -> str:
 
 
 def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: str = "") -> str:
+    """``print(summary(m))`` of lme4 (of lmerTest with a ``title_suffix`` and its ``coef_table``)."""
     method = "REML" if fit.reml else "maximum likelihood"
     kind = "lmerModLmerTest" if title_suffix else "lmerMod"
     lines = [f"Linear mixed model fit by {method}{title_suffix} ['{kind}']",
@@ -159,6 +167,7 @@ def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: st
 
 
 def format_short(fit) -> str:
+    """A few lines: method, formula, criterion, nobs, sigma and the fixed effects."""
     method = "REML" if fit.reml else "maximum likelihood"
     crit = f"REML criterion at convergence: {fit.criterion:.4f}" if fit.reml else f"deviance: {fit.criterion:.4f}"
     fe = ", ".join(f"{k} = {v:.4g}" for k, v in fit.fixef.items())

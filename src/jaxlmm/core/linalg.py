@@ -1,8 +1,8 @@
 """Cholesky factors and triangular solves for stacks of small matrices.
 
 Random-effects blocks are tiny (1 x 1, 2 x 2, 3 x 3) and come in stacks of
-thousands (levels x traits).  Batched LAPACK calls cost microseconds *per
-matrix* on a CPU, so matrices up to ``UNROLL_MAX`` rows are factored by the
+thousands (levels x traits).  A batched LAPACK call on a CPU pays a fixed
+overhead *per matrix*, so matrices up to ``UNROLL_MAX`` rows are factored by the
 textbook recurrences written out element by element
 
     L_jj = sqrt(M_jj - sum_{k<j} L_jk^2),
@@ -30,6 +30,7 @@ RECURSIVE_MAX = 128
 
 
 def _stack(rows: list[list]) -> jnp.ndarray:
+    """The stack of matrices (..., S, S) whose entry ``(i, j)`` is the array ``rows[i][j]`` (...)."""
     return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
 
 
@@ -81,6 +82,7 @@ def _cholesky_loop(M: jnp.ndarray) -> jnp.ndarray:
 
 
 def _solve_lower_loop(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
+    """Forward substitution, row by row: ``x_i = (b_i - sum_{k<i} L_ik x_k) / L_ii``."""
     from jax import lax
 
     n = L.shape[-1]
@@ -94,6 +96,7 @@ def _solve_lower_loop(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
 
 
 def _solve_upper_t_loop(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
+    """Back substitution with ``L^T``, last row first: ``x_i = (b_i - sum_{k>i} L_ki x_k) / L_ii``."""
     from jax import lax
 
     n = L.shape[-1]

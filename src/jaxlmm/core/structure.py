@@ -46,10 +46,12 @@ class TermSpec:
 
     @property
     def ntheta(self) -> int:
+        """Entries of the lower triangle of ``lambda``: ``S (S + 1) / 2``."""
         return self.ncols * (self.ncols + 1) // 2
 
     @property
     def q(self) -> int:
+        """Random effects of the term: ``l S``."""
         return self.nlevels * self.ncols
 
 
@@ -89,6 +91,7 @@ class ReStructure:
     # ----------------------------------------------------------------- layout
     @cached_property
     def theta_offsets(self) -> tuple[int, ...]:
+        """Position of each term's first entry in theta."""
         offsets, total = [], 0
         for t in self.terms:
             offsets.append(total)
@@ -97,6 +100,7 @@ class ReStructure:
 
     @property
     def ntheta(self) -> int:
+        """Length of theta."""
         return sum(t.ntheta for t in self.terms)
 
     @cached_property
@@ -115,14 +119,17 @@ class ReStructure:
 
     @property
     def q_dense(self) -> int:
+        """Size of the dense part: ``q_d = sum_{k != b} l_k S_k``."""
         return sum(self.terms[k].q for k in self.dense_terms)
 
     @property
     def q(self) -> int:
+        """Number of random effects: ``sum_k l_k S_k``."""
         return sum(t.q for t in self.terms)
 
     @property
     def block(self) -> TermSpec | None:
+        """The block term's ``TermSpec``, or None without one."""
         return None if self.block_term is None else self.terms[self.block_term]
 
     def lower_bounds(self) -> np.ndarray:
