@@ -151,8 +151,12 @@ def _progress(total: int, enabled: bool | None):
 def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None, offset=None,
               chunk_size: int | None = None, progress: bool | None = None, device=None,
               dtype=None, max_iter: int = 100, data_name: str | None = None, relmat=None,
-              spectral: bool | None = None, devices=None):
-    """Fit one model to every column of ``responses`` (see ``jaxlmm.lmer``)."""
+              spectral: bool | None = None, devices=None, start=None):
+    """Fit one model to every column of ``responses`` (see ``jaxlmm.lmer``).
+
+    ``start``: theta to start every trait from (default lme4's start); a bootstrap
+    starts its replicates from the fitted theta, as lme4's ``refit`` does.
+    """
     import jax
 
     from .batch_result import BatchResult
@@ -202,7 +206,7 @@ def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None,
         if general.size:
             chunk_size = _fit_general(design, Yt, W, general, out, reml=reml, np_dtype=np_dtype,
                                       options=options, chunk_size=chunk_size, device=device, h2_term=h2_term,
-                                      devices=devs, mesh=mesh)
+                                      devices=devs, mesh=mesh, start=start)
             if bar is not None:
                 bar.update(1)
         if spectral_idx.size:
@@ -254,7 +258,7 @@ def _scatter(out: dict, idx: np.ndarray, res) -> None:
 
 def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray, out: dict, *, reml: bool,
                  np_dtype, options, chunk_size: int | None, device, h2_term: int | None, devices=(),
-                 mesh=None) -> int:
+                 mesh=None, start=None) -> int:
     """The general path (``core.fit.fit_batch_program``) for the traits ``idx``; returns the chunk size."""
     import jax
     import jax.numpy as jnp
@@ -269,7 +273,8 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
         chunk_size = default_chunk_size(design, n_sel, np_dtype.itemsize, device)
     chunk_size = round_chunk(max(1, min(chunk_size, bucket(n_sel))), devices)
     base = put(design.model_data(np_dtype, y=np.zeros(design.nobs), weights=design.weights), mesh, False)
-    theta0 = design.structure.theta0()
+    structure = design.structure
+    theta0 = structure.theta0() if start is None else np.maximum(np.asarray(start, float), structure.lower_bounds())
     for sel, take in chunks(idx, chunk_size):
         Yc = np.stack([design.pad_rows(y) for y in Yt[take]]).astype(np_dtype)
         Wc = np.stack([design.pad_rows(w) for w in W[take]]).astype(np_dtype)

@@ -78,7 +78,7 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False
     frame = design.frame.reset_index(drop=True)
     batch = fit_batch(design.formula.text, frame, Y, reml=fit.reml,
                       weights=design.weights, offset=design.offset, chunk_size=chunk_size,
-                      progress=progress, dtype=(fit._fit_options or {}).get("dtype"))
+                      progress=progress, dtype=(fit._fit_options or {}).get("dtype"), start=fit.theta)
     table = func(batch) if func is not None else replicate_table(batch)
     ok = batch.converged.to_numpy()
     table = table.loc[ok].reset_index(drop=True) if len(table) == len(ok) else table

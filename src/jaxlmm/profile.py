@@ -6,14 +6,20 @@ deviance minimized with that parameter held at c (lme4 profiles the ML
 deviance also for REML fits).  The interval at level ``1 - alpha`` is where
 ``zeta = -/+ z_{1 - alpha/2}``.
 
-All profiled fits run as vmapped batches (``core/profile.py``): a grid of
-values around every estimate (spaced by its Wald SE from the exact Hessian)
-in one call, then a few rounds of bracketed secant steps, each round one call
-for all parameters and both sides.  Where a bounded parameter (an sd at 0, a
+The profiled fits run as stacks of problems, one lane per (parameter, value):
+a grid of values around every estimate (spaced by its Wald SE from the exact
+Hessian), then rounds of bracketed secant steps, each round one stack for all
+parameters and both sides, every lane starting from the solution at the
+nearest value already profiled.  Where a bounded parameter (an sd at 0, a
 correlation at -/+1) is reached before |zeta| does, that bound is the limit.
+Small models run on the fit's dense block program (``core/dense_profile.py``),
+larger ones on the blocked path's vmapped programs (``core/profile.py``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -52,16 +58,20 @@ class Profile:
         return pd.DataFrame({f"{100 * a:.1f} %": lo, f"{100 * (1 - a):.1f} %": hi}, index=self.params)
 
 
+# a runner profiles lanes: (index, values, starts (lanes, d) or None) -> (deviances, solutions (lanes, d))
+Runner = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
 class _Side:
     """Bracket search for one parameter on one side (target zeta = +/- z)."""
 
-    def __init__(self, target: float, bound: float | None):
-        self.target, self.bound = target, bound
-        self.inner = (None, 0.0)    # (value, zeta) with |zeta| < z, closest to the crossing
-        self.outer = None            # (value, zeta) with |zeta| >= z
+    def __init__(self, target: float, estimate: float, start: np.ndarray):
+        self.target = target
+        self.inner = (estimate, 0.0, start)   # (value, zeta, solution) with |zeta| < z, closest to the crossing
+        self.outer = None                     # (value, zeta) with |zeta| >= z
         self.done_value = None
 
-    def add(self, value: float, zeta: float):
+    def add(self, value: float, zeta: float, solution: np.ndarray):
         if not np.isfinite(zeta):
             return
         if abs(zeta) >= abs(self.target) and np.sign(zeta) == np.sign(self.target):
@@ -69,10 +79,90 @@ class _Side:
                 self.outer = (value, zeta)
         elif np.sign(zeta) == np.sign(self.target) or zeta == 0.0:
             if abs(zeta) >= abs(self.inner[1]):
-                self.inner = (value, zeta)
+                self.inner = (value, zeta, solution)
+
+    def limit(self) -> float:
+        if self.done_value is not None:
+            return self.done_value
+        if self.outer is None:
+            return np.nan
+        (v0, z0, _), (v1, z1) = self.inner, self.outer
+        return v0 + (self.target - z0) / (z1 - z0) * (v1 - v0) if z1 != z0 else v1
 
 
-def _estimates_and_names(ml):
+@dataclass
+class _Family:
+    """The parameters profiled by one runner: variance parameters in w, or fixed effects."""
+
+    names: list[str]
+    estimate: np.ndarray
+    scale: np.ndarray           # Wald SE: the grid's and the outward steps' unit
+    lower: np.ndarray           # the bound of each parameter (-inf if none)
+    natural: Callable           # (i, value) -> the reported value
+    run: Runner
+    dev_min: float
+    start: np.ndarray           # the solution at the estimate
+    points: dict = field(default_factory=dict)
+
+    def sides(self, z: float) -> list[list[_Side]]:
+        return [[_Side(-z, e, self.start), _Side(z, e, self.start)] for e in self.estimate]
+
+    def record(self, sides, index, values, devs, solutions):
+        for i, v, d, x in zip(index, values, devs, solutions):
+            zeta = np.sign(v - self.estimate[i]) * np.sqrt(max(d - self.dev_min, 0.0)) if np.isfinite(d) else np.nan
+            self.points.setdefault(self.names[i], {})[float(self.natural(i, v))] = float(zeta)
+            for side in sides[i]:
+                side.add(v, zeta, x)
+
+
+def _grid(family: _Family):
+    index = np.repeat(np.arange(len(family.names)), len(GRID))
+    values = np.maximum(family.estimate[index] + np.tile(GRID, len(family.names)) * family.scale[index],
+                        family.lower[index])
+    return index, values, np.tile(family.start, (len(index), 1))
+
+
+def _next_values(family: _Family, sides):
+    """Secant steps inside brackets and outward steps where there is none yet; starts from the inner solution."""
+    index, values, starts = [], [], []
+    for i, (est, scale) in enumerate(zip(family.estimate, family.scale)):
+        for s_idx, side in enumerate(sides[i]):
+            if side.done_value is not None:
+                continue
+            v_in, z_in, x_in = side.inner
+            if side.outer is not None:
+                v_out, z_out = side.outer
+                t = (side.target - z_in) / (z_out - z_in) if z_out != z_in else 0.5
+                v = v_in + np.clip(t, 0.02, 0.98) * (v_out - v_in)
+            else:
+                direction = -1.0 if s_idx == 0 else 1.0
+                v = v_in + direction * 2.0 * scale * max(1.0, abs(v_in - est) / scale)
+                if v <= family.lower[i]:
+                    if v_in <= family.lower[i]:
+                        side.done_value = float(family.lower[i])
+                        continue
+                    v = float(family.lower[i])
+            index.append(i)
+            values.append(v)
+            starts.append(x_in)
+    return np.asarray(index, int), np.asarray(values, float), np.asarray(starts)
+
+
+def _search(family: _Family, z: float) -> dict:
+    """The limits (natural scale) of every parameter of ``family``."""
+    sides = family.sides(z)
+    index, values, starts = _grid(family)
+    for _ in range(ROUNDS + 1):
+        if index.size == 0:
+            break
+        devs, solutions = family.run(index, values, starts)
+        family.record(sides, index, values, devs, solutions)
+        index, values, starts = _next_values(family, sides)
+    return {name: tuple(family.natural(i, side.limit()) for side in sides[i])
+            for i, name in enumerate(family.names)}
+
+
+def _variance_names(ml):
     names = []
     for t in ml.design.terms:
         names.extend(confint_names(t.group, t.columns))
@@ -88,7 +178,7 @@ def _lanes(index, values, size, fill):
 
 
 def _block_runners(ml, w_hat, size):
-    """The deviance at w-hat, its Hessian in w, and the two profile runners on the block path."""
+    """The deviance at w-hat, its Hessian in w, and the two runners on the blocked path's programs."""
     import jax
     import jax.numpy as jnp
 
@@ -98,140 +188,77 @@ def _block_runners(ml, w_hat, size):
     theta_hat = jnp.asarray(ml.theta)
     beta0 = float(ml.fixef.to_numpy()[0])
 
-    def run_w(index, values):
-        idx, val = _lanes(index, values, size, w_hat[0])
-        fun, status, _ = jax.device_get(core.profile_varpar_program(cp, jnp.asarray(w_hat), jnp.asarray(idx),
-                                                                    jnp.asarray(val)))
-        return np.asarray(fun)[:len(index)], np.asarray(status)[:len(index)]
+    def lanes_of(program, first, fill):
+        def run(index, values, starts):
+            out_d, out_x = [], []
+            for at in range(0, len(index), size):
+                idx, val = _lanes(index[at:at + size], values[at:at + size], size, fill)
+                fun, _, x = jax.device_get(program(cp, first, jnp.asarray(idx), jnp.asarray(val)))
+                n = min(size, len(index) - at)
+                out_d.append(np.asarray(fun)[:n])
+                out_x.append(np.asarray(x)[:n])
+            return np.concatenate(out_d), np.concatenate(out_x)
+        return run
 
-    def run_b(index, values):
-        idx, val = _lanes(index, values, size, beta0)
-        fun, status, _ = jax.device_get(core.profile_beta_program(cp, theta_hat, jnp.asarray(idx), jnp.asarray(val)))
-        return np.asarray(fun)[:len(index)], np.asarray(status)[:len(index)]
-
+    run_w = lanes_of(core.profile_varpar_program, jnp.asarray(w_hat), w_hat[0])
+    run_b = lanes_of(core.profile_beta_program, theta_hat, beta0)
     dev_w = float(core.ml_deviance_w(jnp.asarray(w_hat), cp))
     return dev_w, np.asarray(core.hessian_w(cp, jnp.asarray(w_hat))), run_w, run_b
+
+
+def _dense_runners(ml, w_hat, size):
+    """The same four as ``_block_runners``, on the fit's dense block program (``core/dense_profile.py``)."""
+    from .core.dense_layout import compact_system
+    from .core.dense_profile import FixedEffectProfile, VarianceProfile
+
+    layout, system = ml._dense
+    system, row_of = compact_system(system, layout)
+    structure = ml.design.structure
+    variance = VarianceProfile(system, row_of, structure)
+    dev_w, _, H = variance.derivatives(w_hat[None])
+    beta = FixedEffectProfile(system, row_of, structure)
+
+    def run_w(index, values, starts):
+        res = variance.minimize(index, values, starts)
+        return res.fun, res.theta
+
+    def run_b(index, values, starts):
+        res = beta.minimize(index, values, starts)
+        return res.fun, res.theta
+
+    return float(dev_w[0]), H[0], run_w, run_b
+
+
+def _wald_scale(H, w_hat):
+    with np.errstate(invalid="ignore"):
+        se = np.sqrt(np.maximum(np.diag(2.0 * np.linalg.pinv(H)), 0.0))
+    fallback = 0.3 * np.maximum(np.abs(w_hat), 0.3)
+    return np.where(np.isfinite(se) & (se > 1e-8), se, fallback)
 
 
 @float64_scope
 def profile(fit, level: float = 0.95) -> Profile:
     """Profile every parameter of ``fit`` and find its profile confidence limits."""
-    from .core import profile as core
+    from .core import profile_params as core
 
     ml = fit.refit_ml()
     structure = ml.design.structure
     w_hat = core.w_from_theta_sigma(ml.theta, ml.sigma, structure)
     kinds = core.varpar_kinds(structure)
     z = special.ndtri(0.5 + level / 2)
-    var_names = _estimates_and_names(ml)
-    beta_names = ml.fixef_names
-    k, p = len(var_names), len(beta_names)
-
-    size = bucket(max(len(GRID) * k, len(GRID) * p, 1))
-    dev_w, H, run_w, run_b = _block_runners(ml, w_hat, size)
-    dev_beta = ml.criterion
-    with np.errstate(invalid="ignore"):
-        se_w = np.sqrt(np.maximum(np.diag(2.0 * np.linalg.pinv(H)), 0.0))
-    fallback = 0.3 * np.maximum(np.abs(w_hat), 0.3)
-    se_w = np.where(np.isfinite(se_w) & (se_w > 1e-8), se_w, fallback)
-    se_b = ml.se.to_numpy()
-    beta_hat = ml.fixef.to_numpy()
-
-    # one bracket search per (parameter, side) in w-space (variance) or beta-space
-    sides = {}
-    points = {}
-    for i, name in enumerate(var_names):
-        bound_lo = 0.0 if kinds[i] == 0 else None
-        sides[name] = [_Side(-z, bound_lo), _Side(z, None)]
-        points[name] = {}
-    for name in beta_names:
-        sides[name] = [_Side(-z, None), _Side(z, None)]
-        points[name] = {}
+    var_names, beta_names = _variance_names(ml), list(ml.fixef_names)
+    size = bucket(max(len(GRID) * len(var_names), len(GRID) * len(beta_names), 1))
+    runners = _dense_runners if getattr(ml, "_dense", None) is not None else _block_runners
+    dev_w, H, run_w, run_b = runners(ml, w_hat, size)
 
     def natural(i, v):
         return v if kinds[i] == 0 else (np.tanh(v) if kinds[i] == 1 else np.exp(v))
 
-    def record(names, est, index, values, devs, dev_min, to_natural):
-        for i, v, d in zip(index, values, devs):
-            zeta = np.sign(v - est[i]) * np.sqrt(max(d - dev_min, 0.0)) if np.isfinite(d) else np.nan
-            name = names[i]
-            points[name][float(to_natural(i, v))] = float(zeta)
-            for side in sides[name]:
-                side.add(v, zeta)
-
-    # round 0: the grid
-    wi, wv = [], []
-    for i in range(k):
-        for d in GRID:
-            v = w_hat[i] + d * se_w[i]
-            if kinds[i] == 0:
-                v = max(v, 0.0)
-            wi.append(i)
-            wv.append(v)
-    wi, wv = np.asarray(wi), np.asarray(wv)
-    for i in range(k):
-        for side in sides[var_names[i]]:
-            side.inner = (w_hat[i], 0.0)
-    devs, _ = run_w(wi, wv)
-    record(var_names, w_hat, wi, wv, devs, dev_w, natural)
-    bi = np.repeat(np.arange(p), len(GRID))
-    bv = beta_hat[bi] + np.tile(GRID, p) * se_b[bi]
-    for j in range(p):
-        for side in sides[beta_names[j]]:
-            side.inner = (beta_hat[j], 0.0)
-    devs, _ = run_b(bi, bv)
-    record(beta_names, beta_hat, bi, bv, devs, dev_beta, lambda i, v: v)
-
-    # refinement rounds: secant inside brackets, outward steps where none yet
-    all_names = var_names + beta_names
-    for _ in range(ROUNDS):
-        wi, wv, bi, bv = [], [], [], []
-        for n_i, name in enumerate(all_names):
-            is_var = n_i < k
-            i = n_i if is_var else n_i - k
-            est = w_hat[i] if is_var else beta_hat[i]
-            scale = se_w[i] if is_var else se_b[i]
-            for s_idx, side in enumerate(sides[name]):
-                if side.done_value is not None:
-                    continue
-                v_in, z_in = side.inner
-                if side.outer is not None:
-                    v_out, z_out = side.outer
-                    t = (side.target - z_in) / (z_out - z_in) if z_out != z_in else 0.5
-                    v = v_in + np.clip(t, 0.02, 0.98) * (v_out - v_in)
-                else:
-                    direction = -1.0 if s_idx == 0 else 1.0
-                    v = v_in + direction * 2.0 * scale * max(1.0, abs(v_in - est) / scale)
-                    if is_var and kinds[i] == 0 and v <= 0.0:
-                        if side.inner[0] == 0.0:
-                            side.done_value = 0.0
-                            continue
-                        v = 0.0
-                (wi if is_var else bi).append(i)
-                (wv if is_var else bv).append(v)
-        if wi:
-            devs, _ = run_w(np.asarray(wi), np.asarray(wv))
-            record(var_names, w_hat, wi, wv, devs, dev_w, natural)
-        if bi:
-            devs, _ = run_b(np.asarray(bi), np.asarray(bv))
-            record(beta_names, beta_hat, bi, bv, devs, dev_beta, lambda i, v: v)
-        if not wi and not bi:
-            break
-
-    limits = {}
-    for n_i, name in enumerate(all_names):
-        is_var = n_i < k
-        i = n_i if is_var else n_i - k
-        lims = []
-        for side in sides[name]:
-            if side.done_value is not None:
-                v = side.done_value
-            elif side.outer is not None:
-                (v0, z0), (v1, z1) = side.inner, side.outer
-                v = v0 + (side.target - z0) / (z1 - z0) * (v1 - v0) if z1 != z0 else v1
-            else:
-                v = np.nan
-            lims.append(natural(i, v) if is_var else v)
-        limits[name] = tuple(lims)
-    estimates = np.concatenate([[natural(i, w_hat[i]) for i in range(k)], beta_hat])
-    return Profile(fit, all_names, estimates, points, limits, level)
+    variance = _Family(var_names, w_hat, _wald_scale(H, w_hat), np.where(kinds == 0, 0.0, -np.inf), natural,
+                       run_w, dev_w, w_hat)
+    beta_hat = ml.fixef.to_numpy()
+    fixed = _Family(beta_names, beta_hat, ml.se.to_numpy(), np.full(len(beta_names), -np.inf),
+                    lambda i, v: v, run_b, ml.criterion, np.asarray(ml.theta, float))
+    limits = {**_search(variance, z), **_search(fixed, z)}
+    estimates = np.concatenate([[natural(i, w) for i, w in enumerate(w_hat)], beta_hat])
+    return Profile(fit, var_names + beta_names, estimates, {**variance.points, **fixed.points}, limits, level)

@@ -144,23 +144,30 @@ def dense_solve(theta: jnp.ndarray, system: DenseSystem, reml=True) -> DenseSolu
 
 
 # ------------------------------------------------------------------ closed-form derivatives
-def criterion_weights(system: DenseSystem, reml):
+def criterion_weights(system: DenseSystem, reml, xp=jnp):
     """The criterion as ``sum_s c_s log|Omega_s| + const`` over the leading blocks s = Z, [Z X], all.
 
     With ``nu = n - p`` (REML) the PWRSS is ``|Omega| / |Omega_[Z X]|``, so
     REML: ``c = (0, 1 - nu, nu)``, ``const = nu (1 + log(2 pi / nu)) - sum log w``;
     ML:   ``c = (1, -n, n)``,      ``const = n (1 + log(2 pi / n)) - sum log w``.
-    ``reml`` may be a traced 0/1 value: REML and ML fits share one program.
+    ``reml`` may be a traced 0/1 value: REML and ML fits share one program.  ``xp`` is the
+    array module (``numpy`` on the host, for stacks of systems with leaves of shape (B,)).
     """
     n = system.n_obs
-    r = jnp.asarray(reml, n.dtype)
+    r = xp.asarray(reml, n.dtype)
     nu = n - r * system.p                       # n - p (REML) or n (ML)
-    c = jnp.stack([1.0 - r, r * (1.0 - nu) - (1.0 - r) * n, nu])
-    return c, nu * (1.0 + jnp.log(2.0 * jnp.pi / nu)) - system.sum_log_w
+    c = xp.stack([1.0 - r + 0.0 * n, r * (1.0 - nu) - (1.0 - r) * n, nu], axis=-1)
+    return c, nu * (1.0 + xp.log(2.0 * xp.pi / nu)) - system.sum_log_w
 
 
-def value_grad_hessian(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarray, reml=True):
-    """The criterion, its gradient and Hessian in theta, in closed form (no autodiff through Cholesky).
+def block_derivatives(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarray):
+    """``log|Omega_s|`` of the leading blocks s = Z, [Z X], all, with gradients and Hessians in theta.
+
+    Returns ``(logdets (3,), grads (3, k), hessians (3, k, k))`` in the original units of X and y
+    (the scaling constants of ``DenseSystem`` added back).  Every criterion of the model is a
+    function of these three: the REML and ML criteria (``combine``) and the ML deviance at a
+    given sigma (``dense_profile``), so one compiled program serves fits, profiles and
+    bootstraps alike.
 
     ``Lambda = sum_i theta_i E_i`` with 0/1 matrices ``E_i``; ``row_of[i, c]`` is the row of
     ``E_i``'s only nonzero in column c (``q`` where the column has none).  With
@@ -172,6 +179,7 @@ def value_grad_hessian(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndar
 
     (``Omega`` is quadratic in theta).  ``P_s = M_s^T M_s`` with ``M_s`` the leading
     block of ``L^{-1}``: one Cholesky factor and one triangular inverse serve all three blocks.
+    The products are dense matrix products (a CPU runs them far faster than the equivalent gathers).
     """
     q = system.lam_index.shape[0]
     A = system.A
@@ -184,29 +192,34 @@ def value_grad_hessian(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndar
     L = jnp.linalg.cholesky(omega)
     L_inv = triangular_inverse(L)
     logd = jnp.log(jnp.diagonal(L))
-    c, const = criterion_weights(system, reml)
-    sizes = (q, m - 1, m)
     idx = jnp.arange(m)
-    P = [(L_inv * (idx < s)[:, None] * (idx < s)[None, :]) for s in sizes]
-    P = [M.T @ M for M in P]
-    # in the original units of X and y (DenseSystem): constants in theta
+    inside = jnp.stack([idx < s for s in (q, m - 1, m)])                  # (3, m)
+    M = L_inv[None] * inside[:, :, None] * inside[:, None, :]
+    P = jnp.einsum("sam,san->smn", M, M)                                  # (3, m, m)
     units = jnp.stack([jnp.zeros((), dtype), log_x_scale2(system), log_x_scale2(system)
                        + 2.0 * jnp.log(system.y_scale)])
-    logdets = jnp.stack([2.0 * jnp.sum(jnp.where(idx < s, logd, 0.0)) for s in sizes]) + units
-    f = jnp.dot(c, logdets) + const
+    logdets = 2.0 * jnp.sum(jnp.where(inside, logd[None], 0.0), axis=1) + units
 
     G = jnp.concatenate([A_lam[:q], jnp.zeros((1, m), dtype)], axis=0)[row_of]    # (k, q, m)
-    P_comb = c[0] * P[0] + c[1] * P[1] + c[2] * P[2]
-    g = 2.0 * jnp.einsum("icm,mc->i", G, P_comb[:, :q])
-    H = jnp.zeros((theta.shape[0],) * 2, dtype)
-    for cs, Ps in zip(c, P):
-        K = jnp.einsum("ac,icb->iab", Ps[:, :q], G)                      # P_s G_i (G_i in the rows of Z)
-        K = K.at[:, :, :q].add(jnp.einsum("ab,icb->iac", Ps, G))         # + P_s G_i^T
-        H = H - cs * jnp.einsum("iab,jba->ij", K, K)
+    grads = 2.0 * jnp.einsum("icm,smc->si", G, P[:, :, :q])
+    K = jnp.einsum("sac,icb->siab", P[:, :, :q], G)                       # P_s G_i (G_i in the rows of Z)
+    K = K.at[:, :, :, :q].add(jnp.einsum("sab,icb->siac", P, G))          # + P_s G_i^T
     A_ext = jnp.pad(A[:q, :q], ((0, 1), (0, 1)))
     pairs = A_ext[row_of[:, None, :, None], row_of[None, :, None, :]]      # (k, k, q, q): (E_i^T A E_j)[b, d]
-    H = H + 2.0 * jnp.einsum("ijbd,db->ij", pairs, P_comb[:q, :q])
-    return f, g, 0.5 * (H + H.T)
+    H = -jnp.einsum("siab,sjba->sij", K, K) + 2.0 * jnp.einsum("ijbd,sdb->sij", pairs, P[:, :q, :q])
+    return logdets, grads, 0.5 * (H + jnp.swapaxes(H, 1, 2))
+
+
+def combine(blocks, system: DenseSystem, reml):
+    """The REML or ML criterion, gradient and Hessian from ``block_derivatives`` (``criterion_weights``)."""
+    logdets, grads, hessians = blocks
+    c, const = criterion_weights(system, reml)
+    return jnp.dot(c, logdets) + const, c @ grads, jnp.einsum("s,sij->ij", c, hessians)
+
+
+def value_grad_hessian(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarray, reml=True):
+    """The criterion, its gradient and Hessian in theta, in closed form (no autodiff through Cholesky)."""
+    return combine(block_derivatives(theta, system, row_of), system, reml)
 
 
 def triangular_inverse(L: jnp.ndarray) -> jnp.ndarray:

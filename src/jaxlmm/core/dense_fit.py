@@ -1,18 +1,24 @@
 """Fitting small models: host-driven projected Newton on the dense criterion, then the estimates.
 
-Three compiled programs, each shared by every model whose padded sizes fall
-in one bucket (``dense.py``), REML and ML alike (``reml`` is an argument): the
-criterion with its closed-form gradient and Hessian for a stack of thetas,
-the criterion alone (line-search trials), and the estimates at the optimum.
-The loop itself is ``newton_host``.
+Two compiled programs, each shared by every model whose padded sizes fall in
+one bucket (``dense.py``) and by every use of those models -- REML and ML fits,
+profiles, bootstrap replicates: ``blocks`` (the three block log-determinants of
+``dense.block_derivatives`` with their closed-form gradients and Hessians) and
+``estimates`` (``dense.dense_solve``), each for a stack of (theta, system)
+pairs.  The host combines the blocks into whichever criterion it minimizes
+(``host_criterion``; the profile's ML deviance at a held sigma in
+``dense_profile``), and ``newton_host`` runs the loop.
+
+Stacks are evaluated in chunks of a fixed number of lanes (``DenseStack``),
+so a stack of any length reuses one compiled program per chunk size.
 
 On a CPU every program uses XLA's classic emitters (``fit.CPU_COMPILER_OPTIONS``):
 with the newer fusion emitters a vmapped second derivative through a batched
 Cholesky factor can hang (jax 0.10.2, seen at 64 lanes).  Programs for a
-single problem also turn XLA's backend optimizations off (``FAST_COMPILE``):
-they compile about four times faster and run a few milliseconds slower, the
-right trade for a fit of seven iterations; stacks of many problems
-(bootstrap, profiles) keep them.
+handful of problems also turn XLA's backend optimizations off
+(``FAST_COMPILE``): they compile about four times faster and run a few
+milliseconds slower, the right trade for a fit of seven iterations; larger
+stacks (bootstrap, profiles) keep them.
 """
 
 from __future__ import annotations
@@ -21,13 +27,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .dense import DenseSolution, DenseSystem, dense_deviance, dense_solve, value_grad_hessian
+from .dense import DenseSolution, DenseSystem, block_derivatives, criterion_weights, dense_solve
 from .fit import CPU_COMPILER_OPTIONS
 from .newton_host import minimize_newton_host
 from .optimize import NewtonOptions, OptimResult
 
 FAST_COMPILE = {**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 FAST_MAX_BATCH = 8  # stacks up to this many problems use FAST_COMPILE on a CPU
+CHUNK_BYTES = 1 << 28  # working memory of one program call (chunks of a stack are sized to it)
+MAX_CHUNK = 256
+
+# a stack of systems shares Lambda's index matrix; every other leaf has a leading lane axis
+SYSTEM_AXES = DenseSystem(A=0, lam_index=None, p=0, n_obs=0, sum_log_w=0, beta_shift=0, x_scale=0, y_scale=0)
 
 
 def compiler_options(batch: int = 1) -> str:
@@ -45,36 +56,20 @@ def jit_variants(fn) -> dict:
     return {kind: jax.jit(fn, compiler_options=opts) for kind, opts in OPTIONS.items()}
 
 
-def _derivatives(thetas, system: DenseSystem, row_of, reml):
-    return jax.vmap(value_grad_hessian, in_axes=(0, None, None, None))(thetas, system, row_of, reml)
+def _blocks(thetas, systems: DenseSystem, row_of):
+    return jax.vmap(block_derivatives, in_axes=(0, SYSTEM_AXES, None))(thetas, systems, row_of)
 
 
-def _values(thetas, system: DenseSystem, reml):
-    return jax.vmap(dense_deviance, in_axes=(0, None, None))(thetas, system, reml)
+def _estimates(thetas, systems: DenseSystem, reml):
+    return jax.vmap(dense_solve, in_axes=(0, SYSTEM_AXES, 0))(thetas, systems, reml)
 
 
-_PROGRAMS = {name: jit_variants(fn) for name, fn in
-             (("derivatives", _derivatives), ("values", _values), ("estimates", dense_solve))}
+_PROGRAMS = {"blocks": jit_variants(_blocks), "estimates": jit_variants(_estimates)}
 
 
 def program(name: str, batch: int = 1):
-    """The compiled program ``name`` ("derivatives", "values", "estimates") for a stack of ``batch``."""
+    """The compiled program ``name`` ("blocks", "estimates") for a stack of ``batch``."""
     return _PROGRAMS[name][compiler_options(batch)]
-
-
-def criterion_derivatives(thetas, system: DenseSystem, row_of, reml=True):
-    """f, gradient and Hessian at each row of ``thetas`` (B, k)."""
-    return program("derivatives", thetas.shape[0])(thetas, system, row_of, reml)
-
-
-def criterion_values(thetas, system: DenseSystem, reml=True):
-    """The criterion at each row of ``thetas`` (B, k)."""
-    return program("values", thetas.shape[0])(thetas, system, reml)
-
-
-def estimates_at(theta, system: DenseSystem, reml=True) -> DenseSolution:
-    """``dense_solve`` as a compiled program."""
-    return program("estimates")(theta, system, reml)
 
 
 def compiled_count() -> int:
@@ -82,25 +77,120 @@ def compiled_count() -> int:
     return sum(fn._cache_size() for variants in _PROGRAMS.values() for fn in variants.values())
 
 
+def lane_bytes(system: DenseSystem) -> int:
+    """Working memory of one lane of ``blocks``: the (3, k, m, m) and (k, k, q, q) tensors dominate."""
+    q, m = system.lam_index.shape[0], system.A.shape[-1]
+    k = 4 if system.lam_index.size == 0 else int(np.max(system.lam_index))
+    return 8 * (3 * k * m * m * 2 + k * k * q * q + 6 * m * m + k * q * m)
+
+
+def chunk_lanes(system: DenseSystem, lanes: int) -> int:
+    """Lanes per program call for a stack of ``lanes``: a power of two within ``CHUNK_BYTES``."""
+    cap = max(1, min(MAX_CHUNK, CHUNK_BYTES // lane_bytes(system)))
+    cap = 1 << (cap.bit_length() - 1)
+    want = 1 << max(0, lanes - 1).bit_length()
+    return min(cap, want)
+
+
+class DenseStack:
+    """A stack of ``B`` systems (NumPy leaves with a leading lane axis, ``lam_index`` shared),
+    evaluated in chunks of ``chunk`` lanes (the last one padded by repeating its last lane).
+
+    ``rows`` selects the lanes to evaluate (default all): an optimizer evaluates only the
+    problems still running."""
+
+    def __init__(self, systems: DenseSystem, row_of, chunk: int | None = None, shared: bool = False):
+        self.host, self.shared = systems, shared
+        self.B = int(systems.A.shape[0])
+        self.chunk = chunk or chunk_lanes(systems, self.B)
+        self.dtype = systems.A.dtype
+        self.row_of = jax.device_put(np.asarray(row_of))
+        self._all = np.arange(self.B)
+        self._device_all = self._device_chunks(self._all)
+
+    @staticmethod
+    def of(system: DenseSystem, lanes: int, row_of, chunk: int | None = None) -> "DenseStack":
+        """One system for any number of lanes (``lanes``: the length of a chunk's stack)."""
+        return DenseStack(broadcast_system(system, lanes), row_of, chunk, shared=True)
+
+    def _chunks(self, rows):
+        for start in range(0, len(rows), self.chunk):
+            sel = np.arange(start, start + self.chunk)
+            yield np.minimum(sel, len(rows) - 1)
+
+    def _device_chunks(self, rows):
+        return [jax.device_put(_take(self.host, rows[sel])) for sel in self._chunks(rows)]
+
+    def _run(self, name, thetas, rows, last):
+        """Program ``name`` on every chunk of ``rows``: ``(thetas[sel], systems[sel], last(sel))``."""
+        rows = self._all if rows is None else np.asarray(rows)
+        thetas = np.asarray(thetas, float)
+        if self.shared:
+            device = self._device_all[:1] * (-(-len(rows) // self.chunk))
+        elif len(rows) == self.B and np.array_equal(rows, self._all):
+            device = self._device_all
+        else:
+            device = self._device_chunks(rows)
+        out = []
+        for sel, sys in zip(self._chunks(rows), device):
+            n_real = min(self.chunk, len(rows) - int(sel[0]))
+            res = jax.device_get(program(name, self.chunk)(jnp.asarray(thetas[sel], self.dtype), sys,
+                                                           last(rows[sel] % self.B)))
+            out.append(jax.tree_util.tree_map(lambda a: np.asarray(a, float)[:n_real], res))
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *out)
+
+    def blocks(self, thetas, rows=None):
+        """``block_derivatives`` of the lanes ``rows`` at ``thetas`` (one row each), as float64 NumPy."""
+        return self._run("blocks", thetas, rows, lambda sel: self.row_of)
+
+    def estimates(self, thetas, reml, rows=None) -> DenseSolution:
+        """``dense_solve`` of the lanes ``rows`` (``reml``: a flag per lane of the stack), as NumPy."""
+        reml = np.broadcast_to(np.asarray(reml, bool), (self.B,))
+        return self._run("estimates", thetas, rows, lambda sel: jnp.asarray(reml[sel]))
+
+
+def _take(systems: DenseSystem, sel) -> DenseSystem:
+    return DenseSystem(*(leaf if axis is None else np.asarray(leaf)[sel] for leaf, axis in zip(systems, SYSTEM_AXES)))
+
+
+def broadcast_system(system: DenseSystem, lanes: int) -> DenseSystem:
+    """One system repeated ``lanes`` times along a new leading axis (``lam_index`` shared)."""
+    return DenseSystem(*(np.asarray(leaf) if axis is None else np.broadcast_to(np.asarray(leaf),
+                                                                               (lanes,) + np.shape(leaf))
+                         for leaf, axis in zip(system, SYSTEM_AXES)))
+
+
+def host_criterion(blocks, systems: DenseSystem, reml):
+    """REML (``reml`` true) or ML criterion of every lane with its gradient and Hessian (NumPy)."""
+    logdets, grads, hessians = blocks
+    c, const = criterion_weights(systems, np.asarray(reml, float), xp=np)
+    c = np.broadcast_to(c, logdets.shape)
+    return (np.einsum("bs,bs->b", c, logdets) + const, np.einsum("bs,bsi->bi", c, grads),
+            np.einsum("bs,bsij->bij", c, hessians))
+
+
+def fit_stack(stack: DenseStack, theta0, lower, reflections, active_k: int, reml,
+              options: NewtonOptions = NewtonOptions()) -> OptimResult:
+    """Minimize every lane's criterion from ``theta0`` (B, k_pad) subject to ``theta >= lower``."""
+    sys64 = DenseSystem(*(np.asarray(leaf, float) for leaf in stack.host))
+    reml = np.broadcast_to(np.asarray(reml, float), (stack.B,))
+
+    def vgh(x, rows):
+        return host_criterion(stack.blocks(x, rows), _take(sys64, rows), reml[rows])
+
+    # a line-search trial costs as much as the derivatives (kept for the next iteration)
+    return minimize_newton_host(vgh, None, np.asarray(theta0, float), lower, options,
+                                reflections, active_k=active_k, dtype=stack.dtype)
+
+
 def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k: int, reml: bool = True,
               options: NewtonOptions = NewtonOptions()) -> tuple[OptimResult, DenseSolution]:
-    """Minimize the criterion from ``theta0`` subject to ``theta >= lower``; the estimates at the optimum.
+    """Minimize the criterion of one system from ``theta0``; the estimates at the optimum.
 
     Arrays are padded (``dense_layout``): only the first ``active_k`` thetas are free.
     """
-    system = jax.device_put(system)
-    row_of = jax.device_put(row_of)
-    dtype = system.A.dtype
-    flag = jnp.asarray(bool(reml))
-
-    def vgh(x):
-        return jax.device_get(criterion_derivatives(jnp.asarray(x, dtype), system, row_of, flag))
-
-    def fun(x):
-        return np.asarray(criterion_values(jnp.asarray(x, dtype), system, flag))
-
-    res = minimize_newton_host(vgh, fun, np.asarray(theta0, float)[None], lower, options, reflections,
-                               active_k=active_k, dtype=dtype)
-    res = OptimResult(*(np.asarray(v)[0] for v in res))
-    sol = jax.device_get(estimates_at(jnp.asarray(res.theta, dtype), system, flag))
-    return res, sol
+    stack = DenseStack.of(system, 1, row_of)
+    res = fit_stack(stack, np.asarray(theta0, float)[None], lower, reflections, active_k, bool(reml), options)
+    sol = stack.estimates(res.theta, [bool(reml)])
+    return (OptimResult(*(np.asarray(v)[0] for v in res)),
+            jax.tree_util.tree_map(lambda a: a[0], sol))

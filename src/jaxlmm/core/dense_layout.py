@@ -141,7 +141,7 @@ def least_squares_shift(XtWX: np.ndarray, XtWy: np.ndarray) -> np.ndarray:
     """Weighted least-squares ``beta_0`` (slightly ridged) by which y is shifted (``crossprod.py``)."""
     p = XtWX.shape[0]
     if p == 0:
-        return np.zeros(0)
+        return np.zeros(np.shape(XtWy))
     ridge = 1e-10 * (np.trace(XtWX) / p + 1e-300)
     return np.linalg.solve(XtWX + ridge * np.eye(p), XtWy)
 
@@ -151,39 +151,58 @@ def dense_system(X, y, weights, offset, refs, z, transforms, layout: DenseLayout
 
     Rows with weight 0 or a missing response are left out.
     """
+    systems = dense_systems(X, np.asarray(y, float)[:, None], weights, offset, refs, z, transforms, layout, dtype)
+    return DenseSystem(*(leaf if name == "lam_index" else leaf[0] for name, leaf in zip(DenseSystem._fields, systems)))
+
+
+def dense_systems(X, Y, weights, offset, refs, z, transforms, layout: DenseLayout, dtype) -> DenseSystem:
+    """The ``DenseSystem`` of every column of ``Y`` (n, T), stacked on a leading axis (``lam_index`` shared).
+
+    Every column has the same rows observed: weight > 0 and no response missing in the row
+    (callers give columns with other missing rows their own call).  Only the parts of ``A``
+    that involve y differ between columns.
+    """
     X = np.asarray(X, float)
-    y = np.asarray(y, float)
+    Y = np.asarray(Y, float)
     w = np.asarray(weights, float)
-    observed = (w > 0) & ~np.isnan(y)
+    observed = (w > 0) & ~np.isnan(Y).any(axis=1)
     w = np.where(observed, w, 0.0)
-    yo = np.where(observed, y - np.asarray(offset, float), 0.0)
+    Yo = np.where(observed[:, None], Y - np.asarray(offset, float)[:, None], 0.0)
     n, p = X.shape
+    T = Y.shape[1]
     WX = w[:, None] * X
-    shift = least_squares_shift(X.T @ WX, WX.T @ yo)
-    r = np.where(observed, yo - X @ shift, 0.0)
-    # unit root-mean-square columns of X and of the shifted y: the system is formed in the same
+    shift = least_squares_shift(X.T @ WX, WX.T @ Yo)                      # (p, T)
+    R = np.where(observed[:, None], Yo - X @ shift, 0.0)
+    # unit root-mean-square columns of X and of each shifted y: the system is formed in the same
     # units whatever the data's (float32 then holds y * 1e10 as well as y); dense.py undoes it
-    x_scale, y_scale = column_scales(X, w), column_scales(r[:, None], w)[0]
-    X, r, WX = X / x_scale, r / y_scale, WX / x_scale
+    x_scale, y_scale = column_scales(X, w), column_scales(R, w)
+    X, R, WX = X / x_scale, R / y_scale, WX / x_scale
     Z = random_effects_matrix(refs, z, transforms, layout, n)
     WZ = Z.multiply(w[:, None]).tocsc()
     q, qp, pp = layout.q, layout.q_pad, layout.p_pad
     m = qp + pp + 1
-    A = np.zeros((m, m))
-    zz = (Z.T @ WZ).toarray()
-    zx = np.asarray(WZ.T @ np.column_stack([X, r]))
-    xx = np.column_stack([X, r]).T @ np.column_stack([WX, w * r])
-    fixed = list(range(qp, qp + p)) + [m - 1]
-    A[:q, :q] = zz
-    A[np.ix_(range(q), fixed)] = zx
-    A[np.ix_(fixed, range(q))] = zx.T
-    A[np.ix_(fixed, fixed)] = xx
-    A[range(qp + p, qp + pp), range(qp + p, qp + pp)] = 1.0
+    A = np.zeros((T, m, m))
+    xcols = np.arange(qp, qp + p)
+    A[:, :q, :q] = (Z.T @ WZ).toarray()
+    zx = np.asarray(WZ.T @ X)
+    A[:, :q, xcols] = zx
+    A[:, xcols[:, None], np.arange(q)[None, :]] = zx.T
+    A[:, xcols[:, None], xcols[None, :]] = X.T @ WX
+    zy = np.asarray(WZ.T @ R).T                                            # (T, q)
+    xy = (WX.T @ R).T                                                      # (T, p)
+    A[:, :q, m - 1] = A[:, m - 1, :q] = zy
+    A[:, xcols, m - 1] = A[:, m - 1, xcols] = xy
+    A[:, m - 1, m - 1] = np.einsum("nt,nt,n->t", R, R, w)
+    A[:, range(qp + p, qp + pp), range(qp + p, qp + pp)] = 1.0
     dt = np.dtype(dtype)
-    shift_pad, scale_pad = np.zeros(pp), np.ones(pp)
-    shift_pad[:p], scale_pad[:p] = shift, x_scale
-    return DenseSystem(A.astype(dt), layout.lam_index(), np.asarray(p, dt), np.asarray(observed.sum(), dt),
-                       np.asarray(np.sum(np.log(w[observed])), dt), shift_pad.astype(dt), scale_pad.astype(dt),
+    shift_pad, scale_pad = np.zeros((T, pp)), np.ones((T, pp))
+    shift_pad[:, :p], scale_pad[:, :p] = shift.T, x_scale
+
+    def each(value):
+        return np.full(T, value, dtype=dt)
+
+    return DenseSystem(A.astype(dt), layout.lam_index(), each(p), each(observed.sum()),
+                       each(np.sum(np.log(w[observed]))), shift_pad.astype(dt), scale_pad.astype(dt),
                        np.asarray(y_scale, dt))
 
 
@@ -237,3 +256,20 @@ def derivative_rows(lam_index: np.ndarray, k_pad: int) -> np.ndarray:
     rows, cols = np.nonzero(lam_index < k_pad)
     out[lam_index[rows, cols], cols] = rows
     return out
+
+
+def compact_system(system: DenseSystem, layout: DenseLayout) -> tuple[DenseSystem, np.ndarray]:
+    """The system with the random-effect padding cut to a multiple of 8.
+
+    A stack that is evaluated many times (profiles) runs on this smaller system: its
+    program is compiled for the stack anyway, and the work of ``dense.block_derivatives``
+    grows with ``q k m^2``.  Thetas stay padded to ``layout.k_pad``, so that models
+    that differ only in their number of thetas share the program.  Returns the system
+    and its ``derivative_rows``.
+    """
+    q_new = min(layout.q_pad, -(-max(layout.q, 1) // 8) * 8)
+    m = system.A.shape[-1]
+    keep = np.concatenate([np.arange(q_new), np.arange(layout.q_pad, m)])
+    A = np.asarray(system.A)[..., keep[:, None], keep[None, :]]
+    lam = np.asarray(system.lam_index)[:q_new, :q_new]
+    return system._replace(A=A, lam_index=lam), derivative_rows(lam, layout.k_pad)

@@ -6,13 +6,15 @@ an escape along negative curvature, reflection symmetries at the bound,
 projected Armijo backtracking, lme4's relative-gradient convergence test and
 snapping of near-bound components to the bound.  Here the loop is NumPy on
 the host and each iteration makes one call of a compiled
-``vgh(x) -> (f, g, H)`` for all B problems (rows of ``x``), plus one call of
-``fun(x) -> f`` per line-search trial.  The compiled programs therefore hold
+``vgh(x, rows) -> (f, g, H)`` for the problems still running (``x``: their rows,
+``rows``: their indices among the B), plus one call of ``fun(x, rows) -> f``
+per line-search trial for the problems still searching.  The compiled programs therefore hold
 no loop: they are small, compile fast and are shared by every model of one
 shape bucket (``dense.py``).
 
-Problems that have stopped keep their values; every call still evaluates all
-B rows, so the shapes -- and the compiled programs -- never change.
+Problems that have stopped keep their values and are not evaluated again;
+the callers pad what they evaluate to fixed chunk sizes, so the compiled
+programs' shapes never change.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from .optimize import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NewtonOptions, OptimResult, Tolerances
 
 
-def _newton_direction(x, g, H, free, at_bound):
+def _newton_direction(x, g, H, free, at_bound, at_upper):
     """Descent direction at damping 0 and whether ``H_ff`` is positive definite (``optimize._newton_direction``)."""
     k = g.shape[1]
     eye = np.eye(k)
@@ -35,7 +37,7 @@ def _newton_direction(x, g, H, free, at_bound):
     newton = -np.einsum("bki,bi->bk", V, Vg / w_abs)
     v = V[:, :, 0]
     slope = np.sum(gf * v, axis=1)
-    inward = np.sum(np.where(at_bound, v, 0.0), axis=1)
+    inward = np.sum(np.where(at_bound, v, 0.0) - np.where(at_upper, v, 0.0), axis=1)
     sign = np.where(np.abs(inward) > 1e-8, np.sign(inward), np.where(slope > 0, -1.0, 1.0))
     size = np.maximum(np.max(np.abs(newton), axis=1), 0.1 * np.maximum(1.0, np.max(np.abs(x), axis=1)))
     negative = w[:, 0] < -1e-8 * scale
@@ -51,11 +53,12 @@ def _reflect(x, g, H, at_bound, flat, held, R):
     return sign * x, sign * g, sign[:, :, None] * H * sign[:, None, :]
 
 
-def _line_search(fun, first, x, f, g, d, snap, x_snap, floor, skip, opt: NewtonOptions):
+def _line_search(fun, first, x, f, g, d, snap, x_snap, floor, ceiling, skip, opt: NewtonOptions):
     """Projected Armijo backtracking (or the snapped point) for every problem at once.
 
     The first trial is evaluated by ``first`` (the full derivatives, kept for the next
-    iteration, which usually starts there), later ones by ``fun``.
+    iteration, which usually starts there), later ones by ``fun`` (by ``first`` too if
+    ``fun`` is None: where a value costs as much as the derivatives).
     """
     a = np.ones(x.shape[0])
     ok = skip.copy()
@@ -66,8 +69,10 @@ def _line_search(fun, first, x, f, g, d, snap, x_snap, floor, skip, opt: NewtonO
         searching = ~ok & ~give_up
         if not searching.any():
             return x_new, ok
-        xa = np.where(snap[:, None], x_snap, np.maximum(x + a[:, None] * d, floor))
-        fa = np.asarray((first if not n.any() else fun)(xa), dtype=float)
+        xa = np.where(snap[:, None], x_snap, np.clip(x + a[:, None] * d, floor, ceiling))
+        rows = np.flatnonzero(searching)
+        fa = np.zeros(x.shape[0])
+        fa[rows] = np.asarray((first if not n.any() or fun is None else fun)(xa[rows], rows), dtype=float)
         fa = np.where(np.isnan(fa), np.inf, fa)
         accept = np.where(snap, fa <= f + opt.snap_ftol * (1.0 + np.abs(f)),
                           fa <= f + opt.armijo * np.sum(g * (xa - x), axis=1))
@@ -82,11 +87,11 @@ def _remember_last(vgh):
     iteration's point, so most iterations cost one evaluation."""
     memo: dict = {}
 
-    def derivatives(z):
-        key = z.tobytes()
+    def derivatives(z, rows):
+        key = z.tobytes() + rows.tobytes()
         if key not in memo:
             memo.clear()
-            memo[key] = tuple(np.asarray(v, dtype=float) for v in vgh(z))
+            memo[key] = tuple(np.asarray(v, dtype=float) for v in vgh(z, rows))
         return memo[key]
 
     return derivatives
@@ -104,10 +109,10 @@ def _converged(x, f, g, d, pos_def, n_small, tol: Tolerances):
 
 
 def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOptions(), reflections=None,
-                         fixed=None, active_k: int | None = None, dtype=None) -> OptimResult:
-    """Minimize B problems ``fun(x)`` subject to ``x >= lower`` (``x0``: (B, k)); NumPy results.
+                         fixed=None, active_k: int | None = None, dtype=None, upper=None) -> OptimResult:
+    """Minimize B problems ``fun(x)`` subject to ``lower <= x <= upper`` (``x0``: (B, k)); NumPy results.
 
-    ``vgh(x)`` returns ``(f (B,), g (B, k), H (B, k, k))``.  Only the first
+    ``vgh(x, rows)`` returns ``(f, g, H)`` of the problems ``rows`` at ``x`` (their rows).  Only the first
     ``active_k`` components are optimized (the rest are shape padding, held
     where they are).  ``fixed`` (B, k) holds components at their start (profiles).  ``dtype`` is
     the precision the programs compute in (default ``x0``'s): the tolerances follow it, while the
@@ -118,7 +123,8 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
     B, k_all = x.shape
     k = k_all if active_k is None else active_k
     lower = np.broadcast_to(np.asarray(lower, float), (B, k_all))[:, :k]
-    bounded = np.isfinite(lower)
+    upper = np.broadcast_to(np.asarray(np.inf if upper is None else upper, float), (B, k_all))[:, :k]
+    bounded, bounded_up = np.isfinite(lower), np.isfinite(upper)
     held = np.zeros((B, k), bool) if fixed is None else np.asarray(fixed, bool)[:, :k]
     R = None if reflections is None else np.asarray(reflections, float)[:k, :k]
     tol = Tolerances.of(opt, np.asarray(x0).dtype if dtype is None else dtype)
@@ -140,7 +146,9 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
         lanes = ~done
         if not lanes.any():
             break
-        f, g, H = derivatives(x)
+        rows = np.flatnonzero(lanes)
+        f, g, H = np.zeros(B), np.zeros((B, k_all)), np.broadcast_to(np.eye(k_all), (B, k_all, k_all)).copy()
+        f[rows], g[rows], H[rows] = derivatives(x[rows], rows)
         g, H = g[:, :k], H[:, :k, :k]
         xk = x[:, :k]
         it = it + lanes
@@ -148,22 +156,26 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
         g = np.where(finite[:, None], g, 0.0)
         H = np.where(finite[:, None, None], H, np.eye(k))
         at_bound = bounded & (xk <= lower)
+        at_upper = bounded_up & (xk >= upper)
         flat = tol.flat * (1.0 + np.abs(np.where(finite, f, 0.0)))
         if R is not None:
             xk, g, H = _reflect(xk, g, H, at_bound, flat, held, R)
         diag = np.diagonal(H, axis1=1, axis2=2)
-        active = held | (at_bound & ((g > flat[:, None]) | ((g >= -flat[:, None]) & (diag >= 0))))
-        d, pos_def = _newton_direction(xk, g, H, ~active, at_bound)
+        active = (held | (at_bound & ((g > flat[:, None]) | ((g >= -flat[:, None]) & (diag >= 0))))
+                  | (at_upper & ((g < -flat[:, None]) | ((g <= flat[:, None]) & (diag >= 0)))))
+        d, pos_def = _newton_direction(xk, g, H, ~active, at_bound, at_upper)
         step, converged, n_small = _converged(xk, np.where(finite, f, 0.0), g, d, pos_def, n_small, tol)
         near = bounded & (xk > lower) & (xk - lower <= opt.snap_eps) & ~held
-        snap = converged & near.any(axis=1)
-        x_snap = np.where(near, lower, xk)
+        near_up = bounded_up & (xk < upper) & (upper - xk <= opt.snap_eps) & ~held
+        snap = converged & (near | near_up).any(axis=1)
+        x_snap = np.where(near, lower, np.where(near_up, upper, xk))
         cap = 10.0 * np.maximum(1.0, np.max(np.abs(xk), axis=1, initial=0.0))
         d = d * np.minimum(1.0, cap / np.maximum(step, 1e-300))[:, None]
         skip = ~finite | (converged & ~snap) | ~lanes
-        x_new, ls_ok = _line_search(lambda z: fun(pad(z, x)), lambda z: derivatives(pad(z, x))[0], xk,
+        value = None if fun is None else (lambda z, r: fun(pad(z, x[r]), r))
+        x_new, ls_ok = _line_search(value, lambda z, r: derivatives(pad(z, x[r]), r)[0], xk,
                                     np.where(finite, f, 0.0), g, d, snap, x_snap,
-                                    lower, skip, opt)
+                                    lower, upper, skip, opt)
         moved = ls_ok & ~skip
         stop = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
         code = np.where(~finite, NONFINITE, np.where(

@@ -27,32 +27,9 @@ from .data import CrossProducts
 from .deviance import profiled_deviance
 from .fit import CPU_COMPILER_OPTIONS
 from .optimize import NewtonOptions, minimize_newton
+from .profile_params import varpar_kinds, w_from_theta_sigma, w_reflections  # noqa: F401
 from .structure import ReStructure, _lower_triangle_indices
 from .varpar import deviance_varpar
-
-
-def varpar_kinds(structure: ReStructure) -> np.ndarray:
-    """Per variance parameter (lme4's order, then sigma): 0 = sd, 1 = cor, 2 = sigma."""
-    kinds = []
-    for t in structure.terms:
-        rows, cols = _lower_triangle_indices(t.ncols)
-        kinds.extend(np.where(rows == cols, 0, 1))
-    kinds.append(2)
-    return np.asarray(kinds, dtype=np.int32)
-
-
-def w_reflections(structure: ReStructure) -> np.ndarray:
-    """Flipping an sd at 0 together with its correlations leaves the deviance unchanged."""
-    k = structure.ntheta + 1
-    R = np.zeros((k, k), dtype=bool)
-    for t, off in zip(structure.terms, structure.theta_offsets):
-        rows, cols = _lower_triangle_indices(t.ncols)
-        for a in range(t.ntheta):
-            if rows[a] == cols[a]:
-                for b in range(t.ntheta):
-                    if rows[b] != cols[b] and rows[a] in (rows[b], cols[b]):
-                        R[off + a, off + b] = True
-    return R
 
 
 def theta_sigma_from_w(w: jnp.ndarray, structure: ReStructure):
@@ -76,24 +53,6 @@ def theta_sigma_from_w(w: jnp.ndarray, structure: ReStructure):
         lam = (jnp.stack(sd) / sigma)[:, None] * Lr
         thetas.append(lam[rows, cols])
     return jnp.concatenate(thetas), sigma
-
-
-def w_from_theta_sigma(theta: np.ndarray, sigma: float, structure: ReStructure) -> np.ndarray:
-    """Inverse of ``theta_sigma_from_w`` (NumPy, at an estimate)."""
-    out = []
-    for lam, t in zip(structure.lambdas_numpy(theta), structure.terms):
-        cov = lam @ lam.T * sigma ** 2
-        sd = np.sqrt(np.diag(cov))
-        rows, cols = _lower_triangle_indices(t.ncols)
-        for i, j in zip(rows, cols):
-            if i == j:
-                out.append(sd[i])
-            else:
-                denom = sd[i] * sd[j]
-                r = cov[i, j] / denom if denom > 0 else 0.0
-                out.append(np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)))
-    out.append(np.log(sigma))
-    return np.asarray(out)
 
 
 def ml_deviance_w(w: jnp.ndarray, cp: CrossProducts) -> jnp.ndarray:

@@ -65,15 +65,17 @@ def lam_t_times(lam, C: list) -> list:
     return [sum(lam[s, a] * C[s] for s in range(a, S)) for a in range(S)]
 
 
-def cholesky(M: list) -> list:
-    """Lower Cholesky factor (nested list; entries above the diagonal are None)."""
+def cholesky(M: list, sqrt=jnp.sqrt) -> list:
+    """Lower Cholesky factor (nested list; entries above the diagonal are None).
+
+    Entries may be any numbers with ``+ - * /`` and a ``sqrt`` (e.g. ``jets.Jet``)."""
     S = len(M)
     L = [[None] * S for _ in range(S)]
     for j in range(S):
         d = M[j][j]
         for k in range(j):
             d = d - L[j][k] * L[j][k]
-        L[j][j] = jnp.sqrt(d)
+        L[j][j] = sqrt(d)
         for i in range(j + 1, S):
             v = M[i][j]
             for k in range(j):
