@@ -121,3 +121,33 @@ def test_profile_of_a_small_model_runs_on_one_new_program():
     # lme4 1.1-31: confint(fm1) for sleepstudy
     np.testing.assert_allclose(ci.iloc[:, 0], [14.3814, -0.4815, 3.8012, 22.8982, 237.6807, 7.3587], atol=2e-3)
     np.testing.assert_allclose(ci.iloc[:, 1], [37.7160, 0.6850, 8.7534, 28.8580, 265.1295, 13.5759], atol=2e-3)
+
+
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (1 | Subject) + (1 | DaysF)"])
+def test_kenward_roger_derivatives_equal_autodiff(formula):
+    """M = X^T V^-1 X and log|V|: closed-form first and second derivatives in gamma equal autodiff's."""
+    from jaxlmm.core.dense_inference import marginal_derivatives, marginal_parts
+
+    data = jaxlmm.load_dataset("sleepstudy")
+    data["DaysF"] = data["Days"].astype(str)
+    layout, system = _system(formula, data)
+    rng = np.random.default_rng(1)
+    gamma = np.zeros(layout.k_pad + 1)
+    gamma[:layout.k] = rng.uniform(0.3, 1.5, layout.k) * 100.0
+    gamma[-1] = 650.0
+    gamma = jnp.asarray(gamma)
+    cov_index = jnp.asarray(layout.cov_index())
+    mask = jnp.arange(layout.p_pad) < layout.p
+    M, P, Q, d2_log_v, _ = marginal_derivatives(gamma, system, cov_index, mask)
+
+    def parts(g):
+        return marginal_parts(g, system, cov_index, mask)
+
+    log_v, M_ad = parts(gamma)
+    P_ad = jnp.moveaxis(jax.jacfwd(lambda g: parts(g)[1])(gamma), -1, 0)
+    Q_ad = jnp.moveaxis(jax.jacfwd(jax.jacfwd(lambda g: parts(g)[1]))(gamma), (2, 3), (0, 1))
+    H_ad = jax.hessian(lambda g: parts(g)[0])(gamma)
+    np.testing.assert_allclose(M, M_ad, rtol=1e-9)
+    np.testing.assert_allclose(P, P_ad, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(Q, Q_ad, rtol=1e-6, atol=1e-14)
+    np.testing.assert_allclose(d2_log_v, H_ad, rtol=1e-7, atol=1e-12)

@@ -77,25 +77,71 @@ def marginal_parts(gamma, system: DenseSystem, cov_index, fixed_mask):
     return system.n_obs * jnp.log(s2) - system.sum_log_w + logdet, M
 
 
+def marginal_derivatives(gamma, system: DenseSystem, cov_index, fixed_mask):
+    """``M``, its first and second derivatives ``P_r``, ``Q_rs`` and the Hessian of ``log|V|`` in gamma,
+    in closed form (one LU factor of ``K``; no differentiation through it).
+
+    With ``C = Gamma / s2`` (``Gamma = sum_r gamma_r E_r``), ``K = I + C A_zz``, ``F = K^{-1}``,
+    ``H = F C`` (symmetric) and ``N = X^T W X - A_xz H A_zx``, so that ``M = N / s2``:
+
+        dH = F dC F^T,   d2H_rs = F C_rs F^T - S_sr - S_sr^T,   S_sr = F C_s A F C_r F^T
+        d log|K| = tr(F dC A),   d2 log|K|_rs = tr(F C_rs A) - tr(F C_s A F C_r A),
+
+    where ``dC_r = E_r / s2`` and ``dC_s2 = -Gamma / s2^2`` (second derivatives only in s2).
+    """
+    q = cov_index.shape[0]
+    R = gamma.shape[0]
+    dtype = gamma.dtype
+    s2 = gamma[-1]
+    E = (cov_index[None] == jnp.arange(R - 1)[:, None, None]).astype(dtype)          # (R-1, q, q)
+    Gamma = jnp.einsum("r,rab->ab", gamma[:-1], E)
+    A = system.A
+    Azz, Bzx, XtWX = A[:q, :q], A[:q, q:-1], A[q:-1, q:-1]
+    dC = jnp.concatenate([E / s2, (-Gamma / s2 ** 2)[None]], axis=0)                  # (R, q, q)
+    last = (jnp.arange(R) == R - 1).astype(dtype)
+    d2C = (-(E / s2 ** 2)[:, None] * last[None, :, None, None])                       # (R-1, R, q, q)
+    d2C = jnp.concatenate([d2C, jnp.concatenate([-(E / s2 ** 2), (2.0 * Gamma / s2 ** 3)[None]])[None]], axis=0)
+    C = Gamma / s2
+    K = jnp.eye(q, dtype=dtype) + C @ Azz
+    F = jnp.linalg.inv(K)
+    logdet_K = jnp.linalg.slogdet(K)[1]
+    U = jnp.einsum("ab,rbc->rac", F, dC)                                               # F dC_r
+    dH = jnp.einsum("rab,cb->rac", U, F)                                               # F dC_r F^T
+    UA = jnp.einsum("rab,bc->rac", U, Azz)                                             # F dC_r A
+    d_logK = jnp.einsum("raa->r", UA)
+    d2_logK = jnp.einsum("rsbc,cb->rs", d2C, Azz @ F) - jnp.einsum("sab,rba->rs", UA, UA)
+    FB = F.T @ Bzx                                                                     # (q, p)
+    H = F @ C
+    N = XtWX - Bzx.T @ H @ Bzx
+    dN = -jnp.einsum("aq,rab,bt->rqt", Bzx, dH, Bzx)
+    left = jnp.einsum("aq,sab->sqb", Bzx, UA)                                          # B^T F dC_s A
+    right = jnp.einsum("rbc,ct->rbt", dH, Bzx)                                         # F dC_r F^T B
+    S = jnp.einsum("sqb,rbt->rsqt", left, right)
+    d2N = -jnp.einsum("aq,rsab,bt->rsqt", FB, d2C, FB) + S + jnp.swapaxes(S, 2, 3)
+    t, dt_, d2t = 1.0 / s2, -last / s2 ** 2, 2.0 * last[:, None] * last[None, :] / s2 ** 3
+    M = N * t
+    dM = dN * t + N[None] * dt_[:, None, None]
+    d2M = (d2N * t + dN[:, None] * dt_[None, :, None, None] + dN[None, :] * dt_[:, None, None, None]
+           + N[None, None] * d2t[:, :, None, None])
+    D = system.x_scale[:, None] * system.x_scale[None, :]                              # back to X's units
+    keep = (fixed_mask[:, None] & fixed_mask[None, :]).astype(dtype)
+
+    def unit(Mx):
+        return 0.5 * (Mx + jnp.swapaxes(Mx, -1, -2)) * D * keep
+
+    M = unit(M) + jnp.diag(1.0 - fixed_mask.astype(dtype))
+    d2_log_v = d2_logK - system.n_obs / s2 ** 2 * last[:, None] * last[None, :]
+    return M, unit(dM), unit(d2M), d2_log_v, logdet_K
+
+
 def _kenward_roger(system: DenseSystem, gamma, cov_index, active, fixed_mask):
     """pbkrtest's ingredients from the first and second derivatives ``P_r``, ``Q_rs`` of M.
 
     With ``Phi = M^{-1}``: ``d^2 Phi / dgamma_r dgamma_s = Phi (P_r Phi P_s + P_s Phi P_r - Q_rs) Phi``
-    and ``d^2 log|M| = tr(Phi Q_rs) - tr(Phi P_r Phi P_s)``.  ``(log|V|, M)`` is differentiated
-    twice in one nested forward pass that also returns the first derivatives, so its graph is
-    traced once per order (tracing dominates this program's first call).
+    and ``d^2 log|M| = tr(Phi Q_rs) - tr(Phi P_r Phi P_s)``; ``M``, ``P``, ``Q`` and the Hessian of
+    ``log|V|`` come in closed form from ``marginal_derivatives``.
     """
-    def parts(g):
-        return marginal_parts(g, system, cov_index, fixed_mask)
-
-    def first(g):
-        J = jax.jacfwd(parts)(g)
-        return J, J
-
-    (d2_log_v, Q), (_, dM) = jax.jacfwd(first, has_aux=True)(gamma)
-    Q = jnp.moveaxis(Q, (2, 3), (0, 1))                                    # (g, g, p, p)
-    P = jnp.moveaxis(dM, -1, 0)                                            # (g, p, p)
-    _, M = parts(gamma)
+    M, P, Q, d2_log_v, _ = marginal_derivatives(gamma, system, cov_index, fixed_mask)
     Phi = jnp.linalg.inv(M)
     PPhi = jnp.einsum("rab,bc->rac", P, Phi)                               # P_r Phi
     hess_log_m = jnp.einsum("ab,rsba->rs", Phi, Q) - jnp.einsum("rab,sba->rs", PPhi, PPhi)
