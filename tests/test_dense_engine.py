@@ -126,7 +126,7 @@ def test_profile_of_a_small_model_runs_on_one_new_program():
 @pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (1 | Subject) + (1 | DaysF)"])
 def test_kenward_roger_derivatives_equal_autodiff(formula):
     """M = X^T V^-1 X and log|V|: closed-form first and second derivatives in gamma equal autodiff's."""
-    from jaxlmm.core.dense_inference import marginal_derivatives, marginal_parts
+    from jaxlmm.core.ddf_dense import marginal_derivatives, marginal_parts
 
     data = jaxlmm.load_dataset("sleepstudy")
     data["DaysF"] = data["Days"].astype(str)

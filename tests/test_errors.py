@@ -134,7 +134,7 @@ def test_memory_guard_refuses_a_dense_block_that_cannot_fit():
 
 def test_memory_guard_uses_the_free_memory(monkeypatch):
     import jaxlmm
-    from jaxlmm import memory
+    from jaxlmm.model import memory
     from jaxlmm.errors import MemoryLimitError
 
     monkeypatch.setattr(memory, "available_bytes", lambda device=None: 1000)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jaxlmm.formula import RandomTerm, parse_formula
-from jaxlmm.naming import lme4_column_name
-from jaxlmm.naming import confint_names, theta_names, unique_group_names
+from jaxlmm.model.formula import RandomTerm, parse_formula
+from jaxlmm.model.naming import lme4_column_name
+from jaxlmm.model.naming import confint_names, theta_names, unique_group_names
 
 
 def terms(text):

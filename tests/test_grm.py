@@ -1,4 +1,4 @@
-"""jaxlmm.grm (module jaxlmm.markers): genomic relationship matrices against GEMMA 0.98.5 (tests/reference/relmat/README.txt, 2)."""
+"""jaxlmm.grm (module jaxlmm.model.markers): genomic relationship matrices against GEMMA 0.98.5 (tests/reference/relmat/README.txt, 2)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxlmm import markers as grm_module
+from jaxlmm.model import markers as grm_module
 from jaxlmm.errors import DataError, JaxlmmWarning
 from jaxlmm import grm
 

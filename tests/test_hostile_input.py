@@ -228,7 +228,7 @@ def test_aliased_columns_match_the_sequential_rule_and_scale():
     """I.9: rank deficiency by R's rule, without a per-column pass over the rows."""
     import time
 
-    from jaxlmm.design import aliased_columns
+    from jaxlmm.model.design import aliased_columns
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(200, 12))
@@ -357,12 +357,12 @@ def test_float32_does_not_depend_on_the_scale_of_the_data(data, scale):
 
 def test_fixed_factor_too_large_for_memory_is_a_memory_error(monkeypatch):
     """I.9: the size of X is checked before it is built, and reported as memory, not as a formula error."""
-    import jaxlmm.memory
+    import jaxlmm.model.memory
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"g": rng.integers(0, 2000, size=20000).astype(str),
                           "h": rng.integers(0, 50, size=20000).astype(str), "y": rng.normal(size=20000)})
-    monkeypatch.setattr(jaxlmm.memory, "available_bytes", lambda device=None: 100 << 20)
+    monkeypatch.setattr(jaxlmm.model.memory, "available_bytes", lambda device=None: 100 << 20)
     with pytest.raises(jaxlmm.MemoryLimitError, match=r"term 'g': 2000 columns"):
         jaxlmm.lmer("y ~ g + (1 | h)", frame)
 

@@ -206,7 +206,7 @@ def test_satterthwaite_derivatives_match_finite_differences(fits):
     import jax.numpy as jnp
 
     from jaxlmm.core.varpar import deviance_varpar, vcov_beta_varpar
-    from jaxlmm.inference import satterthwaite_parts
+    from jaxlmm.inference.ddf import satterthwaite_parts
 
     fit = fits.get("sleepstudy_slope_reml")
     cp = fit.cross_products

@@ -24,7 +24,7 @@ from jaxlmm.core.crossprod import cross_products
 from jaxlmm.core.deviance import profiled_deviance
 from jaxlmm.core.fit import fit_program
 from jaxlmm.core.optimize import value_grad_hessian
-from jaxlmm.design import build_design
+from jaxlmm.model.design import build_design
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -154,7 +154,7 @@ def test_lmer_inference_on_sparse_path():
     assert fit.converged and fit.model_data.sparse is not None
     design = build_design(FORMULA, frame)
     dense = dataclasses.replace(design.model_data(np.float64), sparse=None)
-    from jaxlmm.core.inference import kenward_roger_program, satterthwaite_program
+    from jaxlmm.core.ddf_block import kenward_roger_program, satterthwaite_program
 
     cps, cpd = fit.cross_products, cross_products(dense)
     th, sig = jnp.asarray(fit.theta), jnp.asarray(fit.sigma)

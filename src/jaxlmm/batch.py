@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._x64 import float64_scope
-from .design import Design, bucket, build_design
+from .model.design import Design, bucket, build_design
 from .errors import DataError
 from .sharding import chunks, put, resolve_devices, round_chunk, trait_mesh
 from .spectral_batch import MAX_MISSING_FRACTION, fit_spectral, missing_counts, spectral_layout
@@ -129,7 +129,7 @@ def trait_checks(design: Design, Y: np.ndarray) -> np.ndarray:
 def default_chunk_size(design: Design, n_traits: int, dtype_bytes: int, device=None) -> int:
     """Traits per call: all of them (as a shape bucket) if they fit in a quarter of the
     free memory, else the largest power of two that does."""
-    from .memory import available_bytes, batch_bytes_per_trait
+    from .model.memory import available_bytes, batch_bytes_per_trait
 
     per_trait = batch_bytes_per_trait(design, dtype_bytes)
     fits = int(available_bytes(device) // 4 // max(per_trait, 1))
@@ -159,9 +159,9 @@ def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None,
     """
     import jax
 
-    from .batch_result import BatchResult
+    from .results.batch_result import BatchResult
     from .core.optimize import NewtonOptions
-    from .design import _as_frame
+    from .model.design import _as_frame
     from .fitting import _dtype
 
     frame = _as_frame(data)
@@ -265,7 +265,7 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
 
     from .core.fit import fit_batch_program
 
-    from .memory import check_memory
+    from .model.memory import check_memory
 
     n_sel = idx.size
     check_memory(design, np_dtype.itemsize, device)  # at least one trait must fit

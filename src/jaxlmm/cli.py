@@ -116,7 +116,7 @@ def _load(args, parser):
 def _grouping_columns(formula: str) -> set[str]:
     """The grouping-factor columns of ``formula`` (empty if it does not parse: the fit reports that)."""
     from .errors import FormulaError
-    from .formula import parse_formula
+    from .model.formula import parse_formula
 
     try:
         return {v for term in parse_formula(formula).random for v in term.group_vars}
@@ -127,7 +127,7 @@ def _grouping_columns(formula: str) -> set[str]:
 def _formula_columns(formula: str, columns) -> set[str]:
     """Every column ``formula`` names (variables and grouping factors)."""
     from .errors import FormulaError
-    from .formula_grammar import tokenize
+    from .model.formula_grammar import tokenize
 
     try:
         names = {t.text.strip("`") for t in tokenize(formula) if t.kind in ("name", "quoted")}

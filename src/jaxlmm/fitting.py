@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._x64 import float64_scope
-from .design import Design, build_design
+from .model.design import Design, build_design
 from . import errors
 
 
@@ -100,7 +100,7 @@ class DevianceFunction:
 
     @property
     def theta_names(self) -> list[str]:
-        from .naming import theta_names
+        from .model.naming import theta_names
 
         return [n for t in self.design.terms for n in theta_names(t.group, t.columns)]
 
@@ -309,12 +309,12 @@ def lmer_design(design: Design, *, reml: bool = True, start=None, optimizer=None
 
     from .core.fit import fit_program_optax, run_fit_program
     from .core.optimize import NewtonOptions
-    from .result import LmerResult
+    from .results.lmer_result import LmerResult
 
     dt = _dtype(dtype)
-    from .memory import check_memory
+    from .model.memory import check_memory
 
-    from .plan import factorization_plan
+    from .model.plan import factorization_plan
 
     itemsize = np.dtype(dt).itemsize
     check_memory(design, itemsize, sparse_ok=True)

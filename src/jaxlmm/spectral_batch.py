@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .design import Design, bucket
+from .model.design import Design, bucket
 
 MAX_MISSING_FRACTION = 0.5
 CPU_CHUNK = 8
@@ -75,7 +75,7 @@ def default_chunk_size(n: int, p: int, m: int, dtype_bytes: int, device=None) ->
     """
     import jax
 
-    from .memory import available_bytes
+    from .model.memory import available_bytes
 
     dev = device if device is not None else jax.devices()[0]
     if dev.platform == "cpu":

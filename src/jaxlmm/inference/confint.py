@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._x64 import float64_scope
+from .._x64 import float64_scope
 
 
 def _labels(level: float) -> tuple[str, str]:

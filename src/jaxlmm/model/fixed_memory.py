@@ -37,7 +37,7 @@ def _check_fixed_effects_memory(fixed: str, frame: pd.DataFrame) -> None:
     The need is ``3 * 8 n (p + 1)`` bytes (X, a copy, and the aliasing check's side of ``X^T X``);
     below 64 MiB the fit's own memory guard decides.
     """
-    from .errors import MemoryLimitError
+    from ..errors import MemoryLimitError
     from .memory import available_bytes, describe_bytes
 
     terms = list(_parsed(compile_expression(fixed, frame.columns, "the fixed effects").text))

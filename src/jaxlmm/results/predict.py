@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .design import _model_matrix, _numeric_vector, formula_offset
-from .errors import DataError, FormulaError
-from .formula import parse_formula
-from .naming import format_level, lme4_column_name
+from ..model.design import _model_matrix, _numeric_vector, formula_offset
+from ..errors import DataError, FormulaError
+from ..model.formula import parse_formula
+from ..model.naming import format_level, lme4_column_name
 
 
 def _selected_terms(fit, re_form) -> dict[int, list[int]]:

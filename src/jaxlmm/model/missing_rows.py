@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from ..errors import DataError
 from .formula import ParsedFormula
 from .formula_grammar import compile_expression, tokenize
 from .model_matrix import _model_matrix

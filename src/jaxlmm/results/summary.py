@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .naming import unique_group_names
+from ..model.naming import unique_group_names
 
 
 def _column(values, digits: int = 4) -> list[str]:

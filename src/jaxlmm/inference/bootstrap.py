@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._x64 import float64_scope
-from .naming import confint_names
+from .._x64 import float64_scope
+from ..model.naming import confint_names
 
 
 @float64_scope
@@ -71,7 +71,7 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False
     ``BatchResult`` of the replicates.  Replicates whose fit failed are
     dropped (their count is in ``.attrs["failed"]``).
     """
-    from .batch import fit_batch
+    from ..batch import fit_batch
 
     Y = simulate(fit, nsim, seed, use_u)
     design = fit.design

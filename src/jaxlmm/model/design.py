@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from .aliasing import aliased_columns
-from .core.structure import ReStructure, TermSpec
+from ..core.structure import ReStructure, TermSpec
 from .data_checks import (_as_frame, _check_columns, _check_levels, _checked_response, _numeric_vector,
                           _weights_and_offset)
-from .errors import DataError, FormulaError, warn
+from ..errors import DataError, FormulaError, warn
 from .fixed_memory import _check_fixed_effects_memory
 from .formula import ParsedFormula, RandomTerm, parse_formula
 from .grouping import GroupingFactor, grouping_factor
@@ -133,12 +133,12 @@ class Design:
         have weight 0 and padded levels no rows, so they change nothing in the
         fit, but models of similar size share one compiled program.
         """
-        from .core.data import ModelData
+        from ..core.data import ModelData
 
         dtype = np.dtype(dtype)
         y = self.y if y is None else y
         w = self.weights if weights is None else weights
-        from .core.sparse import build_pattern
+        from ..core.sparse import build_pattern
 
         refs = tuple(self.pad_rows(t.factor.codes).astype(np.int32) for t in self.terms)
         transforms = tuple(None if t.relmat is None else np.asarray(t.relmat.factor, dtype) for t in self.terms)

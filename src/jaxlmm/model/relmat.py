@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from ..errors import DataError
 from .naming import format_level
 
 SYMMETRY_TOL = 1e-8   # relative to max |K|

@@ -20,15 +20,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._x64 import float64_scope
-from .inference import f_test, normalize_ddf
+from .._x64 import float64_scope
+from .ddf import f_test, normalize_ddf
 
 
 def _rank_deficient_design(fit):
     """lmerTest's ``get_rdX``: per term the full (over-parameterized) coding, plus the intercept."""
-    from .design import _model_matrix
-    from .formula_grammar import formula_context
-    from .naming import lme4_column_name
+    from ..model.design import _model_matrix
+    from ..model.formula_grammar import formula_context
+    from ..model.naming import lme4_column_name
 
     design = fit.design
     spec = design.fixed_spec
@@ -119,7 +119,7 @@ def type3_contrasts(fit) -> dict[str, np.ndarray]:
         return {}
     rdX, names, is_coef, terms = _rank_deficient_design(fit)
     if np.any(rdX.sum(axis=0) == 0):
-        from .errors import warn
+        from ..errors import warn
 
         warn("missing cells for some factor levels: interpret type III hypotheses with care")
     L = _general_L(rdX, is_coef)

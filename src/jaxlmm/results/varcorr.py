@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .naming import unique_group_names
+from ..model.naming import unique_group_names
 
 
 def term_covariance(lam: np.ndarray, sigma: float) -> np.ndarray:

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from ._x64 import float64_methods, float64_scope
-from .design import bucket
-from .naming import confint_names
+from .._x64 import float64_methods, float64_scope
+from ..model.design import bucket
+from ..model.naming import confint_names
 
 GRID = np.array([-4.0, -3.0, -2.25, -1.5, -0.75, 0.75, 1.5, 2.25, 3.0, 4.0])
 ROUNDS = 6
@@ -182,7 +182,7 @@ def _block_runners(ml, w_hat, size):
     import jax
     import jax.numpy as jnp
 
-    from .core import profile as core
+    from ..core import profile as core
 
     cp = ml.cross_products
     theta_hat = jnp.asarray(ml.theta)
@@ -208,8 +208,8 @@ def _block_runners(ml, w_hat, size):
 
 def _dense_runners(ml, w_hat, size):
     """The same four as ``_block_runners``, on the fit's dense block program (``core/dense_profile.py``)."""
-    from .core.dense_layout import compact_system
-    from .core.dense_profile import FixedEffectProfile, VarianceProfile
+    from ..core.dense_layout import compact_system
+    from ..core.dense_profile import FixedEffectProfile, VarianceProfile
 
     layout, system = ml._dense
     system, row_of = compact_system(system, layout)
@@ -239,7 +239,7 @@ def _wald_scale(H, w_hat):
 @float64_scope
 def profile(fit, level: float = 0.95) -> Profile:
     """Profile every parameter of ``fit`` and find its profile confidence limits."""
-    from .core import profile_params as core
+    from ..core import profile_params as core
 
     ml = fit.refit_ml()
     structure = ml.design.structure

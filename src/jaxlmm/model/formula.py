@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import FormulaError
+from ..errors import FormulaError
 from .formula_grammar import check_formula_text, check_no_offset, is_offset_call
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from ..errors import DataError
 from .formula import ParsedFormula
 from .model_matrix import _response, formula_offset
 

@@ -11,10 +11,10 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ._x64 import float64_methods
-from .core.optimize import CONVERGED, STATUS_MESSAGES
-from .design import Design
-from .naming import theta_names as _theta_names
+from .._x64 import float64_methods
+from ..core.optimize import CONVERGED, STATUS_MESSAGES
+from ..model.design import Design
+from ..model.naming import theta_names as _theta_names
 from .varcorr import varcorr_frame
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -52,7 +52,7 @@ class LmerResult:
         """The factorization plan of the fit (``jaxlmm.plan.FactorizationPlan``): block term,
         dense part, dense or sparse cross block, predicted work and memory."""
         if self._plan is None:
-            from .plan import factorization_plan
+            from ..model.plan import factorization_plan
 
             self._plan = factorization_plan(self.design, self.model_data)
         return self._plan
@@ -267,7 +267,7 @@ class LmerResult:
 
         NaN entries are treated as missing (weight 0).
         """
-        from .fitting import lmer_design
+        from ..fitting import lmer_design
 
         opts = self._fit_options or {}
         fit = lmer_design(self.design.with_response(np.asarray(new_response, dtype=float)), reml=self.reml,
@@ -285,7 +285,7 @@ class LmerResult:
     # ------------------------------------------------------------- relationship matrices
     @property
     def _h2_term(self) -> int | None:
-        from .batch import heritability_term
+        from ..batch import heritability_term
 
         return heritability_term(self.design)
 
@@ -294,10 +294,10 @@ class LmerResult:
         import jax
         import jax.numpy as jnp
 
-        from .core.deviance import profiled_deviance
-        from .core.fit import _large_dense
-        from .core.heritability import heritability, heritability_se
-        from .core.optimize import value_grad_hessian
+        from ..core.deviance import profiled_deviance
+        from ..core.fit import _large_dense
+        from ..core.heritability import heritability, heritability_se
+        from ..core.optimize import value_grad_hessian
 
         k = self._h2_term
         if k is None:
@@ -359,12 +359,12 @@ class LmerResult:
         """The core's cross-products of this fit's data (``jaxlmm.core.CrossProducts``)."""
         import jax
 
-        from .core.crossprod import cross_products
+        from ..core.crossprod import cross_products
 
         return jax.jit(cross_products)(self.model_data)
 
     def _refit(self, reml: bool) -> "LmerResult":
-        from .fitting import lmer_design
+        from ..fitting import lmer_design
 
         opts = self._fit_options or {}
         fit = lmer_design(self.design, reml=reml, start=self.theta, max_iter=opts.get("max_iter", 100),
@@ -386,13 +386,13 @@ class LmerResult:
         ``ddf``: ``"satterthwaite"`` (default), ``"kenward-roger"`` (adjusted SEs
         and KR df, as pbkrtest), ``"residual"`` (n - p) or ``"asymptotic"`` (z tests).
         """
-        from .inference import coef_table
+        from ..inference.ddf import coef_table
 
         return coef_table(self, ddf)
 
     def contest(self, L, ddf: str = "satterthwaite", joint: bool = True) -> pd.DataFrame:
         """Test ``L beta = 0`` (lmerTest's ``contest``): an F test, or with ``joint=False`` a t test per row."""
-        from .inference import contest
+        from ..inference.ddf import contest
 
         return contest(self, L, ddf, joint)
 
@@ -400,33 +400,33 @@ class LmerResult:
         """Type III ANOVA table (lmerTest's ``anova(m, type = 3)``)."""
         if type != 3:
             raise ValueError("only type III tables are implemented (type=3)")
-        from .anova_tables import anova_type3
+        from ..inference.anova_tables import anova_type3
 
         return anova_type3(self, ddf)
 
     def confint(self, method: str = "profile", level: float = 0.95, nsim: int = 500, seed: int | None = None,
                 use_u: bool = False) -> pd.DataFrame:
         """Confidence intervals (lme4's ``confint``): ``"profile"`` (default), ``"wald"`` or ``"boot"``."""
-        from .confint import confint
+        from ..inference.confint import confint
 
         return confint(self, method, level, nsim=nsim, seed=seed, use_u=use_u)
 
     def profile(self, level: float = 0.95):
         """lme4's ``profile``: a ``Profile`` with ``frame`` (param, value, zeta) and ``confint()``."""
-        from .profile import profile
+        from ..inference.profile import profile
 
         return profile(self, level)
 
     def simulate(self, nsim: int = 1, seed: int | None = None, use_u: bool = False) -> np.ndarray:
         """Simulated responses (n x nsim), as lme4's ``simulate`` (``use_u``: condition on the BLUPs)."""
-        from .bootstrap import simulate
+        from ..inference.bootstrap import simulate
 
         return simulate(self, nsim, seed, use_u)
 
     def bootstrap(self, nsim: int = 500, seed: int | None = None, use_u: bool = False, func=None,
                   progress: bool | None = None) -> pd.DataFrame:
         """Parametric bootstrap (lme4's ``bootMer``): one row of estimates per replicate."""
-        from .bootstrap import bootstrap
+        from ..inference.bootstrap import bootstrap
 
         return bootstrap(self, nsim, seed, use_u, func, progress=progress)
 
@@ -437,7 +437,7 @@ class LmerResult:
 
         if ddf is None:
             return format_summary(self)
-        from .inference import normalize_ddf
+        from ..inference.ddf import normalize_ddf
 
         method = normalize_ddf(ddf)
         title = {"satterthwaite": ". t-tests use Satterthwaite's method",

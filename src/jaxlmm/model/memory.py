@@ -73,7 +73,7 @@ def check_memory(design, dtype_bytes: int = 8, device=None, traits: int = 1, nee
     ``need`` replaces the estimate (e.g. ``plan.FactorizationPlan.bytes_peak``);
     ``sparse_ok`` counts only what both the dense and the sparse cross block need.
     """
-    from .errors import MemoryLimitError
+    from ..errors import MemoryLimitError
 
     if need is None:
         need = traits * batch_bytes_per_trait(design, dtype_bytes)

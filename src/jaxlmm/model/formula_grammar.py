@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError, FormulaError
+from ..errors import DataError, FormulaError
 
 # function -> keywords it accepts
 FUNCTIONS: dict[str, frozenset[str]] = {

@@ -14,11 +14,11 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ._x64 import float64_methods
-from .batch import STATUS_MESSAGES, STATUS_NAMES
-from .design import Design
-from .naming import theta_names as _theta_names
-from .result import SINGULAR_TOL
+from .._x64 import float64_methods
+from ..batch import STATUS_MESSAGES, STATUS_NAMES
+from ..model.design import Design
+from ..model.naming import theta_names as _theta_names
+from .lmer_result import SINGULAR_TOL
 
 
 @float64_methods
@@ -181,7 +181,7 @@ class BatchResult:
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         """``as.data.frame(VarCorr(m))`` of every trait, with a ``trait`` column."""
-        from .naming import unique_group_names
+        from ..model.naming import unique_group_names
 
         sigma = np.asarray(self._out["sigma"])
         frames = []
@@ -269,7 +269,7 @@ class BatchResult:
         estimate, so it converges at once and gives BLUPs, predictions and
         the summary of a single fit.
         """
-        from .fitting import lmer_design
+        from ..fitting import lmer_design
 
         i = self._index(trait)
         if not self._valid[i]:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._x64 import float64_scope
-from .errors import DataError, warn
+from .._x64 import float64_scope
+from ..errors import DataError, warn
 
 METHODS = ("vanraden", "standardized", "vanraden2008")
 _CHUNK = 10_000  # markers per block

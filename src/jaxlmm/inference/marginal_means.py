@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._x64 import float64_methods, float64_scope
-from .inference import contrast_rows, normalize_ddf
+from .._x64 import float64_methods, float64_scope
+from .ddf import contrast_rows, normalize_ddf
 
 
 @float64_methods
@@ -41,8 +41,8 @@ class EMMeans:
 
 def reference_grid(fit) -> tuple[pd.DataFrame, np.ndarray]:
     """The grid (factor levels crossed, covariates at their means) and its model matrix."""
-    from .design import _model_matrix
-    from .naming import lme4_column_name
+    from ..model.design import _model_matrix
+    from ..model.naming import lme4_column_name
 
     design = fit.design
     spec = design.fixed_spec

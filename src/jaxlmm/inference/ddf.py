@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from ._x64 import float64_scope
+from .._x64 import float64_scope
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "residual", "asymptotic")
 
@@ -68,7 +68,7 @@ def _dense_active(layout) -> np.ndarray:
 def _satterthwaite_dense(fit) -> SatterthwaiteParts:
     import jax
 
-    from .core.dense_inference import satterthwaite_program
+    from ..core.ddf_dense import satterthwaite_program
 
     layout, system = fit._dense
     varpar = np.append(layout.pad_theta(fit.theta), fit.sigma).astype(system.A.dtype)
@@ -80,7 +80,7 @@ def _satterthwaite_dense(fit) -> SatterthwaiteParts:
 def _kenward_roger_dense(fit) -> KenwardRogerParts:
     import jax
 
-    from .core.dense_inference import kenward_roger_program
+    from ..core.ddf_dense import kenward_roger_program
 
     layout, system = fit._dense
     gamma = np.zeros(layout.k_pad + 1)
@@ -107,7 +107,7 @@ def satterthwaite_parts(fit) -> SatterthwaiteParts:
         import jax
         import jax.numpy as jnp
 
-        from .core.inference import satterthwaite_program
+        from ..core.ddf_block import satterthwaite_program
 
         A, J, V, _ = satterthwaite_program(fit.cross_products, jnp.asarray(fit.theta), jnp.asarray(fit.sigma),
                                            reml=fit.reml)
@@ -122,7 +122,7 @@ def kenward_roger_parts(fit) -> KenwardRogerParts:
         import jax
         import jax.numpy as jnp
 
-        from .core.inference import kenward_roger_program
+        from ..core.ddf_block import kenward_roger_program
 
         base = fit if fit.reml else fit.refit_reml()
         if getattr(base, "_dense", None) is not None:

@@ -15,7 +15,7 @@ import formulaic
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, FormulaError, JaxlmmError
+from ..errors import DataError, FormulaError, JaxlmmError
 from .formula import ParsedFormula
 from .formula_grammar import Expression, compile_expression, formula_context
 
@@ -52,7 +52,7 @@ def _model_matrix(spec_or_formula, frame: pd.DataFrame, what: str):
     except JaxlmmError:
         raise
     except MemoryError:
-        from .errors import MemoryLimitError
+        from ..errors import MemoryLimitError
 
         raise MemoryLimitError(f"not enough memory to build the model matrix of {what} "
                                f"({frame.shape[0]} rows)") from None
