@@ -56,3 +56,15 @@ def float64_methods(cls):
             if isinstance(wrapped, cached_property):
                 wrapped.__set_name__(cls, name)
     return cls
+
+
+def working_dtype(dtype):
+    """The JAX scalar type a fit computes in: float64 (``None``, the default) or float32."""
+    import jax.numpy as jnp
+
+    if dtype is None:
+        return jnp.float64
+    dt = jnp.dtype(dtype)
+    if dt not in (jnp.dtype(jnp.float64), jnp.dtype(jnp.float32)):
+        raise ValueError(f"dtype must be float64 or float32, not {dt}")
+    return dt.type

@@ -84,7 +84,6 @@ def cross_products(data: ModelData) -> CrossProducts:
 
     qd = s.q_dense
     cols, vals = _dense_columns(data)
-    m = cols.shape[1]
     if qd:
         wvals = w[:, None] * vals  # (n, m)
         pair_ids = (cols[:, :, None] * qd + cols[:, None, :]).reshape(-1)
@@ -108,7 +107,6 @@ def cross_products(data: ModelData) -> CrossProducts:
         if not sparse.is_sparse(Cdb):
             Cdb = _transform_rows(Cdb, data, 1)
     else:
-        del m
         Add = jnp.zeros((0, 0), dtype)
         Axd = jnp.zeros((p1, 0), dtype)
         Cdb = jnp.zeros((Sb, 0, lb), dtype)

@@ -85,7 +85,7 @@ def marginal_derivatives(gamma, system: DenseSystem, cov_index, fixed_mask):
     ``H = F C`` (symmetric) and ``N = X^T W X - A_xz H A_zx``, so that ``M = N / s2``:
 
         dH = F dC F^T,   d2H_rs = F C_rs F^T - S_sr - S_sr^T,   S_sr = F C_s A F C_r F^T
-        d log|K| = tr(F dC A),   d2 log|K|_rs = tr(F C_rs A) - tr(F C_s A F C_r A),
+        d2 log|K|_rs = tr(F C_rs A) - tr(F C_s A F C_r A),
 
     where ``dC_r = E_r / s2`` and ``dC_s2 = -Gamma / s2^2`` (second derivatives only in s2).
     """
@@ -108,7 +108,6 @@ def marginal_derivatives(gamma, system: DenseSystem, cov_index, fixed_mask):
     U = jnp.einsum("ab,rbc->rac", F, dC)                                               # F dC_r
     dH = jnp.einsum("rab,cb->rac", U, F)                                               # F dC_r F^T
     UA = jnp.einsum("rab,bc->rac", U, Azz)                                             # F dC_r A
-    d_logK = jnp.einsum("raa->r", UA)
     d2_logK = jnp.einsum("rsbc,cb->rs", d2C, Azz @ F) - jnp.einsum("sab,rba->rs", UA, UA)
     FB = F.T @ Bzx                                                                     # (q, p)
     H = F @ C

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from . import linalg, schur, smallmat, sparse
 from .crossprod import cross_products
 from .data import CrossProducts, ModelData
-from .structure import ReStructure
+from .dense_rows import scale_dense_rows  # noqa: F401  (re-exported for solution, varpar)
 
 
 SMALL_Q = 12  # up to this many columns in [Z_d X y], the block algebra is written per column
@@ -67,24 +67,6 @@ class DevianceParts(NamedTuple):
     pwrss: jnp.ndarray
     n_obs: jnp.ndarray
     sum_log_w: jnp.ndarray
-
-
-def scale_dense_rows(A: jnp.ndarray, lambdas: list, structure: ReStructure) -> jnp.ndarray:
-    """``Lambda_d^T A``: each dense term's rows (level-major, S_k per level) times ``lambda_k^T``."""
-    pieces = []
-    for k, off in zip(structure.dense_terms, structure.dense_offsets):
-        t = structure.terms[k]
-        block = A[off:off + t.q]
-        lam = lambdas[k]
-        if t.ncols == 1:
-            block = block * lam[0, 0]
-        else:
-            block = block.reshape((t.nlevels, t.ncols) + block.shape[1:])
-            block = jnp.einsum("ls...,st->lt...", block, lam).reshape((t.q,) + block.shape[2:])
-        pieces.append(block)
-    if not pieces:
-        return A
-    return jnp.concatenate(pieces + [A[structure.q_dense:]], axis=0)
 
 
 def factorize(theta: jnp.ndarray, cp: CrossProducts) -> Factor:
@@ -146,7 +128,6 @@ def _factorize_sparse(theta: jnp.ndarray, cp: CrossProducts) -> Factor:
 
 
 def _sparse_parts(theta: jnp.ndarray, cp: CrossProducts) -> DevianceParts:
-    s = cp.structure
     ell, S = schur.dense_parts(theta, cp)
     L, _ = schur.block_weights(theta, cp)
     d = linalg.diag(linalg.cholesky(S))

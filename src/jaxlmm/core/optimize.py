@@ -47,17 +47,7 @@ from jax import lax
 from . import linalg
 from .carry import tie
 
-CONVERGED = 0
-MAX_ITER = 1
-LINE_SEARCH_FAILED = 2
-NONFINITE = 3
-
-STATUS_MESSAGES = {
-    CONVERGED: "converged",
-    MAX_ITER: "maximum number of iterations reached",
-    LINE_SEARCH_FAILED: "line search failed to decrease the objective",
-    NONFINITE: "objective not finite at the starting value",
-}
+from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE  # noqa: F401
 
 
 class OptimResult(NamedTuple):

@@ -27,7 +27,7 @@ from .data import CrossProducts
 from .deviance import profiled_deviance
 from .fit import CPU_COMPILER_OPTIONS
 from .optimize import NewtonOptions, minimize_newton
-from .profile_params import varpar_kinds, w_from_theta_sigma, w_reflections  # noqa: F401
+from .profile_params import varpar_kinds, w_reflections
 from .structure import ReStructure, _lower_triangle_indices
 from .varpar import deviance_varpar
 

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .dense_rows import scale_dense_rows
+
 from . import linalg, smallmat, sparse
 from .data import CrossProducts
 
@@ -40,8 +42,6 @@ class System(NamedTuple):
 
 def _scale(A, lams, structure, transpose: bool = False):
     """``Lambda^T A`` (or ``Lambda A`` with ``transpose``) on the dense rows of ``A``."""
-    from .deviance import scale_dense_rows
-
     return scale_dense_rows(A, [l.T for l in lams] if transpose else lams, structure)
 
 

@@ -71,14 +71,8 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False
     ``BatchResult`` of the replicates.  Replicates whose fit failed are
     dropped (their count is in ``.attrs["failed"]``).
     """
-    from ..batch import fit_batch
-
     Y = simulate(fit, nsim, seed, use_u)
-    design = fit.design
-    frame = design.frame.reset_index(drop=True)
-    batch = fit_batch(design.formula.text, frame, Y, reml=fit.reml,
-                      weights=design.weights, offset=design.offset, chunk_size=chunk_size,
-                      progress=progress, dtype=(fit._fit_options or {}).get("dtype"), start=fit.theta)
+    batch = fit.model.fit_many(Y, start=fit.theta, chunk_size=chunk_size, progress=progress)
     table = func(batch) if func is not None else replicate_table(batch)
     ok = batch.converged.to_numpy()
     table = table.loc[ok].reset_index(drop=True) if len(table) == len(ok) else table

@@ -182,7 +182,7 @@ def _block_runners(ml, w_hat, size):
     import jax
     import jax.numpy as jnp
 
-    from ..core import profile as core
+    from ..core import profile_block as core
 
     cp = ml.cross_products
     theta_hat = jnp.asarray(ml.theta)

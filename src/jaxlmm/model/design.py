@@ -317,6 +317,11 @@ def _r_rev_order(values: list[int]) -> list[int]:
     return list(reversed(sorted(range(len(values)), key=lambda i: values[i])))
 
 
-def _r_rev_order(values: list[int]) -> list[int]:
-    """R's ``rev(order(values))``: decreasing, ties in reverse order of appearance."""
-    return list(reversed(sorted(range(len(values)), key=lambda i: values[i])))
+def heritability_term(design: Design) -> int | None:
+    """Index of the first relationship-matrix term when every term is scalar (else None: no h2)."""
+    if any(len(t.columns) != 1 for t in design.terms):
+        return None
+    for k, t in enumerate(design.terms):
+        if t.relmat is not None:
+            return k
+    return None

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._x64 import float64_methods
-from ..batch import STATUS_MESSAGES, STATUS_NAMES
+from ..core.status import STATUS_MESSAGES, STATUS_NAMES
 from ..model.design import Design
 from ..model.naming import theta_names as _theta_names
 from .lmer_result import SINGULAR_TOL
@@ -25,7 +25,8 @@ from .lmer_result import SINGULAR_TOL
 class BatchResult:
     def __init__(self, design: Design, traits: list[str], output: dict, pre_status: np.ndarray, *, reml: bool,
                  dtype, data_name: str | None, max_iter: int, chunk_size: int, k: int, p: int,
-                 path=None, h2_term: int | None = None):
+                 path=None, h2_term: int | None = None, model=None):
+        self.model = model          # the ``lmer_model.Model`` fitted to every trait
         self.design = design
         self.traits = list(traits)
         self._out = output
@@ -269,13 +270,10 @@ class BatchResult:
         estimate, so it converges at once and gives BLUPs, predictions and
         the summary of a single fit.
         """
-        from ..fitting import lmer_design
-
         i = self._index(trait)
         if not self._valid[i]:
             raise ValueError(f"trait {self.traits[i]!r} was not fitted: {self.status.iloc[i]}")
         y = np.asarray(self.design.y).reshape(self.design.nobs, -1)[:, i]
         keep = ~np.isnan(y)
         sub = self.design.subset_rows(keep, y[keep], response_name=self.traits[i])
-        return lmer_design(sub, reml=self.reml, start=np.asarray(self._out["theta"])[i], dtype=self.dtype,
-                           max_iter=self.max_iter, data_name=self.data_name)
+        return self.model.for_design(sub).fit(start=np.asarray(self._out["theta"])[i])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._x64 import float64_methods
-from ..core.optimize import CONVERGED, STATUS_MESSAGES
+from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES
 from ..model.design import Design
 from ..model.naming import theta_names as _theta_names
 from .varcorr import varcorr_frame
@@ -35,31 +35,46 @@ class LmerResult:
     ``bic``, ``fitted``, ``residuals()``, ``predict()``, ``summary()``.
     """
 
-    def __init__(self, design: Design, data, output, *, reml: bool, data_name: str | None = None,
-                 optimizer: str = "newton", fit_options=None):
-        self.design = design
-        self.model_data = data
+    def __init__(self, model, output, *, optimizer: str = "newton"):
+        self.model = model          # the ``lmer_model.Model`` that was fitted
         self._out = _numpy_tree(output)
-        self.reml = bool(reml)
-        self.data_name = data_name
         self.optimizer = optimizer
-        self._fit_options = fit_options
-        self._plan = None
-        self._dense = None  # (DenseLayout, DenseSystem) when fitted by the small-model programs
+
+    @property
+    def design(self) -> Design:
+        return self.model.design
+
+    @property
+    def model_data(self):
+        return self.model.data
+
+    @property
+    def reml(self) -> bool:
+        return self.model.reml
+
+    @property
+    def data_name(self) -> str | None:
+        return self.model.data_name
+
+    @property
+    def _offset_arg(self):
+        return self.model.offset_arg
+
+    @property
+    def _fit_options(self) -> dict:
+        m = self.model
+        return dict(dtype=m.requested_dtype, max_iter=m.max_iter, optimizer=m.optimizer)
+
+    @property
+    def _dense(self):
+        """(DenseLayout, DenseSystem) when fitted by the small-model programs, else None."""
+        return self.model.dense if self.model.optimizer is None else None
 
     @property
     def plan(self):
-        """The factorization plan of the fit (``jaxlmm.plan.FactorizationPlan``): block term,
+        """The factorization plan of the fit (``jaxlmm.model.plan.FactorizationPlan``): block term,
         dense part, dense or sparse cross block, predicted work and memory."""
-        if self._plan is None:
-            from ..model.plan import factorization_plan
-
-            self._plan = factorization_plan(self.design, self.model_data)
-        return self._plan
-
-    @plan.setter
-    def plan(self, value):
-        self._plan = value
+        return self.model.plan
 
     # ------------------------------------------------------------------ basic
     @property
@@ -267,14 +282,8 @@ class LmerResult:
 
         NaN entries are treated as missing (weight 0).
         """
-        from ..fitting import lmer_design
-
-        opts = self._fit_options or {}
-        fit = lmer_design(self.design.with_response(np.asarray(new_response, dtype=float)), reml=self.reml,
-                          optimizer=opts.get("optimizer"), max_iter=opts.get("max_iter", 100),
-                          dtype=opts.get("dtype"), data_name=self.data_name)
-        fit._offset_arg = getattr(self, "_offset_arg", None)
-        return fit
+        design = self.design.with_response(np.asarray(new_response, dtype=float))
+        return self.model.for_design(design).fit()
 
     def predict(self, newdata=None, re_form=None, allow_new_levels: bool = False) -> np.ndarray:
         """Predictions as lme4's ``predict.merMod`` (see ``predict.py``)."""
@@ -285,7 +294,7 @@ class LmerResult:
     # ------------------------------------------------------------- relationship matrices
     @property
     def _h2_term(self) -> int | None:
-        from ..batch import heritability_term
+        from ..model.design import heritability_term
 
         return heritability_term(self.design)
 
@@ -354,23 +363,13 @@ class LmerResult:
         return out.reset_index(drop=True)
 
     # ------------------------------------------------------------- inference
-    @cached_property
+    @property
     def cross_products(self):
-        """The core's cross-products of this fit's data (``jaxlmm.core.CrossProducts``)."""
-        import jax
-
-        from ..core.crossprod import cross_products
-
-        return jax.jit(cross_products)(self.model_data)
+        """The core's cross-products of this fit's data (``jaxlmm.core.CrossProducts``), held by the model."""
+        return self.model.cross_products
 
     def _refit(self, reml: bool) -> "LmerResult":
-        from ..fitting import lmer_design
-
-        opts = self._fit_options or {}
-        fit = lmer_design(self.design, reml=reml, start=self.theta, max_iter=opts.get("max_iter", 100),
-                          dtype=opts.get("dtype"), data_name=self.data_name, warn=False)
-        fit._offset_arg = getattr(self, "_offset_arg", None)
-        return fit
+        return self.model.fit(reml=reml, start=self.theta, warn=False)
 
     def refit_ml(self) -> "LmerResult":
         """The same model fitted by maximum likelihood (``self`` if it already is)."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..model.design import _model_matrix, _numeric_vector, formula_offset
+from ..model.data_checks import _numeric_vector
+from ..model.model_matrix import _model_matrix, formula_offset
 from ..errors import DataError, FormulaError
 from ..model.formula import parse_formula
 from ..model.naming import format_level, lme4_column_name

@@ -1,0 +1,52 @@
+"""The one table of fit statuses: the optimizer's outcomes and a batch's per-trait checks.
+
+Codes 0-3 are set by the optimizers (``optimize``, ``newton_host``); codes 10
+and up by a batch's checks of each trait before it is fitted
+(``jaxlmm.batch_engine.trait_checks``).  Each code has a short name (a batch's
+``status`` column) and a message (lme4-style warnings and ``diagnostics``).
+"""
+
+from __future__ import annotations
+
+CONVERGED = 0
+MAX_ITER = 1
+LINE_SEARCH_FAILED = 2
+NONFINITE = 3
+TOO_FEW_OBSERVATIONS = 10
+ONE_LEVEL = 11
+LEVELS_VS_OBSERVATIONS = 12
+X_RANK_DEFICIENT = 13
+CONSTANT_RESPONSE = 14
+
+STATUS_NAMES = {
+    CONVERGED: "converged",
+    MAX_ITER: "max_iter",
+    LINE_SEARCH_FAILED: "line_search_failed",
+    NONFINITE: "nonfinite",
+    TOO_FEW_OBSERVATIONS: "too_few_observations",
+    ONE_LEVEL: "one_level",
+    LEVELS_VS_OBSERVATIONS: "levels_vs_observations",
+    X_RANK_DEFICIENT: "x_rank_deficient",
+    CONSTANT_RESPONSE: "constant_response",
+}
+
+# single fits: the optimizer's message (lme4's optimizer warnings)
+OPTIMIZER_MESSAGES = {
+    CONVERGED: "converged",
+    MAX_ITER: "maximum number of iterations reached",
+    LINE_SEARCH_FAILED: "line search failed to decrease the objective",
+    NONFINITE: "objective not finite at the starting value",
+}
+
+# a batch's diagnostics ("{max_iter}" is filled in)
+STATUS_MESSAGES = {
+    CONVERGED: "",
+    MAX_ITER: "optimizer stopped after {max_iter} iterations",
+    LINE_SEARCH_FAILED: "line search failed to decrease the criterion",
+    NONFINITE: "criterion not finite",
+    TOO_FEW_OBSERVATIONS: "too few observations for the fixed effects",
+    ONE_LEVEL: "a grouping factor has fewer than 2 observed levels",
+    LEVELS_VS_OBSERVATIONS: "number of levels of a grouping factor >= number of observations (lme4's checks)",
+    X_RANK_DEFICIENT: "fixed-effects model matrix is rank deficient on this trait's rows",
+    CONSTANT_RESPONSE: "the response is constant on this trait's rows: no variance to estimate",
+}

@@ -1,0 +1,252 @@
+"""``Model``: a linear mixed model built from a formula and data, before and across its fits.
+
+lme4's pipeline is ``lFormula -> mkLmerDevfun -> optimizeLmer -> mkMerMod``;
+a ``Model`` is the second stage made an object that the others hang from:
+
+- it holds the ``Design`` (``lFormula``'s output: arrays and names), the
+  core's ``ModelData``, the small-model ``DenseSystem`` or the blocked
+  ``CrossProducts`` (whichever the model's size calls for, formed on first
+  use) and the factorization plan;
+- ``model.objective`` (also ``model(theta)``) is the profiled REML criterion or
+  ML deviance as a pure JAX function of theta (``mkLmerDevfun``);
+- ``model.fit()`` optimizes it and returns an ``LmerResult`` (``optimizeLmer``
+  + ``mkMerMod``); ``model.fit_many(Y)`` fits many responses (``BatchResult``).
+
+Results keep their model (``fit.model``): refits, profiles, the bootstrap,
+Kenward-Roger and predictions reach the data and the compiled programs through
+it instead of rebuilding them.  The compiled programs themselves are shared
+module-level objects (``core/dense_fit.py``, ``core/fit.py``), keyed by shape,
+so that every model of one size bucket runs the same program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from . import errors
+from ._x64 import float64_scope, working_dtype
+from .model.design import Design
+
+
+def _jitted(name: str):
+    """The compiled objective programs (one each, shared by all models)."""
+    import jax
+
+    if name not in _JITTED:
+        from .core.dense import dense_deviance
+        from .core.deviance import profiled_deviance
+
+        fn = {"dense": dense_deviance, "block": profiled_deviance}[name]
+        _JITTED[name] = jax.jit(fn, static_argnames="reml")
+    return _JITTED[name]
+
+
+_JITTED: dict = {}
+
+
+def dense_eligible(design: Design) -> bool:
+    """Small models go through the dense program shared by all structures (``core/dense.py``)."""
+    from .core.dense_layout import fits_dense
+
+    q = sum(len(t.factor.levels) * len(t.columns) for t in design.terms)
+    return fits_dense(q, design.X.shape[1])
+
+
+def dense_model(design: Design, dtype):
+    """The small-model layout and padded ``DenseSystem`` of ``design`` (``core/dense_layout.py``)."""
+    from .core.dense_layout import DenseLayout, dense_system
+
+    layout = DenseLayout.build([(len(t.factor.levels), len(t.columns)) for t in design.terms], design.X.shape[1])
+    transforms = [None if t.relmat is None else t.relmat.factor for t in design.terms]
+    system = dense_system(design.X, design.y, design.weights, design.offset, [t.factor.codes for t in design.terms],
+                          [t.z for t in design.terms], transforms, layout, dtype)
+    return layout, system
+
+
+class Model:
+    """A linear mixed model of one formula and data (module docstring).
+
+    ``model(theta)`` / ``model.objective(theta)`` is a pure JAX function:
+    ``jax.grad``, ``jax.hessian``, ``jax.jit`` and ``jax.vmap`` all work.
+    Each evaluation costs one Cholesky factorization: of the dense penalized
+    system for small models (``core/dense.py``, a program shared by every model
+    of one size bucket), else blocked.  ``theta0`` and ``lower`` are lme4's
+    start and bounds; ``data`` is the row-level ``ModelData`` (``jaxlmm.core``).
+
+    Precision: a float64 model (the default) needs JAX's 64-bit mode in the
+    program that transforms its objective.  Called directly with numbers it
+    computes in float64 whatever the caller's setting; inside
+    ``jax.grad``/``jit``/``vmap`` with 64-bit mode off it raises a
+    ``JaxlmmError`` saying how to turn it on, instead of silently computing in
+    float32.  ``dtype="float32"`` builds a float32 model that works in either mode.
+    """
+
+    def __init__(self, design: Design, reml: bool = True, dtype=None, *, max_iter: int = 100, optimizer=None,
+                 offset_arg=None, data_name: str | None = None):
+        self.design = design
+        self.reml = bool(reml)
+        self.dtype = working_dtype(dtype)
+        self.requested_dtype = dtype
+        self.max_iter, self.optimizer = int(max_iter), optimizer
+        self.offset_arg, self.data_name = offset_arg, data_name
+        self._data = self._cross_products = self._dense = self._plan = None
+
+    # ----------------------------------------------------------------- the model's arrays
+    def for_design(self, design: Design, **changes) -> "Model":
+        """A model of the same kind (precision, options) on another design."""
+        options = dict(reml=self.reml, dtype=self.requested_dtype, max_iter=self.max_iter,
+                       optimizer=self.optimizer, offset_arg=self.offset_arg, data_name=self.data_name)
+        options.update(changes)
+        return Model(design, **options)
+
+    @property
+    def data(self):
+        """The core's row-level ``ModelData``."""
+        if self._data is None:
+            import jax
+
+            with jax.enable_x64(True):
+                self._data = self.design.model_data(self.dtype)
+        return self._data
+
+    @property
+    def is_dense(self) -> bool:
+        return dense_eligible(self.design)
+
+    @property
+    def dense(self):
+        """``(DenseLayout, DenseSystem)`` of a small model, else None."""
+        if self._dense is None and self.is_dense:
+            self._dense = dense_model(self.design, self.dtype)
+        return self._dense
+
+    @property
+    def cross_products(self):
+        """The blocked path's ``CrossProducts`` (formed on first use: small models use the dense system)."""
+        if self._cross_products is None:
+            import jax
+
+            from .core.crossprod import cross_products
+
+            with jax.enable_x64(True):
+                self._cross_products = jax.jit(cross_products)(self.data)
+        return self._cross_products
+
+    @property
+    def plan(self):
+        """The factorization plan (``jaxlmm.model.plan.FactorizationPlan``)."""
+        if self._plan is None:
+            from .model.plan import factorization_plan
+
+            self._plan = factorization_plan(self.design, self.data, np.dtype(self.dtype).itemsize)
+        return self._plan
+
+    @property
+    def theta0(self) -> np.ndarray:
+        return self.design.structure.theta0()
+
+    @property
+    def lower(self) -> np.ndarray:
+        return self.design.structure.lower_bounds()
+
+    @property
+    def theta_names(self) -> list[str]:
+        from .model.naming import theta_names
+
+        return [n for t in self.design.terms for n in theta_names(t.group, t.columns)]
+
+    # ----------------------------------------------------------------- the objective
+    def _evaluate(self, theta):
+        import jax.numpy as jnp
+
+        theta = jnp.asarray(theta, self.dtype)
+        if self.dense is None:
+            return _jitted("block")(theta, self.cross_products, reml=self.reml)
+        layout, system = self.dense
+        pad = jnp.zeros(theta.shape[:-1] + (layout.k_pad - layout.k,), theta.dtype)
+        return _jitted("dense")(jnp.concatenate([theta, pad], axis=-1), system, reml=self.reml)
+
+    def _needs_scope(self, theta) -> bool:
+        """Whether this call must enter a 64-bit scope of its own (a concrete call with x64 off).
+
+        Under the caller's transformation with x64 off it raises instead (class docstring).
+        """
+        import jax
+
+        if self.dtype is not jax.numpy.float64 or jax.config.jax_enable_x64:
+            return False
+        if isinstance(theta, jax.core.Tracer):
+            raise errors.JaxlmmError(
+                "this deviance function computes in float64, but JAX's 64-bit mode is off in the program "
+                "transforming it (jit/grad/vmap/...): turn it on with jax.config.update('jax_enable_x64', True) "
+                "at the start of your program, or run the transformation inside `with jax.enable_x64(True):`; "
+                "or build the function with dtype='float32'")
+        return True
+
+    def objective(self, theta):
+        """The profiled REML criterion (``reml``) or ML deviance at ``theta``: pure JAX."""
+        import jax
+
+        if not self._needs_scope(theta):
+            return self._evaluate(theta)
+        with jax.enable_x64(True):
+            return np.asarray(self._evaluate(theta))
+
+    __call__ = objective
+
+    def solve(self, theta):
+        """beta, BLUPs, sigma, ... at ``theta`` (``jaxlmm.core.solution.Solution``), differentiable in theta."""
+        import jax
+        import jax.numpy as jnp
+
+        from .core.solution import solve
+
+        if not self._needs_scope(theta):
+            return solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
+        with jax.enable_x64(True):
+            out = solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
+            return jax.tree_util.tree_map(np.asarray, out)
+
+    # ----------------------------------------------------------------- fitting
+    @float64_scope
+    def fit(self, *, reml: bool | None = None, start=None, warn: bool = True, verbose: bool = False):
+        """Minimize the objective and build the ``LmerResult`` (lme4's ``optimizeLmer`` + ``mkMerMod``).
+
+        ``reml`` (default the model's) fits the same model by REML or ML; ``start`` is theta to start from.
+        """
+        from .fit_single import fit_model
+
+        model = self if reml is None or bool(reml) == self.reml else self.sibling(reml=bool(reml))
+        return fit_model(model, start=start, warn=warn, verbose=verbose)
+
+    def sibling(self, **changes) -> "Model":
+        """The same model with other options (``reml``, ``dtype``, ...), sharing the arrays already formed."""
+        other = self.for_design(self.design, **changes)
+        if other.dtype == self.dtype:
+            other._data, other._cross_products, other._dense, other._plan = (
+                self._data, None if "reml" not in changes else self._cross_products, self._dense, self._plan)
+            other._cross_products = self._cross_products
+        return other
+
+    @float64_scope
+    def fit_many(self, Y=None, names=None, *, start=None, chunk_size: int | None = None,
+                 progress: bool | None = None, device=None, devices=None, spectral: bool | None = None):
+        """Fit the model to every column of ``Y`` (rows as the design's, NaN = missing): a ``BatchResult``.
+
+        Default ``Y``: the design's own responses (a design built with ``responses=``).
+        ``start``: theta to start every response from (a bootstrap starts from the fit's).
+        """
+        from .batch_engine import fit_design_batch
+
+        design = self.design
+        if Y is not None:
+            Y = np.asarray(Y, dtype=float)
+            design = replace(design, y=Y)
+        model = self if Y is None else self.for_design(design)
+        Y = np.asarray(model.design.y, dtype=float)
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        names = [f"trait{i}" for i in range(Y.shape[1])] if names is None else list(names)
+        return fit_design_batch(model, names, Y, start=start, chunk_size=chunk_size, progress=progress,
+                                device=device, devices=devices, spectral=spectral)
