@@ -40,6 +40,8 @@ _EXPORTS = {
     "pairs": "inference.marginal_means",
     "EMMeans": "inference.marginal_means",
     "anova": "inference.anova_tables",
+    "likelihood_ratio_test": "inference.anova_tables",
+    "Model": "lmer_model",
     "grm": "model.markers",
     "RelationshipMatrix": "model.relmat",
     "factorization_plan": "model.plan",
@@ -59,7 +61,7 @@ def __getattr__(name: str):
         return importlib.import_module(f".{name}", __name__)
     if name in _EXPORTS:
         module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        attr = {"lformula": "build_design", "anova": "lrt"}.get(name, name)
+        attr = {"lformula": "build_design", "anova": "lrt", "likelihood_ratio_test": "lrt"}.get(name, name)
         value = getattr(module, attr)
         globals()[name] = value
         return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .covariance import sd_and_cor, term_covariance
 from .structure import ReStructure, _lower_triangle_indices
 
 
@@ -41,15 +42,13 @@ def w_from_theta_sigma(theta: np.ndarray, sigma: float, structure: ReStructure) 
     """Inverse of ``theta_sigma_from_w`` (NumPy, at an estimate)."""
     out = []
     for lam, t in zip(structure.lambdas_numpy(theta), structure.terms):
-        cov = lam @ lam.T * sigma ** 2
-        sd = np.sqrt(np.diag(cov))
+        sd, cor = sd_and_cor(term_covariance(lam, sigma))
         rows, cols = _lower_triangle_indices(t.ncols)
         for i, j in zip(rows, cols):
             if i == j:
                 out.append(sd[i])
             else:
-                denom = sd[i] * sd[j]
-                r = cov[i, j] / denom if denom > 0 else 0.0
+                r = 0.0 if np.isnan(cor[i, j]) else cor[i, j]
                 out.append(np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)))
     out.append(np.log(sigma))
     return np.asarray(out)

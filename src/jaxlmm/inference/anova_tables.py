@@ -146,7 +146,11 @@ def anova_type3(fit, ddf: str = "satterthwaite") -> pd.DataFrame:
 
 @float64_scope
 def lrt(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataFrame:
-    """lme4's ``anova(m0, m1, ...)``: likelihood-ratio tests, REML fits refitted by ML."""
+    """lme4's ``anova(m0, m1, ...)``: likelihood-ratio tests, REML fits refitted by ML.
+
+    Public as ``jaxlmm.likelihood_ratio_test`` and, by lme4's name, ``jaxlmm.anova``; a single
+    model's type III table (lmerTest's ``anova(m)``) is ``fit.anova()``.
+    """
     if len(fits) < 2:
         raise ValueError("anova needs at least two fitted models to compare")
     names = names or [f"m{i}" for i in range(len(fits))]

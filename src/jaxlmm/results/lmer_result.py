@@ -13,7 +13,6 @@ import pandas as pd
 
 from .._x64 import float64_methods
 from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES
-from ..model.design import Design
 from ..model.naming import theta_names as _theta_names
 from .varcorr import varcorr_frame
 
@@ -24,6 +23,11 @@ def _numpy_tree(tree):
     import jax
 
     return jax.device_get(tree)
+
+
+def _from_model(name: str, doc: str) -> property:
+    """A read-only attribute of the result that is the model's ``name``."""
+    return property(lambda self: getattr(self.model, name), doc=doc)
 
 
 @float64_methods
@@ -40,25 +44,11 @@ class LmerResult:
         self._out = _numpy_tree(output)
         self.optimizer = optimizer
 
-    @property
-    def design(self) -> Design:
-        return self.model.design
-
-    @property
-    def model_data(self):
-        return self.model.data
-
-    @property
-    def reml(self) -> bool:
-        return self.model.reml
-
-    @property
-    def data_name(self) -> str | None:
-        return self.model.data_name
-
-    @property
-    def _offset_arg(self):
-        return self.model.offset_arg
+    design = _from_model("design", "The ``Design`` (arrays and names) of the fitted model.")
+    model_data = _from_model("data", "The core's row-level ``ModelData``.")
+    reml = _from_model("reml", "Whether the fit is REML (else ML).")
+    data_name = _from_model("data_name", "The data's name in printed output.")
+    _offset_arg = _from_model("offset_arg", "The offset as given (a column name is evaluated again by predict).")
 
     @property
     def _fit_options(self) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..core.covariance import sd_and_cor, term_covariance
 from ..model.naming import unique_group_names
 
 
@@ -55,10 +56,8 @@ def random_effects_table(fit) -> str:
     rows = []
     groups = unique_group_names([t.group for t in fit.design.terms])
     for t, grp, lam in zip(fit.design.terms, groups, fit.lambdas):
-        cov = fit.sigma ** 2 * lam @ lam.T
-        sd = np.sqrt(np.diag(cov))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cor = cov / np.outer(sd, sd)
+        cov = term_covariance(lam, fit.sigma)
+        sd, cor = sd_and_cor(cov)
         for i, col in enumerate(t.columns):
             corr = [f"{cor[i, j]:.2f}" for j in range(i)]
             rows.append([grp if i == 0 else "", col, cov[i, i], sd[i], " ".join(corr)])
@@ -115,9 +114,7 @@ def _wald_table(fit) -> pd.DataFrame:
 def correlation_table(fit) -> str:
     """The ``Correlation of Fixed Effects:`` block: the lower triangle of ``D^{-1/2} V D^{-1/2}``
     (``V`` the covariance of the estimates, ``D`` its diagonal), names abbreviated as R does."""
-    v = fit.vcov.to_numpy()
-    sd = np.sqrt(np.diag(v))
-    cor = v / np.outer(sd, sd)
+    _, cor = sd_and_cor(fit.vcov.to_numpy())
     names = fit.fixef_names
     abbrev = [abbreviate(n) for n in names[:-1]]
     rows = []

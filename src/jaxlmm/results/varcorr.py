@@ -12,25 +12,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..core.covariance import sd_and_cor, term_covariance
 from ..model.naming import unique_group_names
-
-
-def term_covariance(lam: np.ndarray, sigma: float) -> np.ndarray:
-    return sigma ** 2 * lam @ lam.T
 
 
 def varcorr_frame(lambdas: list[np.ndarray], groups: list[str], columns: list[tuple[str, ...]],
                   sigma: float) -> pd.DataFrame:
     rows = []
     for lam, grp, cols in zip(lambdas, unique_group_names(groups), columns):
-        cov = term_covariance(np.asarray(lam), sigma)
-        sd = np.sqrt(np.diag(cov))
+        cov = term_covariance(lam, sigma)
+        sd, cor = sd_and_cor(cov)
         for i, c in enumerate(cols):
             rows.append((grp, c, "", cov[i, i], sd[i]))
         for j in range(len(cols)):
             for i in range(j + 1, len(cols)):
-                denom = sd[i] * sd[j]
-                cor = cov[i, j] / denom if denom > 0 else np.nan
-                rows.append((grp, cols[j], cols[i], cov[i, j], cor))
+                rows.append((grp, cols[j], cols[i], cov[i, j], cor[i, j]))
     rows.append(("Residual", "", "", sigma ** 2, sigma))
     return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
