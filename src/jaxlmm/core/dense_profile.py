@@ -35,9 +35,10 @@ from .profile_params import varpar_kinds, w_reflections
 from .structure import ReStructure, _lower_triangle_indices
 
 
-def theta_and_log_sigma(w: np.ndarray, structure: ReStructure) -> list[Jet]:
+def theta_and_log_sigma(w: np.ndarray, structure: ReStructure, correlation: str = "atanh") -> list[Jet]:
     """Jets of ``theta`` (k) and ``log sigma`` at ``w`` (B, k + 1):
-    ``Lambda_k = diag(sd / sigma) chol(R_k)`` with ``R_k`` the correlation matrix of ``tanh(w)``."""
+    ``Lambda_k = diag(sd / sigma) chol(R_k)`` with ``R_k`` the correlation matrix of ``tanh(w)``
+    (``correlation="atanh"``, lme4's profile scale) or of ``w`` itself (``"r"``)."""
     seeds = Jet.seeds(np.asarray(w, float))
     s = seeds[-1]
     inv_sigma = (Jet.constant(0.0, s) - s).exp()
@@ -52,7 +53,7 @@ def theta_and_log_sigma(w: np.ndarray, structure: ReStructure) -> list[Jet]:
                 sd[i] = seeds[off + a]
                 R[i][i] = Jet.constant(1.0, s)
             else:
-                R[i][j] = seeds[off + a].tanh()
+                R[i][j] = seeds[off + a].tanh() if correlation == "atanh" else seeds[off + a]
         L = cholesky(R)
         thetas.extend(sd[i] * L[i][j] * inv_sigma for i, j in zip(rows, cols))
     return thetas + [s]
@@ -80,9 +81,10 @@ def ml_deviance_at_sigma(blocks, s: np.ndarray, system: DenseSystem, k: int):
 
 
 LANES = 16  # lanes per program call: one compiled program serves every round of a profile
-# free correlations stay within tanh(ATANH_MAX) = 1 - 3e-8 of -/+1: where the profile's optimum is a
-# correlation of -/+1 (atanh at infinity) the lane stops at this bound instead of stepping towards it
-ATANH_MAX = 9.0
+# the optimizer moves free correlations themselves, within R_MAX of -/+1: where a profiled fit's optimum
+# is a correlation of -/+1 it reaches that bound in a few Newton steps (in atanh(cor), at infinity, every
+# step would gain only a constant 0.5 on an exponentially flat criterion)
+R_MAX = 1.0 - 1e-8
 
 
 class VarianceProfile:
@@ -93,9 +95,11 @@ class VarianceProfile:
         self.system, self.row_of, self.chunk = system, row_of, chunk
         self.stack = DenseStack.of(system, chunk, row_of, chunk)
 
-    def derivatives(self, w: np.ndarray, rows=None):
-        """``(D, dD/dw, d2D/dw2)`` at each row of ``w`` (lanes, k + 1); every lane has the same system."""
-        jets = theta_and_log_sigma(w, self.structure)
+    def derivatives(self, w: np.ndarray, rows=None, correlation: str = "atanh"):
+        """``(D, dD/dw, d2D/dw2)`` at each row of ``w`` (lanes, k + 1); every lane has the same system.
+
+        ``correlation``: the scale of the correlation components of ``w`` (``theta_and_log_sigma``)."""
+        jets = theta_and_log_sigma(w, self.structure, correlation)
         theta = np.zeros((w.shape[0], self.k_pad))
         theta[:, :self.k] = np.stack([j.value for j in jets[:-1]], axis=1)
         blocks = self.stack.blocks(theta, np.arange(w.shape[0]))
@@ -104,17 +108,24 @@ class VarianceProfile:
         return D, g, H
 
     def minimize(self, index, values, starts, options: NewtonOptions = NewtonOptions()):
-        """Minimize lane b from ``starts[b]`` with ``w[index[b]] = values[b]`` held."""
-        kinds = varpar_kinds(self.structure)
-        lower = np.where(kinds == 0, 0.0, np.where(kinds == 1, -ATANH_MAX, -np.inf))
-        upper = np.where(kinds == 1, ATANH_MAX, np.inf)
-        lanes = len(index)
-        x0 = np.clip(np.array(starts, float), lower, upper)
-        x0[np.arange(lanes), index] = values
-        held = np.arange(self.k + 1)[None, :] == np.asarray(index)[:, None]
-        return minimize_newton_host(self.derivatives, None, x0, lower, options,
-                                    w_reflections(self.structure).astype(float), fixed=held,
-                                    dtype=self.system.A.dtype, upper=upper)
+        """Minimize lane b from ``starts[b]`` with ``w[index[b]] = values[b]`` held (w-space in and out;
+        the optimizer works on the correlations themselves, ``R_MAX``)."""
+        cor = varpar_kinds(self.structure) == 1
+        lower = np.where(varpar_kinds(self.structure) == 0, 0.0, np.where(cor, -R_MAX, -np.inf))
+        upper = np.where(cor, R_MAX, np.inf)
+        lanes, index = len(index), np.asarray(index)
+        x0 = np.array(starts, float)
+        x0[:, cor] = np.tanh(x0[:, cor])
+        x0 = np.clip(x0, lower, upper)
+        x0[np.arange(lanes), index] = np.where(cor[index], np.clip(np.tanh(values), -R_MAX, R_MAX), values)
+        held = np.arange(self.k + 1)[None, :] == index[:, None]
+        res = minimize_newton_host(lambda x, rows: self.derivatives(x, rows, "r"), None, x0, lower, options,
+                                   w_reflections(self.structure).astype(float), fixed=held,
+                                   dtype=self.system.A.dtype, upper=upper)
+        w = np.array(res.theta)
+        w[:, cor] = np.arctanh(w[:, cor])
+        w[np.arange(lanes), index] = values
+        return res._replace(theta=w)
 
 
 
