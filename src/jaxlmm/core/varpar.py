@@ -31,7 +31,8 @@ import jax.numpy as jnp
 
 from . import smallmat, sparse
 from .data import CrossProducts
-from .deviance import deviance_parts, parts, scale_dense_rows
+from .dense_rows import scale_dense_rows
+from .deviance import deviance_parts, parts
 from .structure import _lower_triangle_indices
 
 
