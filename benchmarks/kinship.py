@@ -37,7 +37,7 @@ CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import pandas as pd, jaxlmm
-from jaxlmm._config import enable_compilation_cache
+from jaxlmm import enable_compilation_cache
 enable_compilation_cache(sys.argv[3])
 K = pd.read_csv(sys.argv[1], index_col=0)
 data = pd.read_csv(sys.argv[2])

@@ -31,7 +31,7 @@ CHILD = r"""
 import collections, json, sys, time
 t0 = time.perf_counter()
 import jax, pandas as pd, jaxlmm
-from jaxlmm._config import enable_compilation_cache
+from jaxlmm import enable_compilation_cache
 enable_compilation_cache(sys.argv[2])
 events = collections.defaultdict(float)
 jax.monitoring.register_event_duration_secs_listener(lambda name, d, **kw: events.__setitem__(name, events[name] + d))

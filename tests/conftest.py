@@ -20,7 +20,7 @@ import jax
 import pytest
 
 import jaxlmm
-from jaxlmm._config import enable_compilation_cache
+from jaxlmm import enable_compilation_cache
 
 REFERENCE = pathlib.Path(__file__).parent / "reference"
 ROOT = pathlib.Path(__file__).parent.parent

@@ -122,7 +122,7 @@ def test_rank_deficient_x_drops_columns(sleep):
 def test_memory_guard_refuses_a_dense_block_that_cannot_fit():
     """Two crossed factors of 60,000 levels: the dense block alone would need hundreds of GiB."""
     import jaxlmm
-    from jaxlmm.errors import MemoryLimitError
+    from jaxlmm import MemoryLimitError
 
     rng = np.random.default_rng(0)
     n = 130_000
@@ -135,7 +135,7 @@ def test_memory_guard_refuses_a_dense_block_that_cannot_fit():
 def test_memory_guard_uses_the_free_memory(monkeypatch):
     import jaxlmm
     from jaxlmm.model import memory
-    from jaxlmm.errors import MemoryLimitError
+    from jaxlmm import MemoryLimitError
 
     monkeypatch.setattr(memory, "available_bytes", lambda device=None: 1000)
     with pytest.raises(MemoryLimitError, match="float32"):

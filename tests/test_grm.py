@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from jaxlmm.model import markers as grm_module
-from jaxlmm.errors import DataError, JaxlmmWarning
+from jaxlmm import DataError, JaxlmmWarning
 from jaxlmm import grm
 
 REF = Path(__file__).parent / "reference" / "relmat"

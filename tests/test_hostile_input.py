@@ -372,7 +372,7 @@ def test_unwritable_cache_falls_back_with_one_warning(data, tmp_path, monkeypatc
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("JAXLMM_CACHE", str(blocker / "cache"))
-    from jaxlmm._config import enable_compilation_cache
+    from jaxlmm import enable_compilation_cache
 
     with pytest.warns(RuntimeWarning, match="compilation cache disabled"):
         assert enable_compilation_cache(ahead_of_time=True) is None

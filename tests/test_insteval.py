@@ -24,7 +24,7 @@ from jaxlmm.core.crossprod import cross_products
 from jaxlmm.core.deviance import profiled_deviance
 from jaxlmm.core.fit import fit_program
 from jaxlmm.core.optimize import value_grad_hessian
-from jaxlmm.model.design import build_design
+from jaxlmm import build_design
 
 pytestmark = pytest.mark.usefixtures("x64")
 

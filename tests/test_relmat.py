@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import jaxlmm
-from jaxlmm.errors import DataError
+from jaxlmm import DataError
 
 REF = pathlib.Path(__file__).parent / "reference" / "relmat"
 CASES = ["gblup_simple", "gblup_covariate", "gblup_missing", "gblup_repeated", "gblup_two_kernels"]

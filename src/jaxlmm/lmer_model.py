@@ -224,10 +224,9 @@ class Model:
     def sibling(self, **changes) -> "Model":
         """The same model with other options (``reml``, ``dtype``, ...), sharing the arrays already formed."""
         other = self.for_design(self.design, **changes)
-        if other.dtype == self.dtype:
+        if other.dtype == self.dtype:       # the arrays depend on the data and the precision only
             other._data, other._cross_products, other._dense, other._plan = (
-                self._data, None if "reml" not in changes else self._cross_products, self._dense, self._plan)
-            other._cross_products = self._cross_products
+                self._data, self._cross_products, self._dense, self._plan)
         return other
 
     @float64_scope

@@ -1,8 +1,8 @@
 """Fitting small models: host-driven projected Newton on the dense criterion, then the estimates.
 
 Two compiled programs, each shared by every model whose padded sizes fall in
-one bucket (``dense.py``) and by every use of those models -- REML and ML fits,
-profiles, bootstrap replicates: ``blocks`` (the three block log-determinants of
+one bucket (``dense.py``) and by every use of those models -- REML and ML fits
+and profiles: ``blocks`` (the three block log-determinants of
 ``dense.block_derivatives`` with their closed-form gradients and Hessians) and
 ``estimates`` (``dense.dense_solve``), each for a stack of (theta, system)
 pairs.  The host combines the blocks into whichever criterion it minimizes
@@ -14,11 +14,10 @@ so a stack of any length reuses one compiled program per chunk size.
 
 On a CPU every program uses XLA's classic emitters (``fit.CPU_COMPILER_OPTIONS``):
 with the newer fusion emitters a vmapped second derivative through a batched
-Cholesky factor can hang (jax 0.10.2, seen at 64 lanes).  Programs for a
-handful of problems also turn XLA's backend optimizations off
-(``FAST_COMPILE``): they compile about four times faster and run a few
-milliseconds slower, the right trade for a fit of seven iterations; larger
-stacks (bootstrap, profiles) keep them.
+Cholesky factor can hang.  Programs for a handful of problems also turn XLA's
+backend optimizations off (``FAST_COMPILE``): they compile several times faster
+and run slower, the right trade for a fit of a few iterations; larger stacks
+(profiles) keep the optimizations, since they run many times.
 """
 
 from __future__ import annotations

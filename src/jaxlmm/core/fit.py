@@ -94,10 +94,9 @@ def _fit_estimates(cp, theta0, reml: bool, options, h2_term: int | None = None) 
     return BatchOutput(res, est, heritability(res.theta, h2_term), heritability_se(res.theta, H, h2_term))
 
 
-# XLA's newer CPU fusion emitters (MLIR) take about twice as long to compile
-# the batch program's ~300 small fusions as the classic LLVM IR emitters; on
-# traits_1k (2-core CPU) the backend compile drops from ~3.0 s to ~1.7 s while
-# the warm fit runs ~0.15 s slower (benchmarks/results/traits_cpu.md).  CPU-only option: other backends ignore it.
+# On a CPU the programs use XLA's classic LLVM IR emitters: the newer fusion emitters (MLIR) compile
+# the batch program's many small fusions much more slowly, for a slightly faster warm run (the figures
+# are in benchmarks/results/xla_flag_cpu.md).  Other backends ignore the option.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
