@@ -58,7 +58,8 @@ def dense_model(design: Design, dtype):
     """The small-model layout and padded ``DenseSystem`` of ``design`` (``core/dense_layout.py``)."""
     from .core.dense_layout import DenseLayout, dense_system
 
-    layout = DenseLayout.build([(len(t.factor.levels), len(t.columns)) for t in design.terms], design.X.shape[1])
+    layout = DenseLayout.build([(len(t.factor.levels), len(t.columns), t.cov) for t in design.terms],
+                               design.X.shape[1])
     transforms = [None if t.relmat is None else t.relmat.factor for t in design.terms]
     system = dense_system(design.X, design.y, design.weights, design.offset, [t.factor.codes for t in design.terms],
                           [t.z for t in design.terms], transforms, layout, dtype)
@@ -155,7 +156,7 @@ class Model:
     def theta_names(self) -> list[str]:
         from .model.naming import theta_names
 
-        return [n for t in self.design.terms for n in theta_names(t.group, t.columns)]
+        return [n for t in self.design.terms for n in theta_names(t.group, t.columns, t.cov)]
 
     # ----------------------------------------------------------------- the objective
     def _evaluate(self, theta):

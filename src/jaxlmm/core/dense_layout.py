@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dense import DenseSystem
+from .structure import theta_positions
 
 DENSE_MAX = 256  # largest padded q + p + 1 fitted by the dense programs (q_pad 64 or 128)
 
@@ -51,6 +52,7 @@ class TermLayout:
     ncols: int
     z_offset: int       # first column of Z
     theta_offset: int   # first element of theta
+    kind: str = "us"    # which entries of lambda are thetas (``structure.theta_positions``)
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,13 @@ class DenseLayout:
 
     @staticmethod
     def build(term_sizes, p: int) -> "DenseLayout":
-        """From ``(nlevels, ncols)`` per term and the number of fixed-effect columns."""
+        """From ``(nlevels, ncols)`` or ``(nlevels, ncols, kind)`` per term and the number of fixed-effect columns."""
         terms, q, k = [], 0, 0
-        for nlevels, ncols in term_sizes:
-            terms.append(TermLayout(int(nlevels), int(ncols), q, k))
+        for nlevels, ncols, *kind in term_sizes:
+            term = TermLayout(int(nlevels), int(ncols), q, k, *kind)
+            terms.append(term)
             q += nlevels * ncols
-            k += ncols * (ncols + 1) // 2
+            k += len(theta_positions(term)[0])
         return DenseLayout(tuple(terms), q, int(p), k)
 
     def lam_index(self) -> np.ndarray:
@@ -92,18 +95,16 @@ class DenseLayout:
         return self._block_index(symmetric=True)
 
     def _block_index(self, symmetric: bool) -> np.ndarray:
-        """Each term's lower triangle (column-major, lme4's order) repeated on its levels' diagonal blocks."""
+        """Each term's thetas at their positions (``structure.theta_positions``, lme4's order) repeated on its
+        levels' diagonal blocks."""
         index = np.full((self.q_pad, self.q_pad), self.k_pad, dtype=np.int32)
         for t in self.terms:
             S = t.ncols
             tri = np.full((S, S), self.k_pad, dtype=np.int32)
-            a = t.theta_offset
-            for j in range(S):
-                for i in range(j, S):
-                    tri[i, j] = a
-                    if symmetric:
-                        tri[j, i] = a
-                    a += 1
+            rows, cols = theta_positions(t)
+            tri[rows, cols] = t.theta_offset + np.arange(len(rows))
+            if symmetric:
+                tri[cols, rows] = t.theta_offset + np.arange(len(rows))
             base = t.z_offset + np.arange(t.nlevels)[:, None] * S                     # (l, 1)
             rows = (base[:, :, None] + np.arange(S)[None, :, None]).reshape(t.nlevels, S, 1)
             cols = (base[:, :, None] + np.arange(S)[None, None, :]).reshape(t.nlevels, 1, S)

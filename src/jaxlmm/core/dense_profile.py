@@ -32,7 +32,7 @@ from .jets import Jet, chain, cholesky
 from .newton_host import minimize_newton_host
 from .optimize import NewtonOptions
 from .profile_params import varpar_kinds, w_reflections
-from .structure import ReStructure, _lower_triangle_indices
+from .structure import ReStructure, theta_positions
 
 
 def theta_and_log_sigma(w: np.ndarray, structure: ReStructure, correlation: str = "atanh") -> list[Jet]:
@@ -44,10 +44,10 @@ def theta_and_log_sigma(w: np.ndarray, structure: ReStructure, correlation: str 
     inv_sigma = (Jet.constant(0.0, s) - s).exp()
     thetas: list[Jet] = []
     for t, off in zip(structure.terms, structure.theta_offsets):
-        rows, cols = _lower_triangle_indices(t.ncols)
+        rows, cols = theta_positions(t)
         S = t.ncols
         sd: list[Jet | None] = [None] * S
-        R: list[list[Jet | None]] = [[None] * S for _ in range(S)]
+        R: list[list[Jet | None]] = [[Jet.constant(0.0, s) if i > j else None for j in range(S)] for i in range(S)]
         for a, (i, j) in enumerate(zip(rows, cols)):
             if i == j:
                 sd[i] = seeds[off + a]

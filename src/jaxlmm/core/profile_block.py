@@ -28,7 +28,7 @@ from .deviance import profiled_deviance
 from .fit import CPU_COMPILER_OPTIONS
 from .optimize import NewtonOptions, minimize_newton
 from .profile_params import varpar_kinds, w_reflections
-from .structure import ReStructure, _lower_triangle_indices
+from .structure import ReStructure, theta_positions
 from .varpar import deviance_varpar
 
 
@@ -37,7 +37,7 @@ def theta_sigma_from_w(w: jnp.ndarray, structure: ReStructure):
     sigma = jnp.exp(w[-1])
     thetas = []
     for t, off in zip(structure.terms, structure.theta_offsets):
-        rows, cols = _lower_triangle_indices(t.ncols)
+        rows, cols = theta_positions(t)
         S = t.ncols
         sd = [None] * S
         corr = [[None] * S for _ in range(S)]
@@ -47,8 +47,9 @@ def theta_sigma_from_w(w: jnp.ndarray, structure: ReStructure):
                 sd[i] = w[off + a]
             else:
                 corr[i][j] = corr[j][i] = jnp.tanh(w[off + a])
-        one = jnp.ones((), w.dtype)
-        R = jnp.stack([jnp.stack([one if i == j else corr[i][j] for j in range(S)]) for i in range(S)])
+        one, zero = jnp.ones((), w.dtype), jnp.zeros((), w.dtype)
+        R = jnp.stack([jnp.stack([one if i == j else (zero if corr[i][j] is None else corr[i][j]) for j in range(S)])
+                       for i in range(S)])
         Lr = linalg.cholesky(R) if S > 1 else R
         lam = (jnp.stack(sd) / sigma)[:, None] * Lr
         thetas.append(lam[rows, cols])

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from .covariance import sd_and_cor, term_covariance
-from .structure import ReStructure, _lower_triangle_indices
+from .structure import ReStructure, theta_positions
 
 
 def varpar_kinds(structure: ReStructure) -> np.ndarray:
     """Per variance parameter (lme4's order, then sigma): 0 = sd, 1 = cor, 2 = sigma."""
     kinds = []
     for t in structure.terms:
-        rows, cols = _lower_triangle_indices(t.ncols)
+        rows, cols = theta_positions(t)
         kinds.extend(np.where(rows == cols, 0, 1))
     kinds.append(2)
     return np.asarray(kinds, dtype=np.int32)
@@ -29,7 +29,7 @@ def w_reflections(structure: ReStructure) -> np.ndarray:
     k = structure.ntheta + 1
     R = np.zeros((k, k), dtype=bool)
     for t, off in zip(structure.terms, structure.theta_offsets):
-        rows, cols = _lower_triangle_indices(t.ncols)
+        rows, cols = theta_positions(t)
         for a in range(t.ntheta):
             if rows[a] == cols[a]:
                 for b in range(t.ntheta):
@@ -43,7 +43,7 @@ def w_from_theta_sigma(theta: np.ndarray, sigma: float, structure: ReStructure) 
     out = []
     for lam, t in zip(structure.lambdas_numpy(theta), structure.terms):
         sd, cor = sd_and_cor(term_covariance(lam, sigma))
-        rows, cols = _lower_triangle_indices(t.ncols)
+        rows, cols = theta_positions(t)
         for i, j in zip(rows, cols):
             if i == j:
                 out.append(sd[i])

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from . import sparse
 from .schur_system import _scaled_targets
-from .structure import _lower_triangle_indices
+from .structure import theta_positions
 
 
 def _block_indices(structure):
@@ -26,7 +26,7 @@ def _dense_theta(structure) -> dict:
     """theta index of a dense term -> (term, row offset in R_dd, row, column) of its entry of lambda."""
     out = {}
     for k, off in zip(structure.dense_terms, structure.dense_offsets):
-        rows, cols = _lower_triangle_indices(structure.terms[k].ncols)
+        rows, cols = theta_positions(structure.terms[k])
         for a, (r, c) in enumerate(zip(rows, cols)):
             out[structure.theta_offsets[k] + a] = (k, off, int(r), int(c))
     return out

@@ -43,16 +43,31 @@ class TermSpec:
     nlevels: int
     ncols: int
     transformed: bool = False
+    kind: str = "us"    # "us": lambda lower triangular (lme4's default); "diag": lambda diagonal
 
     @property
     def ntheta(self) -> int:
-        """Entries of the lower triangle of ``lambda``: ``S (S + 1) / 2``."""
-        return self.ncols * (self.ncols + 1) // 2
+        """Free entries of ``lambda``: ``S (S + 1) / 2`` (``us``) or ``S`` (``diag``)."""
+        return len(theta_positions(self)[0])
 
     @property
     def q(self) -> int:
         """Random effects of the term: ``l S``."""
         return self.nlevels * self.ncols
+
+
+def theta_positions(term: "TermSpec") -> tuple[np.ndarray, np.ndarray]:
+    """Row and column in ``lambda`` of each of the term's thetas, in lme4's order.
+
+    ``us`` (unstructured, lme4's ``(x | g)``): the column-major lower triangle;
+    ``diag`` (glmmTMB's ``diag(x | g)``): the diagonal -- variances only, no covariances.
+    """
+    if term.kind == "diag":
+        idx = np.arange(term.ncols, dtype=np.int32)
+        return idx, idx
+    if term.kind != "us":
+        raise ValueError(f"unknown covariance structure {term.kind!r}")
+    return _lower_triangle_indices(term.ncols)
 
 
 def _lower_triangle_indices(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +151,7 @@ class ReStructure:
         """0 for diagonal elements of each lambda, -inf elsewhere."""
         out = []
         for t in self.terms:
-            rows, cols = _lower_triangle_indices(t.ncols)
+            rows, cols = theta_positions(t)
             out.extend(np.where(rows == cols, 0.0, -np.inf))
         return np.asarray(out)
 
@@ -154,7 +169,7 @@ class ReStructure:
         """
         R = np.zeros((self.ntheta, self.ntheta), dtype=bool)
         for t, off in zip(self.terms, self.theta_offsets):
-            rows, cols = _lower_triangle_indices(t.ncols)
+            rows, cols = theta_positions(t)
             for a in range(t.ntheta):
                 if rows[a] == cols[a]:
                     for b in range(t.ntheta):
@@ -168,7 +183,7 @@ class ReStructure:
         theta = np.asarray(theta, dtype=float)
         out = []
         for t, off in zip(self.terms, self.theta_offsets):
-            rows, cols = _lower_triangle_indices(t.ncols)
+            rows, cols = theta_positions(t)
             lam = np.zeros((t.ncols, t.ncols))
             lam[rows, cols] = theta[off:off + t.ntheta]
             out.append(lam)
@@ -182,7 +197,7 @@ class ReStructure:
         """
         out = []
         for t, off in zip(self.terms, self.theta_offsets):
-            rows, cols = _lower_triangle_indices(t.ncols)
+            rows, cols = theta_positions(t)
             index = {(int(r), int(c)): off + a for a, (r, c) in enumerate(zip(rows, cols))}
             zero = jnp.zeros((), dtype=theta.dtype)
             entries = [theta[index[(r, c)]] if (r, c) in index else zero

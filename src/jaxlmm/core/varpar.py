@@ -33,7 +33,7 @@ from . import smallmat, sparse
 from .data import CrossProducts
 from .dense_rows import scale_dense_rows
 from .deviance import deviance_parts, parts
-from .structure import _lower_triangle_indices
+from .structure import theta_positions
 
 
 def deviance_varpar(varpar: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> jnp.ndarray:
@@ -67,7 +67,7 @@ def gamma_from_theta(theta: jnp.ndarray, sigma: jnp.ndarray, structure) -> jnp.n
     out = []
     for lam, t in zip(structure.lambdas(theta), structure.terms):
         cov = sigma ** 2 * lam @ lam.T
-        rows, cols = _lower_triangle_indices(t.ncols)
+        rows, cols = theta_positions(t)
         out.append(cov[rows, cols])
     out.append(jnp.reshape(sigma ** 2, (1,)))
     return jnp.concatenate(out)
@@ -78,9 +78,11 @@ def _relative_covariances(gamma: jnp.ndarray, structure) -> tuple[list, jnp.ndar
     sigma2 = gamma[-1]
     out = []
     for t, off in zip(structure.terms, structure.theta_offsets):
-        rows, cols = _lower_triangle_indices(t.ncols)
+        rows, cols = theta_positions(t)
         index = {(int(r), int(c)): off + a for a, (r, c) in enumerate(zip(rows, cols))}
-        entries = [gamma[index[(max(r, c), min(r, c))]] for r in range(t.ncols) for c in range(t.ncols)]
+        zero = jnp.zeros((), gamma.dtype)
+        entries = [gamma[index[(max(r, c), min(r, c))]] if (max(r, c), min(r, c)) in index else zero
+                   for r in range(t.ncols) for c in range(t.ncols)]
         out.append(jnp.stack(entries).reshape(t.ncols, t.ncols) / sigma2)
     return out, sigma2
 

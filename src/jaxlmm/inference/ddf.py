@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import special
 
 from .._x64 import float64_scope
+from ..core.structure import theta_positions
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "residual", "asymptotic")
 
@@ -86,9 +87,8 @@ def _kenward_roger_dense(fit) -> KenwardRogerParts:
     gamma = np.zeros(layout.k_pad + 1)
     for t, lam in zip(layout.terms, fit.design.structure.lambdas_numpy(fit.theta)):
         cov = fit.sigma ** 2 * lam @ lam.T
-        rows, cols = np.tril_indices(t.ncols)
-        order = np.lexsort((rows, cols))                          # column-major lower triangle
-        gamma[t.theta_offset:t.theta_offset + len(order)] = cov[rows[order], cols[order]]
+        rows, cols = theta_positions(t)                           # theta's layout: lme4's order
+        gamma[t.theta_offset:t.theta_offset + len(rows)] = cov[rows, cols]
     gamma[-1] = fit.sigma ** 2
     cov_index = layout.cov_index()
     fixed_mask = np.arange(layout.p_pad) < layout.p

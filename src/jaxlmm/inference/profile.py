@@ -165,7 +165,7 @@ def _search(family: _Family, z: float) -> dict:
 def _variance_names(ml):
     names = []
     for t in ml.design.terms:
-        names.extend(confint_names(t.group, t.columns))
+        names.extend(confint_names(t.group, t.columns, t.cov))
     names.append("sigma")
     return names
 

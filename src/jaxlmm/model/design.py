@@ -61,7 +61,12 @@ class TermDesign:
 
     @property
     def spec(self) -> TermSpec:
-        return TermSpec(len(self.factor.levels), len(self.columns), self.relmat is not None)
+        return TermSpec(len(self.factor.levels), len(self.columns), self.relmat is not None, self.term.cov)
+
+    @property
+    def cov(self) -> str:
+        """The term's covariance structure (``core.structure.theta_positions``): "us" or "diag"."""
+        return self.term.cov
 
 
 @dataclass
@@ -106,7 +111,7 @@ class Design:
         for t in self.terms:
             s = t.spec
             nl = bucket(s.nlevels) if self.pad and not s.transformed else s.nlevels
-            specs.append(TermSpec(nl, s.ncols, s.transformed))
+            specs.append(TermSpec(nl, s.ncols, s.transformed, s.kind))
         return ReStructure.build(tuple(specs))
 
     @property

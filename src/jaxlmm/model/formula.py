@@ -6,6 +6,9 @@ level of the right-hand side, expanded as lme4's ``findbars`` does:
 - ``(x || g)``      -> ``(1 | g) + (0 + x | g)`` (one uncorrelated term per column)
 - ``(1 | a/b)``     -> ``(1 | b:a) + (1 | a)``; ``a/b/c`` -> ``c:b:a``, ``b:a``, ``a``
 - ``(1 | a:b)``     -> one term grouped by the interaction of ``a`` and ``b``
+- ``us(x | g)``     -> ``(x | g)`` (glmmTMB's name for lme4's unstructured covariance)
+- ``diag(x | g)``   -> one term whose covariance is diagonal (glmmTMB's heterogeneous
+  diagonal; for factors it differs from lme4's ``||``, which does not decorrelate them)
 
 Everything else is the fixed-effects formula, handed to formulaic.  Errors are
 ``FormulaError`` naming the offending part of the formula.
@@ -26,6 +29,7 @@ class RandomTerm:
 
     expr: str                    # left of the bar, e.g. "1 + Days", "0 + x"
     group_vars: tuple[str, ...]  # variables whose interaction is the grouping factor
+    cov: str = "us"              # covariance structure: "us" (lme4's, unstructured) or "diag"
 
     @property
     def group(self) -> str:
@@ -33,7 +37,8 @@ class RandomTerm:
         return ":".join(self.group_vars)
 
     def __str__(self) -> str:
-        return f"({self.expr} | {self.group})"
+        inner = f"{self.expr} | {self.group}"
+        return f"({inner})" if self.cov == "us" else f"{self.cov}({inner})"
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,17 @@ def _expand_double_bar(expr: str, term: str) -> list[str]:
     return (["1"] if intercept else []) + [f"0 + {label}" for label in labels]
 
 
+STRUCTURES = ("us", "diag")  # covariance structures written as name(expr | group)
+
+
+def _structure_call(term: str) -> tuple[str, str]:
+    """``diag(x | g)`` -> ("diag", "(x | g)"); any other term -> ("us", term)."""
+    m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(\(.*\))$", term, re.S)
+    if m and m.group(1) in STRUCTURES and _is_wrapped(m.group(2)):
+        return m.group(1), m.group(2)
+    return "us", term
+
+
 def parse_formula(text: str) -> ParsedFormula:
     """Split an lme4 formula into response, fixed part and random terms."""
     if not isinstance(text, str) or not text.strip():
@@ -165,10 +181,11 @@ def parse_formula(text: str) -> ParsedFormula:
             if sep == "-" or fixed_parts or random:
                 raise FormulaError(f"operator {sep!r} is missing an argument in {text!r}")
             continue
-        if "|" in term and _is_wrapped(term) and _find_bar(term[1:-1]) is not None:
+        cov, wrapped = _structure_call(term)
+        if "|" in wrapped and _is_wrapped(wrapped) and _find_bar(wrapped[1:-1]) is not None:
             if sep == "-":
                 raise FormulaError(f"cannot subtract the random-effects term {term}")
-            inner = term[1:-1]
+            inner = wrapped[1:-1]
             pos, width = _find_bar(inner)
             expr, group = inner[:pos].strip(), inner[pos + width:].strip()
             if not expr:
@@ -176,9 +193,11 @@ def parse_formula(text: str) -> ParsedFormula:
             if "|" in group:
                 raise FormulaError(f"more than one '|' in random-effects term {term}")
             groups = _group_vars(group, term)
+            if width == 2 and cov != "us":
+                raise FormulaError(f"'||' cannot be used inside {cov}(...) in {term}: write {cov}({expr} | {group})")
             exprs = _expand_double_bar(expr, term) if width == 2 else [expr]
             for g in groups:
-                random.extend(RandomTerm(e, g) for e in exprs)
+                random.extend(RandomTerm(e, g, cov) for e in exprs)
         elif "|" in term:
             raise FormulaError(
                 f"'|' must appear inside a parenthesized random-effects term such as (1 | g), "
@@ -189,6 +208,9 @@ def parse_formula(text: str) -> ParsedFormula:
             offsets.append(is_offset_call(term))
         else:
             check_no_offset(term, "another term")
+            if re.match(r"^(" + "|".join(STRUCTURES) + r")\s*\(", term):
+                raise FormulaError(f"{term!r}: a covariance structure needs a random-effects term inside, "
+                                   "such as diag(x | g)")
             fixed_parts.append(term if sep == "+" else f"- {term}")
     fixed = " + ".join(p for p in fixed_parts if not p.startswith("-"))
     removed = " ".join(p for p in fixed_parts if p.startswith("-"))

@@ -39,6 +39,8 @@ FUNCTIONS: dict[str, frozenset[str]] = {
     "scale": frozenset({"center", "scale", "ddof"}), "center": frozenset(),
     "poly": frozenset({"degree", "raw"}), "I": frozenset(), "factor": frozenset(), "C": frozenset(),
     "offset": frozenset(),
+    # covariance structures of random-effects terms, name(expr | group) (formula.STRUCTURES)
+    "us": frozenset(), "diag": frozenset(),
 }
 _BOOLEANS = {"TRUE": "True", "FALSE": "False", "True": "True", "False": "False"}
 

@@ -54,22 +54,24 @@ def _split_interaction(name: str) -> list[str]:
     return out
 
 
-def theta_names(group: str, columns: tuple[str, ...]) -> list[str]:
-    """lme4's names of one term's theta (column-major lower triangle)."""
-    out = []
-    for j in range(len(columns)):
-        for i in range(j, len(columns)):
-            out.append(f"{group}.{columns[i]}" if i == j else f"{group}.{columns[i]}.{columns[j]}")
-    return out
+def _positions(columns: tuple[str, ...], cov: str) -> list[tuple[int, int]]:
+    """(row, column) in lambda of each theta: the column-major lower triangle, or the diagonal."""
+    S = len(columns)
+    if cov == "diag":
+        return [(i, i) for i in range(S)]
+    return [(i, j) for j in range(S) for i in range(j, S)]
 
 
-def confint_names(group: str, columns: tuple[str, ...]) -> list[str]:
+def theta_names(group: str, columns: tuple[str, ...], cov: str = "us") -> list[str]:
+    """lme4's names of one term's theta (column-major lower triangle; the diagonal for ``diag``)."""
+    return [f"{group}.{columns[i]}" if i == j else f"{group}.{columns[i]}.{columns[j]}"
+            for i, j in _positions(columns, cov)]
+
+
+def confint_names(group: str, columns: tuple[str, ...], cov: str = "us") -> list[str]:
     """``confint.merMod(oldNames = FALSE)`` names of one term's sd/cor parameters."""
-    out = []
-    for j in range(len(columns)):
-        for i in range(j, len(columns)):
-            out.append(f"sd_{columns[i]}|{group}" if i == j else f"cor_{columns[i]}.{columns[j]}|{group}")
-    return out
+    return [f"sd_{columns[i]}|{group}" if i == j else f"cor_{columns[i]}.{columns[j]}|{group}"
+            for i, j in _positions(columns, cov)]
 
 
 def unique_group_names(groups: list[str]) -> list[str]:

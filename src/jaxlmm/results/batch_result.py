@@ -16,6 +16,7 @@ import pandas as pd
 
 from .._x64 import float64_methods
 from ..core.status import STATUS_MESSAGES, STATUS_NAMES
+from ..core.structure import theta_positions
 from ..model.design import Design
 from ..model.naming import theta_names as _theta_names
 from .lmer_result import SINGULAR_TOL
@@ -61,7 +62,7 @@ class BatchResult:
 
     @cached_property
     def theta_names(self) -> list[str]:
-        return [n for t in self.design.terms for n in _theta_names(t.group, t.columns)]
+        return [n for t in self.design.terms for n in _theta_names(t.group, t.columns, t.cov)]
 
     @property
     def fixef_names(self) -> list[str]:
@@ -171,11 +172,8 @@ class BatchResult:
         s = self.design.structure
         for t, off in zip(s.terms, s.theta_offsets):
             lam = np.zeros((th.shape[0], t.ncols, t.ncols))
-            a = 0
-            for j in range(t.ncols):
-                for i in range(j, t.ncols):
-                    lam[:, i, j] = th[:, off + a]
-                    a += 1
+            rows, cols = theta_positions(t)
+            lam[:, rows, cols] = th[:, off:off + len(rows)]
             out.append(lam)
         return out
 

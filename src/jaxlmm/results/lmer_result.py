@@ -96,7 +96,7 @@ class LmerResult:
     def theta_names(self) -> list[str]:
         out = []
         for t in self.design.terms:
-            out.extend(_theta_names(t.group, t.columns))
+            out.extend(_theta_names(t.group, t.columns, t.cov))
         return out
 
     @property
