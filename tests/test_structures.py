@@ -67,3 +67,49 @@ def test_diag_in_a_batch_and_in_inference(sleep):
 def test_structure_errors(sleep, formula, message):
     with pytest.raises(FormulaError, match=message):
         jaxlmm.lmer(formula, sleep)
+
+
+def _structured_case(case):
+    import pandas as pd
+
+    ref = json.loads((STRUCTURED / f"{case}.json").read_text())
+    data = pd.read_csv(STRUCTURED / "data" / ref["data"])
+    for f in ref["factors"] if isinstance(ref["factors"], list) else [ref["factors"]]:
+        data[f] = data[f].astype(str).astype("category")
+    return ref, data
+
+
+@pytest.mark.parametrize("case", ["machines_cs", pytest.param("repeated_ar1", marks=pytest.mark.slow)])
+def test_ar1_and_cs_match_glmmtmb(case):
+    """glmmTMB 1.1.5 REML fits: criterion, beta, implied covariances and sigma.
+
+    Standard errors are lme4's (X'V^-1X)^-1 at the estimate; glmmTMB's sdreport adds the
+    uncertainty of the covariance parameters, which is 0 in the balanced machines design
+    (beta-hat does not depend on theta there) and up to 0.4% of the SE on repeated_ar1.
+    """
+    ref, data = _structured_case(case)
+    fit = jaxlmm.lmer(ref["formula"], data)
+    assert fit.converged
+    np.testing.assert_allclose(fit.criterion, ref["criterion"], rtol=1e-8)
+    np.testing.assert_allclose(fit.fixef.to_numpy(), list(ref["beta"].values()), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fit.sigma, ref["sigma"], rtol=1e-6)
+    for lam, term in zip(fit.lambdas, ref["terms"]):
+        np.testing.assert_allclose(fit.sigma ** 2 * lam @ lam.T, term["cov"], rtol=2e-5, atol=1e-6)
+    se_tol = 1e-5 if case == "machines_cs" else 5e-3
+    np.testing.assert_allclose(fit.se.to_numpy(), list(ref["se"].values()), rtol=se_tol)
+    assert "z-tests" in fit.summary()
+
+
+def test_structured_inference_not_yet_supported_says_so():
+    ref, data = _structured_case("machines_cs")
+    fit = jaxlmm.lmer(ref["formula"], data)
+    with pytest.raises(jaxlmm.JaxlmmError, match="not supported yet"):
+        fit.confint(method="profile")
+    with pytest.raises(jaxlmm.JaxlmmError, match="not supported yet"):
+        fit.coef_table(ddf="kenward-roger")
+
+
+def test_ar1_needs_a_factor():
+    _, data = _structured_case("repeated_ar1")
+    with pytest.raises(FormulaError, match=r"ar1\(\) is a covariance over the levels of a factor"):
+        jaxlmm.lmer("y ~ visit + ar1(0 + visit | subject)", data)

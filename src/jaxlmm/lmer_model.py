@@ -50,6 +50,8 @@ def dense_eligible(design: Design) -> bool:
     """Small models go through the dense program shared by all structures (``core/dense.py``)."""
     from .core.dense_layout import fits_dense
 
+    if design.structure.structured:
+        return False            # the dense programs take lambda linear in theta (structured terms: blocked path)
     q = sum(len(t.factor.levels) * len(t.columns) for t in design.terms)
     return fits_dense(q, design.X.shape[1])
 

@@ -31,6 +31,8 @@ import numpy as np
 
 import jax.numpy as jnp
 
+from . import structured
+
 
 @dataclass(frozen=True)
 class TermSpec:
@@ -47,7 +49,10 @@ class TermSpec:
 
     @property
     def ntheta(self) -> int:
-        """Free entries of ``lambda``: ``S (S + 1) / 2`` (``us``) or ``S`` (``diag``)."""
+        """Free entries of ``lambda``: ``S (S + 1) / 2`` (``us``) or ``S`` (``diag``); a structured
+        term's parameters (``structured.py``)."""
+        if self.kind in structured.STRUCTURED:
+            return structured.n_parameters(self.kind, self.ncols)
         return len(theta_positions(self)[0])
 
     @property
@@ -66,8 +71,16 @@ def theta_positions(term: "TermSpec") -> tuple[np.ndarray, np.ndarray]:
         idx = np.arange(term.ncols, dtype=np.int32)
         return idx, idx
     if term.kind != "us":
-        raise ValueError(f"unknown covariance structure {term.kind!r}")
+        raise ValueError(f"the thetas of a {term.kind!r} term are not entries of lambda (structured.py)")
     return _lower_triangle_indices(term.ncols)
+
+
+def reported_positions(term: "TermSpec") -> tuple[np.ndarray, np.ndarray]:
+    """Entries of the term's covariance reported as sd (diagonal) and cor: its thetas' positions,
+    or for a structured term the whole lower triangle of the implied covariance."""
+    if term.kind in structured.STRUCTURED:
+        return _lower_triangle_indices(term.ncols)
+    return theta_positions(term)
 
 
 def _lower_triangle_indices(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,13 +164,28 @@ class ReStructure:
         """0 for diagonal elements of each lambda, -inf elsewhere."""
         out = []
         for t in self.terms:
+            if t.kind in structured.STRUCTURED:
+                out.extend(structured.lower_bounds(t.kind, t.ncols))
+                continue
             rows, cols = theta_positions(t)
             out.extend(np.where(rows == cols, 0.0, -np.inf))
         return np.asarray(out)
 
     def theta0(self) -> np.ndarray:
-        """lme4's starting value: 1 on the diagonal, 0 off it."""
-        return np.where(self.lower_bounds() == 0.0, 1.0, 0.0)
+        """lme4's starting value: 1 on the diagonal, 0 off it (structured terms: scales 1, correlation 0)."""
+        out = []
+        for t in self.terms:
+            if t.kind in structured.STRUCTURED:
+                out.extend(structured.start(t.kind, t.ncols))
+            else:
+                rows, cols = theta_positions(t)
+                out.extend(np.where(rows == cols, 1.0, 0.0))
+        return np.asarray(out)
+
+    @property
+    def structured(self) -> bool:
+        """Whether a term's factor is a nonlinear function of its thetas (``structured.py``)."""
+        return any(t.kind in structured.STRUCTURED for t in self.terms)
 
     def reflections(self) -> np.ndarray:
         """(ntheta, ntheta) 0/1 matrix: row i marks the entries below diagonal element i in its column.
@@ -169,6 +197,8 @@ class ReStructure:
         """
         R = np.zeros((self.ntheta, self.ntheta), dtype=bool)
         for t, off in zip(self.terms, self.theta_offsets):
+            if t.kind in structured.STRUCTURED:
+                continue
             rows, cols = theta_positions(t)
             for a in range(t.ntheta):
                 if rows[a] == cols[a]:
@@ -183,6 +213,9 @@ class ReStructure:
         theta = np.asarray(theta, dtype=float)
         out = []
         for t, off in zip(self.terms, self.theta_offsets):
+            if t.kind in structured.STRUCTURED:
+                out.append(np.asarray(structured.factor(t.kind, theta[off:off + t.ntheta], t.ncols)))
+                continue
             rows, cols = theta_positions(t)
             lam = np.zeros((t.ncols, t.ncols))
             lam[rows, cols] = theta[off:off + t.ntheta]
@@ -197,6 +230,9 @@ class ReStructure:
         """
         out = []
         for t, off in zip(self.terms, self.theta_offsets):
+            if t.kind in structured.STRUCTURED:
+                out.append(structured.factor(t.kind, theta[off:off + t.ntheta], t.ncols, xp=jnp))
+                continue
             rows, cols = theta_positions(t)
             index = {(int(r), int(c)): off + a for a, (r, c) in enumerate(zip(rows, cols))}
             zero = jnp.zeros((), dtype=theta.dtype)

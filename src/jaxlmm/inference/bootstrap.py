@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._x64 import float64_scope
-from ..core.structure import theta_positions
+from ..core.structure import reported_positions
 from ..model.naming import confint_names
 
 
@@ -52,7 +52,7 @@ def replicate_table(batch) -> pd.DataFrame:
     for t, L in zip(batch.design.terms, batch.lambdas):
         cov = sigma[:, None, None] ** 2 * np.einsum("tij,tkj->tik", L, L)
         sd = np.sqrt(np.maximum(np.einsum("tii->ti", cov), 0.0))
-        rows, columns = theta_positions(t.spec)
+        rows, columns = reported_positions(t.spec)
         for name, i, j in zip(confint_names(t.group, t.columns, t.cov), rows, columns):
             with np.errstate(invalid="ignore", divide="ignore"):
                 cols[name] = sd[:, i] if i == j else cov[:, i, j] / (sd[:, i] * sd[:, j])

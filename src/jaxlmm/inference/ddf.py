@@ -26,6 +26,7 @@ from scipy import special
 
 from .._x64 import float64_scope
 from ..core.structure import theta_positions
+from ..errors import JaxlmmError
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "residual", "asymptotic")
 
@@ -100,6 +101,10 @@ def _kenward_roger_dense(fit) -> KenwardRogerParts:
 
 
 def satterthwaite_parts(fit) -> SatterthwaiteParts:
+    """lmerTest's ingredients of ``fit`` (cached on the result)."""
+    if fit.design.structure.structured:
+        raise JaxlmmError("Satterthwaite's df for models with ar1() or cs() terms are not supported yet; "
+                          "use ddf='asymptotic' (z tests, glmmTMB's) or ddf='residual'")
     cached = fit.__dict__.get("_satterthwaite")
     if cached is None and getattr(fit, "_dense", None) is not None:
         cached = fit.__dict__["_satterthwaite"] = _satterthwaite_dense(fit)
@@ -117,6 +122,10 @@ def satterthwaite_parts(fit) -> SatterthwaiteParts:
 
 
 def kenward_roger_parts(fit) -> KenwardRogerParts:
+    """pbkrtest's ingredients of ``fit`` (cached on the result)."""
+    if fit.design.structure.structured:
+        raise JaxlmmError("Kenward-Roger needs the covariance linear in its parameters; a model with ar1() or "
+                          "cs() terms is not supported yet: use ddf='satterthwaite'")
     cached = fit.__dict__.get("_kenward_roger")
     if cached is None:
         import jax

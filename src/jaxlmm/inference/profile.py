@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import special
 
 from .._x64 import float64_methods, float64_scope
+from ..errors import JaxlmmError
 from ..model.design import bucket
 from ..model.naming import confint_names
 
@@ -241,6 +242,9 @@ def profile(fit, level: float = 0.95) -> Profile:
     """Profile every parameter of ``fit`` and find its profile confidence limits."""
     from ..core import profile_params as core
 
+    if fit.design.structure.structured:
+        raise JaxlmmError("profiles of models with ar1() or cs() terms are not supported yet; "
+                          "use confint(method='wald') or method='boot'")
     ml = fit.refit_ml()
     structure = ml.design.structure
     w_hat = core.w_from_theta_sigma(ml.theta, ml.sigma, structure)

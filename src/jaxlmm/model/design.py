@@ -268,8 +268,11 @@ def _random_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[TermDesign
         if zmm.shape[1] == 0:
             raise FormulaError(f"random-effects term {term} has no columns")
         factor = grouping_factor(frame, term.group_vars)
+        z = zmm.to_numpy(dtype=np.float64)
+        if term.cov in ("ar1", "cs"):
+            _check_indicator_columns(term, z)
         terms.append(TermDesign(term, tuple(lme4_column_name(c) for c in zmm.columns), factor,
-                                zmm.model_spec, zmm.to_numpy(dtype=np.float64)))
+                                zmm.model_spec, z))
     return terms
 
 
@@ -330,3 +333,10 @@ def heritability_term(design: Design) -> int | None:
         if t.relmat is not None:
             return k
     return None
+
+
+def _check_indicator_columns(term, z: np.ndarray) -> None:
+    """``ar1`` and ``cs`` are over the levels of a factor: one 0/1 column per level, one 1 per row."""
+    if z.shape[1] < 2 or not np.all((z == 0) | (z == 1)) or not np.all(z.sum(axis=1) == 1):
+        raise FormulaError(f"{term}: {term.cov}() is a covariance over the levels of a factor; write it as "
+                           f"{term.cov}(0 + factor(x) | {term.group}) with x a column of at least two levels")

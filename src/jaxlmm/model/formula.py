@@ -9,6 +9,8 @@ level of the right-hand side, expanded as lme4's ``findbars`` does:
 - ``us(x | g)``     -> ``(x | g)`` (glmmTMB's name for lme4's unstructured covariance)
 - ``diag(x | g)``   -> one term whose covariance is diagonal (glmmTMB's heterogeneous
   diagonal; for factors it differs from lme4's ``||``, which does not decorrelate them)
+- ``ar1(0 + factor(t) | g)``, ``cs(0 + f | g)`` -> one term with glmmTMB's AR(1) over the
+  levels of a factor, or heterogeneous compound symmetry (``core/structured.py``)
 
 Everything else is the fixed-effects formula, handed to formulaic.  Errors are
 ``FormulaError`` naming the offending part of the formula.
@@ -147,7 +149,7 @@ def _expand_double_bar(expr: str, term: str) -> list[str]:
     return (["1"] if intercept else []) + [f"0 + {label}" for label in labels]
 
 
-STRUCTURES = ("us", "diag")  # covariance structures written as name(expr | group)
+STRUCTURES = ("us", "diag", "ar1", "cs")  # covariance structures written as name(expr | group)
 
 
 def _structure_call(term: str) -> tuple[str, str]:

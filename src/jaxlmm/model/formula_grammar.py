@@ -40,7 +40,7 @@ FUNCTIONS: dict[str, frozenset[str]] = {
     "poly": frozenset({"degree", "raw"}), "I": frozenset(), "factor": frozenset(), "C": frozenset(),
     "offset": frozenset(),
     # covariance structures of random-effects terms, name(expr | group) (formula.STRUCTURES)
-    "us": frozenset(), "diag": frozenset(),
+    "us": frozenset(), "diag": frozenset(), "ar1": frozenset(), "cs": frozenset(),
 }
 _BOOLEANS = {"TRUE": "True", "FALSE": "False", "True": "True", "False": "False"}
 

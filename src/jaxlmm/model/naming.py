@@ -55,7 +55,8 @@ def _split_interaction(name: str) -> list[str]:
 
 
 def _positions(columns: tuple[str, ...], cov: str) -> list[tuple[int, int]]:
-    """(row, column) in lambda of each theta: the column-major lower triangle, or the diagonal."""
+    """(row, column) of each reported sd/cor: the diagonal for ``diag``, else the column-major lower
+    triangle (of lambda's thetas for ``us``; of the implied covariance for ``ar1`` and ``cs``)."""
     S = len(columns)
     if cov == "diag":
         return [(i, i) for i in range(S)]
@@ -63,7 +64,12 @@ def _positions(columns: tuple[str, ...], cov: str) -> list[tuple[int, int]]:
 
 
 def theta_names(group: str, columns: tuple[str, ...], cov: str = "us") -> list[str]:
-    """lme4's names of one term's theta (column-major lower triangle; the diagonal for ``diag``)."""
+    """lme4's names of one term's theta (column-major lower triangle; the diagonal for ``diag``;
+    a structured term's own parameters, ``core/structured.py``)."""
+    if cov in ("ar1", "cs"):
+        from ..core.structured import parameter_names
+
+        return [f"{group}.{name}" for name in parameter_names(cov, columns)]
     return [f"{group}.{columns[i]}" if i == j else f"{group}.{columns[i]}.{columns[j]}"
             for i, j in _positions(columns, cov)]
 

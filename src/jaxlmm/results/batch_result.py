@@ -170,10 +170,14 @@ class BatchResult:
         th = np.asarray(self._out["theta"])
         out = []
         s = self.design.structure
-        for t, off in zip(s.terms, s.theta_offsets):
+        per_trait = [s.lambdas_numpy(row) for row in th] if s.structured else None
+        for k, (t, off) in enumerate(zip(s.terms, s.theta_offsets)):
             lam = np.zeros((th.shape[0], t.ncols, t.ncols))
-            rows, cols = theta_positions(t)
-            lam[:, rows, cols] = th[:, off:off + len(rows)]
+            if per_trait is not None:
+                lam[:] = [lams[k] for lams in per_trait] if len(per_trait) else 0.0
+            else:
+                rows, cols = theta_positions(t)
+                lam[:, rows, cols] = th[:, off:off + len(rows)]
             out.append(lam)
         return out
 

@@ -369,15 +369,20 @@ class LmerResult:
         """The same model fitted by REML (``self`` if it already is)."""
         return self if self.reml else self._refit(True)
 
-    def coef_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
         """Fixed effects with SEs, df, t and p values, as ``summary(m, ddf = ...)`` of lmerTest.
 
-        ``ddf``: ``"satterthwaite"`` (default), ``"kenward-roger"`` (adjusted SEs
-        and KR df, as pbkrtest), ``"residual"`` (n - p) or ``"asymptotic"`` (z tests).
+        ``ddf``: ``"satterthwaite"`` (the default), ``"kenward-roger"`` (adjusted SEs
+        and KR df, as pbkrtest), ``"residual"`` (n - p) or ``"asymptotic"`` (z tests, the
+        default for models with ``ar1()`` or ``cs()`` terms, as glmmTMB's summary).
         """
         from ..inference.ddf import coef_table
 
-        return coef_table(self, ddf)
+        return coef_table(self, ddf or self._default_ddf)
+
+    @property
+    def _default_ddf(self) -> str:
+        return "asymptotic" if self.design.structure.structured else "satterthwaite"
 
     def contest(self, L, ddf: str = "satterthwaite", joint: bool = True) -> pd.DataFrame:
         """Test ``L beta = 0`` (lmerTest's ``contest``): an F test, or with ``joint=False`` a t test per row."""
@@ -420,15 +425,16 @@ class LmerResult:
         return bootstrap(self, nsim, seed, use_u, func, progress=progress)
 
     # ------------------------------------------------------------------ text
-    def summary(self, ddf: str = "satterthwaite") -> str:
-        """lme4/lmerTest-style summary; fixed effects tested with ``ddf`` df (``None``: lme4's t values only)."""
+    def summary(self, ddf: str | None = "default") -> str:
+        """lme4/lmerTest-style summary; fixed effects tested with ``ddf`` df (``None``: lme4's t values only;
+        the default: Satterthwaite, or z tests for models with ``ar1()`` or ``cs()`` terms)."""
         from .summary import format_summary
 
         if ddf is None:
             return format_summary(self)
         from ..inference.ddf import normalize_ddf
 
-        method = normalize_ddf(ddf)
+        method = normalize_ddf(self._default_ddf if ddf == "default" else ddf)
         title = {"satterthwaite": ". t-tests use Satterthwaite's method",
                  "kenward-roger": ". t-tests use Kenward-Roger's method",
                  "residual": ". t-tests use n - p df", "asymptotic": ". z-tests"}[method]
