@@ -68,6 +68,11 @@ def run_r(script: str, *args, timeout: float = 3600) -> tuple[str, float]:
 
 
 def write_results(name: str, payload: dict, markdown: str) -> None:
+    """Write ``results/<name>.{json,md}``; ``$JAXLMM_BENCH_SUFFIX`` (e.g. ``gpu``, set by gpu.sh) replaces
+    the ``_cpu`` suffix so that runs on another device never overwrite the CPU figures."""
+    suffix = os.environ.get("JAXLMM_BENCH_SUFFIX")
+    if suffix:
+        name = name.replace("_cpu", "") + f"_{suffix}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
