@@ -110,8 +110,9 @@ class VarianceProfile:
     def minimize(self, index, values, starts, options: NewtonOptions = NewtonOptions()):
         """Minimize lane b from ``starts[b]`` with ``w[index[b]] = values[b]`` held (w-space in and out;
         the optimizer works on the correlations themselves, ``R_MAX``)."""
-        cor = varpar_kinds(self.structure) == 1
-        lower = np.where(varpar_kinds(self.structure) == 0, 0.0, np.where(cor, -R_MAX, -np.inf))
+        kinds = varpar_kinds(self.structure)
+        cor = kinds == 1
+        lower = np.where(kinds == 0, 0.0, np.where(cor, -R_MAX, -np.inf))
         upper = np.where(cor, R_MAX, np.inf)
         lanes, index = len(index), np.asarray(index)
         x0 = np.array(starts, float)
