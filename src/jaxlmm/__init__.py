@@ -48,6 +48,8 @@ _EXPORTS = {
     "enable_compilation_cache": "_config",
     "configure_xla": "_config",
     "FactorizationPlan": "model.plan",
+    "covariance": "core.covfuns",
+    "StructuredResult": "results.structured_result",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -71,6 +71,8 @@ def fit_model(model, *, start=None, warn: bool = True, verbose: bool = False):
     from .model.memory import check_memory
     from .results.lmer_result import LmerResult
 
+    if model.is_marginal:
+        return _fit_marginal(model, start, warn, verbose)
     itemsize = np.dtype(model.dtype).itemsize
     check_memory(model.design, itemsize, sparse_ok=True)
     plan = model.plan
@@ -83,6 +85,24 @@ def fit_model(model, *, start=None, warn: bool = True, verbose: bool = False):
     if verbose:
         print(f"{name} optimizer: {fit.n_iter} iterations, {'converged' if fit.converged else 'NOT converged'}, "
               f"criterion {fit.criterion:.6f}, {time.perf_counter() - started:.2f} s", flush=True)
+    if warn:
+        for msg in fit.messages:
+            if msg.startswith("optimizer") or msg.startswith("boundary"):
+                errors.warn(msg)
+    return fit
+
+
+def _fit_marginal(model, start, warn: bool, verbose: bool):
+    """A model with structured covariances or ``dispformula`` (``marginal_entry.py``)."""
+    from .marginal_entry import fit_marginal_model
+    from .results.structured_result import StructuredResult
+
+    started = time.perf_counter()
+    fit = StructuredResult(model, fit_marginal_model(model, start), optimizer="newton")
+    if verbose:
+        print(f"newton optimizer (marginal covariance): {fit.n_iter} iterations, "
+              f"{'converged' if fit.converged else 'NOT converged'}, criterion {fit.criterion:.6f}, "
+              f"{time.perf_counter() - started:.2f} s", flush=True)
     if warn:
         for msg in fit.messages:
             if msg.startswith("optimizer") or msg.startswith("boundary"):

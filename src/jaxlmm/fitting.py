@@ -31,7 +31,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
          optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None,
          responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None,
          relmat: dict | None = None, spectral: bool | None = None, devices=None, verbose: bool = False,
-         REML: bool | None = None):
+         REML: bool | None = None, dispformula: str | None = None, covariances: dict | None = None):
     """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``; or many traits at once.
 
     Parameters
@@ -77,6 +77,12 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     spectral : bool, optional
         For a batch: force (True) or forbid (False) the spectral path; default
         automatic (``diagnostics["path"]`` says which path fitted each trait).
+    dispformula : str, optional
+        ``"~ location"``: one residual variance per level of a factor (glmmTMB's
+        ``dispformula``; ``fit.residual_sd`` by level).
+    covariances : dict, optional
+        ``{"group": jaxlmm.covariance(fn, n_params, ...)}``: the term grouped by ``group``
+        gets a covariance written as a JAX function of its own parameters.
     verbose : bool
         Print the factorization plan (block term, dense part, sparse or dense
         cross block, predicted work and memory; ``jaxlmm.plan``) before a single
@@ -98,11 +104,14 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
 
         if optimizer is not None or start is not None:
             raise ValueError("optimizer= and start= are for single fits; a batch uses the Newton optimizer")
+        if dispformula is not None or covariances:
+            raise ValueError("dispformula= and covariances= are for single fits for now; fit each trait with lmer")
         return fit_batch(formula, data, responses, reml=reml, weights=weights, offset=offset,
                          chunk_size=chunk_size, progress=progress, device=device, dtype=dtype,
                          max_iter=max_iter, data_name=data_name, relmat=relmat, spectral=spectral,
                          devices=devices)
-    design = build_design(formula, data, weights=weights, offset=offset, relmat=relmat)
+    design = build_design(formula, data, weights=weights, offset=offset, relmat=relmat, dispformula=dispformula,
+                          covariances=covariances)
     import jax
 
     model = Model(design, reml, dtype, max_iter=max_iter, optimizer=optimizer, offset_arg=offset,

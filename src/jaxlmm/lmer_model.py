@@ -50,7 +50,7 @@ def dense_eligible(design: Design) -> bool:
     """Small models go through the dense program shared by all structures (``core/dense.py``)."""
     from .core.dense_layout import fits_dense
 
-    if design.structure.structured:
+    if design.structure.structured or design.covariances or design.dispformula is not None:
         return False            # the dense programs take lambda linear in theta (structured terms: blocked path)
     q = sum(len(t.factor.levels) * len(t.columns) for t in design.terms)
     return fits_dense(q, design.X.shape[1])
@@ -117,6 +117,22 @@ class Model:
     @property
     def is_dense(self) -> bool:
         return dense_eligible(self.design)
+
+    @property
+    def is_marginal(self) -> bool:
+        """Structured covariances or ``dispformula``: fitted by the marginal covariance (``core/marginal.py``)."""
+        from .model.structured_terms import is_marginal
+
+        return is_marginal(self.design)
+
+    @property
+    def marginal(self):
+        """The ``core.marginal.MarginalModel`` of a structured model."""
+        if getattr(self, "_marginal", None) is None:
+            from .model.marginal_design import marginal_model
+
+            self._marginal = marginal_model(self.design)
+        return self._marginal
 
     @property
     def dense(self):

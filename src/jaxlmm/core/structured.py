@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-STRUCTURED = ("ar1", "cs")
+STRUCTURED = ("ar1", "cs", "ou", "exp", "gau")  # the last three: marginal path only (covfuns.py)
 
 
 def n_parameters(kind: str, S: int) -> int:
-    return 2 if kind == "ar1" else S + 1
+    return S + 1 if kind == "cs" else 2
 
 
 def lower_bounds(kind: str, S: int) -> np.ndarray:
@@ -47,6 +47,8 @@ def correlation(kind: str, a, S: int, xp=np):
 
 def factor(kind: str, params, S: int, xp=np):
     """``lambda = chol(C(params))`` (S x S, lower triangular)."""
+    if kind not in ("ar1", "cs"):
+        raise NotImplementedError(f"{kind}() terms are fitted by their marginal covariance (core/marginal.py)")
     rho = correlation(kind, params[-1], S, xp)
     if kind == "ar1":
         tau = params[0]

@@ -102,9 +102,8 @@ def _kenward_roger_dense(fit) -> KenwardRogerParts:
 
 def satterthwaite_parts(fit) -> SatterthwaiteParts:
     """lmerTest's ingredients of ``fit`` (cached on the result)."""
-    if fit.design.structure.structured:
-        raise JaxlmmError("Satterthwaite's df for models with ar1() or cs() terms are not supported yet; "
-                          "use ddf='asymptotic' (z tests, glmmTMB's) or ddf='residual'")
+    if hasattr(fit, "marginal_satterthwaite_parts"):
+        return fit.marginal_satterthwaite_parts()
     cached = fit.__dict__.get("_satterthwaite")
     if cached is None and getattr(fit, "_dense", None) is not None:
         cached = fit.__dict__["_satterthwaite"] = _satterthwaite_dense(fit)
@@ -123,9 +122,9 @@ def satterthwaite_parts(fit) -> SatterthwaiteParts:
 
 def kenward_roger_parts(fit) -> KenwardRogerParts:
     """pbkrtest's ingredients of ``fit`` (cached on the result)."""
-    if fit.design.structure.structured:
-        raise JaxlmmError("Kenward-Roger needs the covariance linear in its parameters; a model with ar1() or "
-                          "cs() terms is not supported yet: use ddf='satterthwaite'")
+    if hasattr(fit, "marginal_satterthwaite_parts"):
+        raise JaxlmmError("Kenward-Roger for models with structured covariances or dispformula is not "
+                          "supported yet: use ddf='satterthwaite' or 'asymptotic'")
     cached = fit.__dict__.get("_kenward_roger")
     if cached is None:
         import jax

@@ -96,15 +96,17 @@ def _check_levels(terms: list, n: int) -> None:
     Every grouping factor has at least 2 levels; for a term without a relationship matrix,
     ``l < n`` and ``l S < n`` (``l`` levels, ``S`` columns, ``n`` observations).  Terms with a
     relationship matrix are exempt from the last two (one record per individual is the
-    usual GBLUP design; K makes the effects identifiable), and so are ``ar1`` and ``cs`` terms
+    usual GBLUP design; K makes the effects identifiable), and so are structured terms (also from
+    the first: one field of a spatial ``exp`` term is one level)
     (their few parameters are identifiable where lme4's unstructured ones are not).
     """
+    structured = ("ar1", "cs", "ou", "exp", "gau")
     for t in terms:
         nlev = len(t.factor.levels)
-        if nlev < 2:
+        if nlev < 2 and t.term.cov not in structured:
             raise DataError(f"grouping factor {t.group!r} has only {nlev} level; "
                             "grouping factors must have > 1 sampled level")
-    terms = [t for t in terms if t.relmat is None and t.term.cov not in ("ar1", "cs")]
+    terms = [t for t in terms if t.relmat is None and t.term.cov not in structured]
     problems = [t.group for t in terms if len(t.factor.levels) >= n]
     if problems:
         raise DataError("number of levels of each grouping factor must be < number of observations "

@@ -38,6 +38,7 @@ from .grouping import GroupingFactor, grouping_factor
 from .missing_rows import _kept_rows
 from .model_matrix import _compiled, _model_matrix, formula_offset
 from .naming import lme4_column_name
+from .structured_terms import SPATIAL, pos_design, pos_variables, residual_groups
 
 # Part of this module's interface (predict.py, batch.py, anova_tables.py, marginal_means.py and
 # the tests import them from here): aliased_columns, formula_offset, GroupingFactor,
@@ -54,6 +55,7 @@ class TermDesign:
     z_spec: object  # formulaic ModelSpec of the term's left side
     z: np.ndarray
     relmat: object = None  # relmat.RelmatTerm of a term with a relationship matrix, else None
+    coords: np.ndarray | None = None  # the columns' coordinates of a pos() term (exp, gau, ou)
 
     @property
     def group(self) -> str:
@@ -89,11 +91,16 @@ class Design:
     pad: bool = True
     frame: pd.DataFrame | None = None  # the rows of the data that were kept
     relmat: dict | None = None         # grouping factor -> RelationshipMatrix (as given)
+    dispformula: str | None = None     # one residual SD per level of a factor (structured_terms.py)
+    resid_codes: np.ndarray | None = None
+    resid_levels: list[str] | None = None
+    covariances: dict | None = None    # group -> jaxlmm.covariance(...) written by the user
 
     def subset_rows(self, keep: np.ndarray, y: np.ndarray, response_name: str | None = None) -> "Design":
         """The design of the rows ``keep`` with the single response ``y`` (levels re-derived)."""
         sub = build_design(self.formula.text, self.frame.loc[keep], weights=self.weights[keep],
-                           offset=self.offset[keep], responses=np.asarray(y, dtype=float), relmat=self.relmat)
+                           offset=self.offset[keep], responses=np.asarray(y, dtype=float), relmat=self.relmat,
+                           dispformula=self.dispformula, covariances=self.covariances)
         sub.response_name = response_name
         return sub
 
@@ -163,12 +170,14 @@ class Design:
 
 
 def build_design(formula: str, data, *, weights=None, offset=None, responses=None,
-                 check_levels: bool = True, relmat: dict | None = None) -> Design:
+                 check_levels: bool = True, relmat: dict | None = None, dispformula: str | None = None,
+                 covariances: dict | None = None) -> Design:
     """Parse ``formula`` against ``data`` into a ``Design`` (lme4's ``lFormula``).
 
     ``responses`` (n, T) replaces the formula's response by T traits (NaN =
     missing, kept as per-trait masks rather than dropped rows).  ``relmat``
-    maps grouping factors to relationship matrices (``relmat.py``).
+    maps grouping factors to relationship matrices (``relmat.py``); ``dispformula`` and
+    ``covariances`` are glmmTMB's residual groups and user-written covariances (``structured_terms.py``).
     """
     parsed = parse_formula(formula)
     frame = _as_frame(data)
@@ -176,6 +185,10 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         raise FormulaError(f"no random-effects terms in formula {formula!r}; add one such as (1 | group)")
     single = responses is None
     needed = _used_variables(parsed, frame, formula, single)
+    if dispformula is not None:
+        from .structured_terms import dispformula_variable
+
+        needed.setdefault(dispformula_variable(dispformula), f"dispformula {dispformula!r}")
     _check_columns(needed, frame)
     w_all, o_all = _weights_and_offset(parsed, frame, weights, offset)
     if single:
@@ -210,9 +223,26 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     terms = _lme4_term_order(terms)
     if check_levels:
         _check_levels(terms, X.shape[0])
+    if covariances:
+        _check_user_covariances(covariances, terms)
+    resid_codes, resid_levels, _ = residual_groups(dispformula, frame_kept)
     return Design(parsed, response_name, y, X, fixef_names, dropped, fixed_spec, terms,
                   w_all[keep], o_all[keep], frame.index[keep], n_dropped, messages, frame=frame_kept,
-                  relmat=relmat or None)
+                  relmat=relmat or None, dispformula=dispformula, resid_codes=resid_codes,
+                  resid_levels=resid_levels, covariances=dict(covariances) if covariances else None)
+
+
+def _check_user_covariances(covariances: dict, terms: list[TermDesign]) -> None:
+    from ..core.covfuns import UserCovariance
+
+    for group, cov in covariances.items():
+        if not isinstance(cov, UserCovariance):
+            raise DataError(f"covariances[{group!r}] must be made by jaxlmm.covariance(fn, n_params, ...), "
+                            f"got {type(cov).__name__}")
+        matching = [t for t in terms if t.group == group]
+        if len(matching) != 1:
+            raise FormulaError(f"covariances[{group!r}]: the formula has {len(matching)} random-effects terms "
+                               f"grouped by {group!r}; it needs exactly one")
 
 
 def _used_variables(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, single: bool) -> dict[str, str]:
@@ -230,7 +260,9 @@ def _used_variables(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, si
     for v in _compiled(parsed.fixed, frame, f"the fixed effects '{parsed.fixed}'").variables:
         needed.setdefault(v, f"the fixed effects '{parsed.fixed}'")
     for term in parsed.random:
-        for v in _compiled(term.expr, frame, f"the random-effects term {term}").variables:
+        variables = (pos_variables(term.expr, term) if term.cov in SPATIAL
+                     else _compiled(term.expr, frame, f"the random-effects term {term}").variables)
+        for v in variables:
             needed.setdefault(v, f"the random-effects term {term}")
         for v in term.group_vars:
             needed.setdefault(v, f"the grouping factor of {term}")
@@ -264,6 +296,11 @@ def _random_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[TermDesign
     """Per random-effects term, in the formula's order: its model matrix ``z`` and grouping factor."""
     terms = []
     for term in parsed.random:
+        if term.cov in SPATIAL:
+            factor = grouping_factor(frame, term.group_vars)
+            z, columns, coords = pos_design(term, frame)
+            terms.append(TermDesign(term, columns, factor, None, z, coords=coords))
+            continue
         zmm = _model_matrix(term.expr, frame, f"the random-effects term {term}")
         if zmm.shape[1] == 0:
             raise FormulaError(f"random-effects term {term} has no columns")

@@ -10,7 +10,9 @@ level of the right-hand side, expanded as lme4's ``findbars`` does:
 - ``diag(x | g)``   -> one term whose covariance is diagonal (glmmTMB's heterogeneous
   diagonal; for factors it differs from lme4's ``||``, which does not decorrelate them)
 - ``ar1(0 + factor(t) | g)``, ``cs(0 + f | g)`` -> one term with glmmTMB's AR(1) over the
-  levels of a factor, or heterogeneous compound symmetry (``core/structured.py``)
+  levels of a factor, or heterogeneous compound symmetry (``core/covfuns.py``)
+- ``exp(0 + pos(x, y) | g)``, ``gau(...)``, ``ou(0 + pos(t) | g)`` -> spatial and temporal
+  covariances over coordinates (``model/structured_terms.py``)
 
 Everything else is the fixed-effects formula, handed to formulaic.  Errors are
 ``FormulaError`` naming the offending part of the formula.
@@ -149,7 +151,7 @@ def _expand_double_bar(expr: str, term: str) -> list[str]:
     return (["1"] if intercept else []) + [f"0 + {label}" for label in labels]
 
 
-STRUCTURES = ("us", "diag", "ar1", "cs")  # covariance structures written as name(expr | group)
+STRUCTURES = ("us", "diag", "ar1", "cs", "ou", "exp", "gau")  # covariance structures: name(expr | group)
 
 
 def _structure_call(term: str) -> tuple[str, str]:
@@ -210,7 +212,7 @@ def parse_formula(text: str) -> ParsedFormula:
             offsets.append(is_offset_call(term))
         else:
             check_no_offset(term, "another term")
-            if re.match(r"^(" + "|".join(STRUCTURES) + r")\s*\(", term):
+            if re.match(r"^(" + "|".join(s for s in STRUCTURES if s != "exp") + r")\s*\(", term):
                 raise FormulaError(f"{term!r}: a covariance structure needs a random-effects term inside, "
                                    "such as diag(x | g)")
             fixed_parts.append(term if sep == "+" else f"- {term}")

@@ -41,6 +41,7 @@ FUNCTIONS: dict[str, frozenset[str]] = {
     "offset": frozenset(),
     # covariance structures of random-effects terms, name(expr | group) (formula.STRUCTURES)
     "us": frozenset(), "diag": frozenset(), "ar1": frozenset(), "cs": frozenset(),
+    "ou": frozenset(), "gau": frozenset(), "pos": frozenset(),
 }
 _BOOLEANS = {"TRUE": "True", "FALSE": "False", "True": "True", "False": "False"}
 

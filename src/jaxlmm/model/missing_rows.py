@@ -37,11 +37,18 @@ def _has_call(expr: str) -> bool:
     return any(a.kind == "name" and b.text == "(" for a, b in zip(tokens, tokens[1:]))
 
 
+def _pos_columns(expr: str) -> str:
+    """``0 + pos(x, y)`` -> ``0 + x + y`` (the coordinates' missing values drop rows like any column's)."""
+    inside = expr[expr.index("pos") + 3:].strip()[1:-1] if "pos" in expr else expr
+    return "0 + " + " + ".join(v.strip() for v in inside.split(",") if v.strip())
+
+
 def _missing_after_transforms(parsed: ParsedFormula, frame: pd.DataFrame, single: bool) -> np.ndarray:
     """Rows whose transformed values are NaN (dropped, as lme4's ``na.omit`` of the model frame);
     an infinite value (``log(0)``, an Inf in a column) is an error naming the term and the row."""
     missing = np.zeros(frame.shape[0], dtype=bool)
-    parts = [(t.expr, f"the random-effects term {t}") for t in parsed.random]
+    parts = [(t.expr if t.cov not in ("ou", "exp", "gau") else _pos_columns(t.expr), f"the random-effects term {t}")
+             for t in parsed.random]
     parts.append((parsed.fixed, "the fixed effects"))
     parts += [(f"0 + I({e})", f"offset({e})") for e in parsed.offsets]
     if single and parsed.response is not None:

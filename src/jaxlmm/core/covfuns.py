@@ -1,0 +1,256 @@
+"""A term's covariance as a differentiable function of its own parameters.
+
+Every structure maps a parameter vector ``phi`` (absolute scale, not relative
+to sigma) to the ``S x S`` covariance ``C(phi)`` of one level's effects, in
+``jax.numpy``; first and second derivatives come from autodiff of this small
+map (``derivatives``), so a structure -- built in or written by a user -- is
+nothing more than this function, its bounds and its start:
+
+- ``us``: ``C = L L^T`` with ``L`` lower triangular, parameters its column-major lower
+  triangle (lme4's theta times sigma); diagonal entries >= 0.
+- ``diag``: ``C = diag(s)^2``, ``s >= 0``.
+- ``ar1``: ``C_ij = tau^2 rho^|i-j|``, ``rho = tanh(a)``; parameters ``(tau >= 0, a)``.
+- ``cs``: ``C = D R D``, ``D = diag(s)``, ``R = (1 - rho) I + rho 1 1^T``,
+  ``rho = lo + (1 - lo) / (1 + e^-a)`` with ``lo = -1 / (S - 1)`` (always positive definite).
+- ``exp``: ``C_ij = tau^2 exp(-d_ij / l)``, ``gau``: ``tau^2 exp(-d_ij^2 / l^2)``, ``ou``: ``exp``
+  over one coordinate (times); ``d_ij`` the Euclidean distance of the columns' coordinates
+  (``pos(...)``), parameters ``(tau >= 0, log l)``.
+
+``natural`` maps the parameters to the quantities a summary reports (variances,
+correlations, ranges); its Jacobian gives their Wald standard errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+
+BUILT_IN = ("us", "diag", "ar1", "cs", "exp", "gau", "ou")
+SPATIAL = ("exp", "gau", "ou")
+
+
+@dataclass(frozen=True, eq=False)
+class CovarianceFunction:
+    """``C = fn(phi)`` (S x S) with ``n_params`` parameters, bounds ``lower``/``upper``, ``start``.
+
+    ``scales``: indices of parameters that are standard deviations (their start is multiplied by
+    the response's residual SD); ``names``: parameter names; ``natural``: ``phi -> dict`` of
+    reported quantities (default: the parameters themselves).
+    """
+
+    name: str
+    fn: Callable
+    n_params: int
+    lower: np.ndarray
+    start: np.ndarray
+    names: tuple[str, ...]
+    scales: tuple[int, ...] = ()
+    upper: np.ndarray | None = None
+    natural: Callable | None = None
+    _programs: dict = field(default_factory=dict, repr=False)
+
+    def derivatives(self, phi: np.ndarray):
+        """``C``, ``dC/dphi`` (k, S, S) and ``d2C/dphi^2`` (k, k, S, S) at ``phi`` (NumPy, float64)."""
+        prog = self._programs.get("d")
+        if prog is None:
+            def jets(p):
+                C = self.fn(p)
+                J = jax.jacfwd(self.fn)(p)
+                H = jax.jacfwd(jax.jacfwd(self.fn))(p)
+                return C, jnp.moveaxis(J, -1, 0), jnp.moveaxis(H, (-2, -1), (0, 1))
+            prog = self._programs["d"] = jax.jit(jets)
+        with jax.enable_x64(True):
+            out = prog(jnp.asarray(phi, jnp.float64))
+            return tuple(np.asarray(a, float) for a in out)
+
+    def report(self, phi: np.ndarray, vcov: np.ndarray | None):
+        """Reported quantities, with delta-method SEs from ``vcov`` (the parameters' covariance)."""
+        with jax.enable_x64(True):
+            return self._report(phi, vcov)
+
+    def _report(self, phi, vcov):
+        nat = self.natural or (lambda p: {n: p[i] for i, n in enumerate(self.names)})
+        values = {k: float(v) for k, v in nat(jnp.asarray(phi, jnp.float64)).items()}
+        if vcov is None:
+            return values, {k: np.nan for k in values}
+        J = jax.jacfwd(lambda p: jnp.stack(list(nat(p).values())))(jnp.asarray(phi, jnp.float64))
+        J = np.asarray(J, float)
+        se = np.sqrt(np.maximum(np.einsum("ai,ij,aj->a", J, vcov, J), 0.0))
+        return values, dict(zip(values, se))
+
+
+def _lower_triangle(S: int):
+    rows, cols = [], []
+    for j in range(S):
+        for i in range(j, S):
+            rows.append(i)
+            cols.append(j)
+    return np.asarray(rows), np.asarray(cols)
+
+
+def unstructured(S: int, columns) -> CovarianceFunction:
+    rows, cols = _lower_triangle(S)
+
+    def fn(p):
+        L = jnp.zeros((S, S), p.dtype).at[rows, cols].set(p)
+        return L @ L.T
+
+    def natural(p):
+        C = fn(p)
+        sd = jnp.sqrt(jnp.diagonal(C))
+        out = {f"var.{c}": C[i, i] for i, c in enumerate(columns)}
+        for j in range(S):
+            for i in range(j + 1, S):
+                out[f"cor.{columns[i]}.{columns[j]}"] = C[i, j] / (sd[i] * sd[j])
+        return out
+
+    names = tuple(f"L[{i},{j}]" for i, j in zip(rows, cols))
+    return CovarianceFunction("us", fn, len(rows), np.where(rows == cols, 0.0, -np.inf),
+                              np.where(rows == cols, 1.0, 0.0), names, tuple(np.flatnonzero(rows == cols)),
+                              natural=natural)
+
+
+def diagonal(S: int, columns) -> CovarianceFunction:
+    return CovarianceFunction("diag", lambda p: jnp.diag(p * p), S, np.zeros(S), np.ones(S),
+                              tuple(f"sd.{c}" for c in columns), tuple(range(S)),
+                              natural=lambda p: {f"var.{c}": p[i] ** 2 for i, c in enumerate(columns)})
+
+
+def ar1(S: int) -> CovarianceFunction:
+    lag = np.abs(np.subtract.outer(np.arange(S), np.arange(S)))
+
+    def fn(p):
+        rho = jnp.tanh(p[1])
+        # rho^0 .. rho^(S-1) by products (a power with exponent 0 has a NaN derivative at rho = 0)
+        powers = jnp.cumprod(jnp.concatenate([jnp.ones(1, p.dtype), jnp.full((S - 1,), 1.0, p.dtype) * rho]))
+        return p[0] ** 2 * powers[lag]
+
+    return CovarianceFunction("ar1", fn, 2, np.array([0.0, -np.inf]), np.array([1.0, 0.0]), ("sd", "a"), (0,),
+                              natural=lambda p: {"variance": p[0] ** 2, "rho": jnp.tanh(p[1])})
+
+
+def compound_symmetry(S: int, columns) -> CovarianceFunction:
+    lo = -1.0 / max(S - 1, 1)
+
+    def rho(a):
+        return lo + (1.0 - lo) / (1.0 + jnp.exp(-a))
+
+    def fn(p):
+        r = rho(p[S])
+        R = (1.0 - r) * jnp.eye(S, dtype=p.dtype) + r
+        return p[:S, None] * R * p[None, :S]
+
+    def natural(p):
+        out = {f"var.{c}": p[i] ** 2 for i, c in enumerate(columns)}
+        out["rho"] = rho(p[S])
+        return out
+
+    return CovarianceFunction("cs", fn, S + 1, np.r_[np.zeros(S), -np.inf], np.r_[np.ones(S), np.log(-lo)],
+                              tuple(f"sd.{c}" for c in columns) + ("a",), tuple(range(S)), natural=natural)
+
+
+def spatial(kind: str, coords: np.ndarray) -> CovarianceFunction:
+    """``exp``, ``gau`` or ``ou`` over the columns' coordinates ``coords`` (S, d)."""
+    coords = np.asarray(coords, float)
+    D = np.sqrt(np.sum((coords[:, None, :] - coords[None, :, :]) ** 2, axis=-1))
+    positive = D[D > 0]
+    start_range = float(np.median(positive)) if positive.size else 1.0
+
+    def fn(p):
+        scaled = D * jnp.exp(-p[1])
+        k = jnp.exp(-scaled * scaled) if kind == "gau" else jnp.exp(-scaled)
+        return p[0] ** 2 * k
+
+    return CovarianceFunction(kind, fn, 2, np.array([0.0, -np.inf]), np.array([1.0, np.log(start_range)]),
+                              ("sd", "log_range"), (0,),
+                              natural=lambda p: {"variance": p[0] ** 2, "range": jnp.exp(p[1])})
+
+
+def built_in(kind: str, S: int, columns, coords=None) -> CovarianceFunction:
+    """The built-in structure ``kind`` for a term of ``S`` columns (``coords``: spatial kinds)."""
+    if kind == "us":
+        return unstructured(S, columns)
+    if kind == "diag":
+        return diagonal(S, columns)
+    if kind == "ar1":
+        return ar1(S)
+    if kind == "cs":
+        return compound_symmetry(S, columns)
+    if kind in SPATIAL:
+        return spatial(kind, coords)
+    raise ValueError(f"unknown covariance structure {kind!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class UserCovariance:
+    """A covariance written by a user: ``fn(params, coords) -> (S, S)`` in ``jax.numpy``.
+
+    ``coords`` is the (S, d) array of the term's column coordinates (``pos(...)``), or the
+    column indices 0..S-1 as an (S, 1) array for other terms.  Made by ``jaxlmm.covariance``.
+    """
+
+    fn: Callable
+    n_params: int
+    lower: np.ndarray
+    upper: np.ndarray | None
+    start: np.ndarray
+    names: tuple[str, ...]
+    scales: tuple[int, ...]
+    name: str = "user"
+
+    def sized(self, term) -> CovarianceFunction:
+        """The function bound to one term's columns."""
+        coords = getattr(term, "coords", None)
+        S = len(term.columns)
+        coords = np.arange(S, dtype=float)[:, None] if coords is None else np.asarray(coords, float)
+        c = jnp.asarray(coords)
+        return CovarianceFunction(self.name, lambda p: self.fn(p, c), self.n_params, self.lower, self.start,
+                                  self.names, self.scales, self.upper)
+
+
+def covariance(fn: Callable, n_params: int, *, lower=None, upper=None, start=None, names=None,
+               scales=(), name: str = "user") -> UserCovariance:
+    """A term covariance ``C = fn(params, coords)`` to pass as ``lmer(..., covariances={group: ...})``.
+
+    ``fn`` is a ``jax.numpy`` function of the parameter vector (length ``n_params``) and the
+    term's column coordinates; it must return a symmetric positive semi-definite ``S x S`` matrix on
+    the absolute scale (not relative to sigma).  Gradients and Hessians of the fit come from
+    autodiff of ``fn``.  ``lower``/``upper``: bounds (default unbounded); ``start``: starting
+    values (default 1); ``scales``: indices of parameters that are standard deviations (their
+    start is multiplied by the response's residual SD); ``names``: parameter names.
+
+    Examples
+    --------
+    A homogeneous AR(1) over the levels of a factor, as the built-in ``ar1``:
+
+    >>> import jax.numpy as jnp
+    >>> def ar1(p, coords):
+    ...     lag = jnp.abs(coords[:, None, 0] - coords[None, :, 0])
+    ...     return p[0] ** 2 * jnp.tanh(p[1]) ** lag
+    >>> cov = covariance(ar1, 2, lower=[0.0, -jnp.inf], start=[1.0, 0.1], scales=[0], names=["sd", "a"])
+    """
+    from ..errors import DataError
+
+    if not callable(fn):
+        raise DataError(f"covariance(fn, ...): fn must be a function of (params, coords), got {type(fn).__name__}")
+    k = int(n_params)
+    if k < 1:
+        raise DataError("covariance(...): n_params must be at least 1")
+
+    def vec(v, fill):
+        out = np.full(k, fill, float) if v is None else np.asarray(v, float).reshape(-1)
+        if out.shape != (k,):
+            raise DataError(f"covariance(...): expected {k} values, got {out.shape[0]}")
+        return out
+
+    lo, st = vec(lower, -np.inf), vec(start, 1.0)
+    up = None if upper is None else vec(upper, np.inf)
+    names = tuple(names) if names is not None else tuple(f"p{i + 1}" for i in range(k))
+    if len(names) != k:
+        raise DataError(f"covariance(...): {len(names)} names for {k} parameters")
+    return UserCovariance(fn, k, lo, up, np.maximum(st, lo), names, tuple(int(i) for i in scales), name)

@@ -1,0 +1,67 @@
+"""One fit of a model with structured covariances or ``dispformula`` (``core/marginal.py``).
+
+The parameters are absolute (variances are not relative to sigma); the fit
+starts from each structure's start, its standard deviations scaled by the
+residual SD of the least-squares fit, and the output carries the estimates
+in the layout every ``LmerResult`` reads (``core.fit.FitOutput``) plus the
+structured parts (term covariances, residual SDs, the parameters' covariance).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class MarginalOutput(NamedTuple):
+    optim: object       # core.optimize.OptimResult, theta = all parameters (terms, then residual SDs)
+    solution: object    # core.estimates.Solution
+    fitted: np.ndarray
+    estimates: object   # core.marginal_fit.MarginalEstimates
+    phi_cov: np.ndarray  # 2 H^-1 on the free parameters
+
+
+def start_values(model, start) -> np.ndarray:
+    """The fit's start: ``start`` as given, or each structure's default scaled to the response."""
+    from .model.marginal_design import response_scale
+
+    mm = model.marginal
+    if start is not None:
+        phi0 = np.asarray(start, float).reshape(-1)
+        if phi0.shape != (mm.n_params,):
+            raise ValueError(f"start must have {mm.n_params} values (the term parameters, then the residual "
+                             f"SDs), got {phi0.shape[0]}")
+        return np.maximum(phi0, mm.lower())
+    observed = np.asarray(model.design.weights) > 0
+    return np.maximum(mm.start(response_scale(model.design, np.asarray(model.design.y, float), observed)),
+                      mm.lower())
+
+
+def fit_marginal_model(model, start=None) -> MarginalOutput:
+    """Fit ``model`` (a ``lmer_model.Model`` whose design ``structured_terms.is_marginal``)."""
+    from .core.estimates import Solution
+    from .core.marginal_fit import estimates, fit_marginal, parameter_covariance
+    from .core.optimize import NewtonOptions, OptimResult
+    from .core.parts import DevianceParts
+
+    mm, design = model.marginal, model.design
+    offset = np.asarray(design.offset, float)
+    y = np.asarray(design.y, float) - offset
+    observed = np.asarray(design.weights) > 0
+    phi0 = start_values(model, start)
+    res = fit_marginal(mm, y[:, None], observed[:, None], model.reml, phi0[None],
+                       NewtonOptions(max_iter=max(model.max_iter, 200)))
+    optim = OptimResult(*(np.asarray(v)[0] for v in res))
+    phi = np.asarray(optim.theta, float)
+    rows = np.flatnonzero(observed)
+    est = estimates(mm, phi, y[rows], rows, model.reml)
+    resid_var = est.residual_sd[mm.resid_codes[rows]] ** 2
+    sigma = float(est.residual_sd[0]) if mm.n_resid == 1 else float(np.sqrt(np.mean(resid_var)))
+    w = np.asarray(design.weights)[rows]
+    parts = DevianceParts(est.logdet_V, est.logdet_Q, est.quad, float(len(rows)), float(np.sum(np.log(w))))
+    solution = Solution(est.criterion, est.beta, sigma, est.vcov_beta, est.b, est.b, est.cond_var, parts)
+    fitted = offset.copy()
+    fitted[rows] += est.fitted
+    fitted[~observed] = np.nan
+    return MarginalOutput(optim, solution, fitted, est, parameter_covariance(est.hessian, mm.lower(), phi))

@@ -1,0 +1,42 @@
+"""A ``Design`` as the marginal engine's ``MarginalModel`` (``core/marginal.py``).
+
+Each term keeps its per-row covariates and level codes; a relationship-matrix
+term its ``K`` on the fitted levels; every term its ``CovarianceFunction``
+(``structured_terms.term_covariance``).  Residual groups come from ``dispformula``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.marginal import MarginalModel, MarginalTerm
+from .structured_terms import term_covariance
+
+MAX_ROWS = 4000   # V is n x n: beyond this the marginal engine is too slow and too large
+
+
+def marginal_model(design) -> MarginalModel:
+    """The ``MarginalModel`` of ``design`` (rows with zero weight dropped by the caller's ``observed``)."""
+    from ..errors import DataError
+
+    n = design.X.shape[0]
+    if n > MAX_ROWS:
+        raise DataError(f"models with structured covariances or dispformula are fitted by their marginal "
+                        f"covariance, limited to {MAX_ROWS} rows for now; this one has {n}")
+    terms = []
+    for t in design.terms:
+        K = None if t.relmat is None else np.asarray(t.relmat.K, float)
+        terms.append(MarginalTerm(np.asarray(t.z, float), np.asarray(t.factor.codes), len(t.factor.levels),
+                                  term_covariance(t, design.covariances), K))
+    return MarginalModel(np.asarray(design.X, float), np.asarray(design.weights, float), tuple(terms),
+                         np.asarray(design.resid_codes), len(design.resid_levels))
+
+
+def response_scale(design, y: np.ndarray, observed: np.ndarray) -> float:
+    """Residual SD of the least-squares fit of ``y`` on ``X``: the scale of the starting values."""
+    X, yy = design.X[observed], y[observed]
+    beta, *_ = np.linalg.lstsq(X, yy, rcond=None)
+    r = yy - X @ beta
+    dof = max(len(yy) - X.shape[1], 1)
+    s = float(np.sqrt(r @ r / dof))
+    return s if s > 0 else 1.0

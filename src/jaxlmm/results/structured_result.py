@@ -1,0 +1,177 @@
+"""The result of a fit with structured covariances or ``dispformula`` (``core/marginal.py``).
+
+Its parameters are absolute: ``theta`` holds each term's own parameters (ar1's
+``(sd, a)``, exp's ``(sd, log range)``, ...) and ``residual_sd`` the residual SD of each
+``dispformula`` level.  ``varcorr`` lists each term's implied covariance in lme4's long
+layout, ``covariance_parameters`` each structure's reported quantities (variances,
+correlations, ranges) with Wald SEs from the exact Hessian (delta method), and fixed
+effects are tested with z tests (glmmTMB's summary) by default.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .._x64 import float64_methods
+from ..core.covariance import sd_and_cor
+from ..model.naming import unique_group_names
+from .lmer_result import SINGULAR_TOL, LmerResult
+
+
+@float64_methods
+class StructuredResult(LmerResult):
+    """A fitted model with structured covariances (module docstring)."""
+
+    @property
+    def _marginal(self):
+        return self.model.marginal
+
+    @property
+    def _phi(self) -> np.ndarray:
+        return np.asarray(self._out.optim.theta, float)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """The terms' own parameters (absolute scale), in lme4's term order."""
+        return self._phi[:self._marginal.offsets[-1]]
+
+    @cached_property
+    def theta_names(self) -> list[str]:
+        return [f"{g}.{n}" for g, t in zip(unique_group_names([t.group for t in self.design.terms]),
+                                            self._marginal.terms) for n in t.cov.names]
+
+    @property
+    def lower(self) -> np.ndarray:
+        return self._marginal.lower()[:len(self.theta)]
+
+    @property
+    def df_model(self) -> int:
+        return len(self.fixef_names) + len(self._phi)
+
+    @property
+    def residual_sd(self) -> pd.Series:
+        """The residual SD of each ``dispformula`` level (one value, ``Residual``, without one)."""
+        return pd.Series(self._out.estimates.residual_sd, index=list(self.design.resid_levels), name="residual_sd")
+
+    @property
+    def is_singular(self) -> bool:
+        scales = np.concatenate([off + np.asarray(t.cov.scales, int) for t, off in
+                                 zip(self._marginal.terms, self._marginal.offsets)] or [np.zeros(0, int)])
+        return bool(np.any(np.abs(self._phi[scales]) < SINGULAR_TOL * max(self.sigma, 1e-300)))
+
+    @property
+    def residual_at_boundary(self) -> bool:
+        spread = float(np.nanstd(self.response))
+        return bool(spread > 0 and np.any(self._out.estimates.residual_sd <= 1e-5 * spread))
+
+    @property
+    def messages(self) -> list[str]:
+        msgs = [m for m in super().messages if not m.startswith("boundary (residual")]
+        if self.residual_at_boundary:
+            msgs.append("boundary (residual variance): a residual SD is at its bound 0 -- the structured "
+                        "terms absorb all of that residual variance")
+        return msgs
+
+    @property
+    def term_covariances(self) -> list[np.ndarray]:
+        """Each term's implied covariance of one level's effects (absolute)."""
+        return [np.asarray(c) for c in self._out.estimates.covariances]
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        rows = []
+        for cov, grp, t in zip(self.term_covariances, unique_group_names([t.group for t in self.design.terms]),
+                               self.design.terms):
+            sd, cor = sd_and_cor(cov)
+            cols = t.columns
+            for i, c in enumerate(cols):
+                rows.append((grp, c, "", cov[i, i], sd[i]))
+            for j in range(len(cols)):
+                for i in range(j + 1, len(cols)):
+                    rows.append((grp, cols[j], cols[i], cov[i, j], cor[i, j]))
+        sds = self._out.estimates.residual_sd
+        if len(sds) == 1:
+            rows.append(("Residual", "", "", sds[0] ** 2, sds[0]))
+        else:
+            for level, s in zip(self.design.resid_levels, sds):
+                rows.append(("Residual", str(level), "", s ** 2, s))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    @cached_property
+    def covariance_parameters(self) -> pd.DataFrame:
+        """Each structure's reported quantities with Wald SEs (delta method on ``2 H^-1``)."""
+        V = np.asarray(self._out.phi_cov, float)
+        rows = []
+        groups = unique_group_names([t.group for t in self.design.terms])
+        mm = self._marginal
+        for grp, t, off in zip(groups, mm.terms, mm.offsets):
+            sl = slice(off, off + t.cov.n_params)
+            values, ses = t.cov.report(self._phi[sl], V[sl, sl])
+            for name, v in values.items():
+                rows.append((grp, t.cov.name, name, v, ses[name]))
+        base = mm.offsets[-1]
+        for r, level in enumerate(self.design.resid_levels):
+            s, v = self._phi[base + r], V[base + r, base + r]
+            name = "variance" if len(self.design.resid_levels) == 1 else f"variance.{level}"
+            rows.append(("Residual", "residual", name, s ** 2, 2.0 * s * np.sqrt(v) if np.isfinite(v) else np.nan))
+        return pd.DataFrame(rows, columns=["grp", "structure", "parameter", "estimate", "se"])
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of the fixed effects including the variance parameters' uncertainty,
+        ``Phi + J A J^T`` (glmmTMB's; ``vcov_conditional`` is lme4's ``Phi`` at the estimate)."""
+        J = np.asarray(self._out.estimates.beta_jacobian)
+        A = np.nan_to_num(np.asarray(self._out.phi_cov, float))
+        V = np.asarray(self._out.solution.vcov_beta) + J @ A @ J.T
+        return pd.DataFrame(V, index=self.fixef_names, columns=self.fixef_names)
+
+    @property
+    def vcov_conditional(self) -> pd.DataFrame:
+        """``(X^T V^-1 X)^-1`` at the estimated variance parameters."""
+        V = np.asarray(self._out.solution.vcov_beta)
+        return pd.DataFrame(V, index=self.fixef_names, columns=self.fixef_names)
+
+    def marginal_satterthwaite_parts(self):
+        """lmerTest's ingredients in the marginal parametrization: ``A = 2 H^-1`` (parameters at a bound
+        held), ``J = d Phi / d phi``, ``V = Phi``."""
+        from ..inference.ddf import SatterthwaiteParts
+
+        A = np.nan_to_num(np.asarray(self._out.phi_cov, float))
+        return SatterthwaiteParts(A, np.asarray(self._out.estimates.vcov_jacobian),
+                                  np.asarray(self._out.solution.vcov_beta))
+
+    def _unsupported(self, what: str):
+        from ..errors import JaxlmmError
+
+        raise JaxlmmError(f"{what} of models with structured covariances or dispformula is not supported yet; "
+                          "use confint(method='wald') and covariance_parameters (Wald SEs)")
+
+    def profile(self, level: float = 0.95):
+        self._unsupported("profile()")
+
+    def bootstrap(self, *args, **kwargs):
+        self._unsupported("bootstrap()")
+
+    def confint(self, method: str = "profile", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """Wald intervals of the fixed effects (``method="wald"``; profiles and bootstraps not yet)."""
+        if method != "wald":
+            self._unsupported(f"confint(method={method!r})")
+        from scipy import stats
+
+        z = stats.norm.ppf(0.5 + level / 2.0)
+        lo, hi = f"{100 * (1 - level) / 2:.1f} %", f"{100 * (1 + level) / 2:.1f} %"
+        return pd.DataFrame({lo: self.fixef - z * self.se, hi: self.fixef + z * self.se})
+
+    @property
+    def _default_ddf(self) -> str:
+        return "asymptotic"
+
+    def _refit(self, reml: bool):
+        return self.model.fit(reml=reml, start=self._phi, warn=False)
+
+    def refit(self, new_response):
+        design = self.design.with_response(np.asarray(new_response, dtype=float))
+        return self.model.for_design(design).fit(start=self._phi)
