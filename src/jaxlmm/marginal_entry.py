@@ -32,10 +32,10 @@ def start_values(model, start) -> np.ndarray:
         if phi0.shape != (mm.n_params,):
             raise ValueError(f"start must have {mm.n_params} values (the term parameters, then the residual "
                              f"SDs), got {phi0.shape[0]}")
-        return np.maximum(phi0, mm.lower())
+        return np.clip(phi0, mm.lower(), mm.upper())
     observed = np.asarray(model.design.weights) > 0
-    return np.maximum(mm.start(response_scale(model.design, np.asarray(model.design.y, float), observed)),
-                      mm.lower())
+    return np.clip(mm.start(response_scale(model.design, np.asarray(model.design.y, float), observed)),
+                   mm.lower(), mm.upper())
 
 
 def fit_marginal_model(model, start=None) -> MarginalOutput:

@@ -9,7 +9,7 @@ nothing more than this function, its bounds and its start:
 - ``us``: ``C = L L^T`` with ``L`` lower triangular, parameters its column-major lower
   triangle (lme4's theta times sigma); diagonal entries >= 0.
 - ``diag``: ``C = diag(s)^2``, ``s >= 0``.
-- ``ar1``: ``C_ij = tau^2 rho^|i-j|``, ``rho = tanh(a)``; parameters ``(tau >= 0, a)``.
+- ``ar1``: ``C_ij = tau^2 rho^|i-j|``, ``rho = tanh(a)``; parameters ``(tau >= 0, |a| <= 8)``.
 - ``cs``: ``C = D R D``, ``D = diag(s)``, ``R = (1 - rho) I + rho 1 1^T``,
   ``rho = lo + (1 - lo) / (1 + e^-a)`` with ``lo = -1 / (S - 1)`` (always positive definite).
 - ``exp``: ``C_ij = tau^2 exp(-d_ij / l)``, ``gau``: ``tau^2 exp(-d_ij^2 / l^2)``, ``ou``: ``exp``
@@ -30,6 +30,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+A_MAX = 8.0  # bound of a correlation's unconstrained parameter (tanh(8) = 1 - 2e-7)
 BUILT_IN = ("us", "diag", "ar1", "cs", "exp", "gau", "ou")
 SPATIAL = ("exp", "gau", "ou")
 
@@ -130,7 +131,11 @@ def ar1(S: int) -> CovarianceFunction:
         powers = jnp.cumprod(jnp.concatenate([jnp.ones(1, p.dtype), jnp.full((S - 1,), 1.0, p.dtype) * rho]))
         return p[0] ** 2 * powers[lag]
 
-    return CovarianceFunction("ar1", fn, 2, np.array([0.0, -np.inf]), np.array([1.0, 0.0]), ("sd", "a"), (0,),
+    # start at rho = 0.5: at rho = 0 the term's covariance is tau^2 I, confounded with the residual's,
+    # and Newton's first step from a singular Hessian can land on the flat plateau rho = 1; |a| <= 8
+    # (|rho| <= 1 - 2e-7) keeps a gradient there to come back along
+    return CovarianceFunction("ar1", fn, 2, np.array([0.0, -A_MAX]), np.array([1.0, np.arctanh(0.5)]), ("sd", "a"),
+                              (0,), upper=np.array([np.inf, A_MAX]),
                               natural=lambda p: {"variance": p[0] ** 2, "rho": jnp.tanh(p[1])})
 
 

@@ -81,6 +81,10 @@ class MarginalModel:
     def lower(self) -> np.ndarray:
         return np.concatenate([t.cov.lower for t in self.terms] + [np.zeros(self.n_resid)])
 
+    def upper(self) -> np.ndarray:
+        return np.concatenate([np.full(t.cov.n_params, np.inf) if t.cov.upper is None else t.cov.upper
+                               for t in self.terms] + [np.full(self.n_resid, np.inf)])
+
     def start(self, scale: float) -> np.ndarray:
         """Each structure's start, its standard deviations multiplied by ``scale``; residual SDs ``scale``."""
         out = []

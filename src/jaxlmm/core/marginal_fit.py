@@ -21,6 +21,9 @@ from .newton_host import minimize_newton_host
 from .optimize import NewtonOptions, OptimResult
 
 
+SMALL_N = 1024
+
+
 class MarginalEstimates(NamedTuple):
     criterion: float
     beta: np.ndarray
@@ -64,11 +67,28 @@ def fit_marginal(model: MarginalModel, Y: np.ndarray, observed: np.ndarray, reml
         return (np.array([e.value for e in out]), np.stack([e.grad for e in out]),
                 np.stack([e.hess for e in out]))
 
-    return minimize_newton_host(vgh, None, np.asarray(phi0, float), model.lower(), options, _reflections(model))
+    with blas_threads(Y.shape[0]):
+        return minimize_newton_host(vgh, None, np.asarray(phi0, float), model.lower(), options,
+                                    _reflections(model), upper=model.upper())
+
+
+def blas_threads(n: int):
+    """One BLAS thread for matrices below ``SMALL_N`` rows: OpenBLAS's threads cost far more than they
+    save there, and on a busy machine they slow each product by an order of magnitude."""
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas") if n < SMALL_N else nullcontext()
 
 
 def estimates(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndarray, reml: bool):
     """``MarginalEstimates`` at ``phi`` for the response ``y`` on ``rows`` (module docstring)."""
+    with blas_threads(len(rows)):
+        return _estimates(model, phi, y, rows, reml)
+
+
+def _estimates(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndarray, reml: bool):
     d = covariance(model, phi, rows, second=False)
     X = model.X[rows]
     f = factor(d.V, X, y, reml)

@@ -69,8 +69,13 @@ def reference_grid(fit) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 @float64_scope
-def emmeans(fit, specs, ddf: str = "kenward-roger", level: float = 0.95) -> EMMeans:
-    """``emmeans(m, specs, lmer.df = ddf)``: means over the reference grid by the factor(s) ``specs``."""
+def emmeans(fit, specs, ddf: str | None = None, level: float = 0.95) -> EMMeans:
+    """``emmeans(m, specs, lmer.df = ddf)``: means over the reference grid by the factor(s) ``specs``.
+
+    ``ddf`` defaults to Kenward-Roger (emmeans' default for lmer fits), or Satterthwaite for a model with
+    structured covariances or ``dispformula``."""
+    if ddf is None:
+        ddf = "satterthwaite" if hasattr(fit, "marginal_satterthwaite_parts") else "kenward-roger"
     ddf = normalize_ddf(ddf)
     specs = [specs] if isinstance(specs, str) else list(specs)
     grid, X = reference_grid(fit)

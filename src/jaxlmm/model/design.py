@@ -38,7 +38,7 @@ from .grouping import GroupingFactor, grouping_factor
 from .missing_rows import _kept_rows
 from .model_matrix import _compiled, _model_matrix, formula_offset
 from .naming import lme4_column_name
-from .structured_terms import SPATIAL, pos_design, pos_variables, residual_groups
+from .structured_terms import is_pos_term, pos_design, pos_variables, residual_groups
 
 # Part of this module's interface (predict.py, batch.py, anova_tables.py, marginal_means.py and
 # the tests import them from here): aliased_columns, formula_offset, GroupingFactor,
@@ -222,7 +222,7 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
         messages.extend(unused)
     terms = _lme4_term_order(terms)
     if check_levels:
-        _check_levels(terms, X.shape[0])
+        _check_levels([t for t in terms if not (covariances and t.group in covariances)], X.shape[0])
     if covariances:
         _check_user_covariances(covariances, terms)
     resid_codes, resid_levels, _ = residual_groups(dispformula, frame_kept)
@@ -260,7 +260,7 @@ def _used_variables(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, si
     for v in _compiled(parsed.fixed, frame, f"the fixed effects '{parsed.fixed}'").variables:
         needed.setdefault(v, f"the fixed effects '{parsed.fixed}'")
     for term in parsed.random:
-        variables = (pos_variables(term.expr, term) if term.cov in SPATIAL
+        variables = (pos_variables(term.expr, term) if is_pos_term(term)
                      else _compiled(term.expr, frame, f"the random-effects term {term}").variables)
         for v in variables:
             needed.setdefault(v, f"the random-effects term {term}")
@@ -296,7 +296,7 @@ def _random_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[TermDesign
     """Per random-effects term, in the formula's order: its model matrix ``z`` and grouping factor."""
     terms = []
     for term in parsed.random:
-        if term.cov in SPATIAL:
+        if is_pos_term(term):
             factor = grouping_factor(frame, term.group_vars)
             z, columns, coords = pos_design(term, frame)
             terms.append(TermDesign(term, columns, factor, None, z, coords=coords))

@@ -10,6 +10,8 @@ values are per-trait masks instead.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -47,7 +49,7 @@ def _missing_after_transforms(parsed: ParsedFormula, frame: pd.DataFrame, single
     """Rows whose transformed values are NaN (dropped, as lme4's ``na.omit`` of the model frame);
     an infinite value (``log(0)``, an Inf in a column) is an error naming the term and the row."""
     missing = np.zeros(frame.shape[0], dtype=bool)
-    parts = [(t.expr if t.cov not in ("ou", "exp", "gau") else _pos_columns(t.expr), f"the random-effects term {t}")
+    parts = [(_pos_columns(t.expr) if re.search(r"\bpos\s*\(", t.expr) else t.expr, f"the random-effects term {t}")
              for t in parsed.random]
     parts.append((parsed.fixed, "the fixed effects"))
     parts += [(f"0 + I({e})", f"offset({e})") for e in parsed.offsets]

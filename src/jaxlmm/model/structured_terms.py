@@ -22,12 +22,18 @@ from ..errors import DataError, FormulaError
 _POS = re.compile(r"^\s*(?:0\s*\+\s*)?pos\s*\(([^()]*)\)\s*(?:\+\s*0\s*|-\s*1\s*)?$")
 
 
+def is_pos_term(term) -> bool:
+    """A spatial structure's term, or any term whose left side is ``0 + pos(...)``."""
+    return term.cov in SPATIAL or bool(re.search(r"\bpos\s*\(", term.expr))
+
+
 def pos_variables(expr: str, term) -> list[str]:
     """The variables of ``0 + pos(a, b, ...)`` (the only left side a spatial structure takes)."""
     m = _POS.match(expr)
     if m is None or not re.search(r"(^\s*0\s*\+)|(\+\s*0\s*$)|(-\s*1\s*$)", expr):
-        raise FormulaError(f"{term}: {term.cov}() takes coordinates as its left side, written "
-                           f"{term.cov}(0 + pos(x, y) | {term.group}) (without an intercept)")
+        name = term.cov if term.cov != "us" else ""
+        raise FormulaError(f"{term}: {name}(...) takes coordinates as its left side, written "
+                           f"{name}(0 + pos(x, y) | {term.group}) (without an intercept)")
     names = [v.strip().strip("`") for v in m.group(1).split(",") if v.strip()]
     if not names:
         raise FormulaError(f"{term}: pos() needs at least one coordinate column")

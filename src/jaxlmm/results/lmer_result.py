@@ -201,6 +201,16 @@ class LmerResult:
     def lambdas(self) -> list[np.ndarray]:
         return self.design.structure.lambdas_numpy(self.theta)
 
+    @property
+    def term_covariances(self) -> list[np.ndarray]:
+        """Each term's covariance of one level's effects, ``sigma^2 lambda lambda^T``."""
+        return [self.sigma ** 2 * lam @ lam.T for lam in self.lambdas]
+
+    @property
+    def residual_variances(self) -> list[tuple[str, float]]:
+        """``[("Residual", sigma^2)]`` (one row per ``dispformula`` level for structured fits)."""
+        return [("Residual", self.sigma ** 2)]
+
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         return varcorr_frame(self.lambdas, [t.group for t in self.design.terms],

@@ -80,6 +80,13 @@ class StructuredResult(LmerResult):
         """Each term's implied covariance of one level's effects (absolute)."""
         return [np.asarray(c) for c in self._out.estimates.covariances]
 
+    @property
+    def residual_variances(self) -> list[tuple[str, float]]:
+        sds = self._out.estimates.residual_sd
+        if len(sds) == 1:
+            return [("Residual", float(sds[0]) ** 2)]
+        return [(f"Residual {level}", float(s) ** 2) for level, s in zip(self.design.resid_levels, sds)]
+
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         rows = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..core.covariance import sd_and_cor, term_covariance
+from ..core.covariance import sd_and_cor
 from ..model.naming import unique_group_names
 
 
@@ -51,19 +51,25 @@ def format_table(frame: pd.DataFrame, index: bool = True) -> str:
     return "\n".join(lines)
 
 
+MAX_SHOWN = 8   # columns of a term shown in the summary (a spatial term may have hundreds)
+
+
 def random_effects_table(fit) -> str:
     """The ``Random effects:`` block (Groups, Name, Variance, Std.Dev., Corr)."""
     rows = []
     groups = unique_group_names([t.group for t in fit.design.terms])
-    for t, grp, lam in zip(fit.design.terms, groups, fit.lambdas):
-        cov = term_covariance(lam, fit.sigma)
+    for t, grp, cov in zip(fit.design.terms, groups, fit.term_covariances):
         sd, cor = sd_and_cor(cov)
-        for i, col in enumerate(t.columns):
+        shown = min(len(t.columns), MAX_SHOWN)
+        for i, col in enumerate(t.columns[:shown]):
             corr = [f"{cor[i, j]:.2f}" for j in range(i)]
             rows.append([grp if i == 0 else "", col, cov[i, i], sd[i], " ".join(corr)])
-    rows.append(["Residual", "", fit.sigma ** 2, fit.sigma, ""])
-    var = _column([r[2] for r in rows])
-    sds = _column([r[3] for r in rows])
+        if shown < len(t.columns):
+            rows.append(["", f"... ({len(t.columns) - shown} more)", np.nan, np.nan, ""])
+    for name, variance in fit.residual_variances:
+        rows.append([name, "", variance, np.sqrt(variance), ""])
+    var = [v if v != "nan" else "" for v in _column([r[2] for r in rows])]
+    sds = [v if v != "nan" else "" for v in _column([r[3] for r in rows])]
     table = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
     for r, v, s in zip(rows, var, sds):
         table.append([r[0], r[1], v, s, r[4]])
@@ -150,6 +156,13 @@ def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: st
     lines.append("")
     lines.append("Random effects:")
     lines.append(random_effects_table(fit))
+    if hasattr(fit, "covariance_parameters"):
+        lines.append("\nCovariance parameters (Wald SEs):")
+        cp = fit.covariance_parameters.set_index(["grp", "structure", "parameter"])
+        shown = pd.DataFrame({"Estimate": _column(cp["estimate"].to_numpy()),
+                              "Std. Error": [v if v != "nan" else "" for v in _column(cp["se"].to_numpy())]},
+                             index=[" ".join(i) for i in cp.index])
+        lines.append(format_table(shown))
     lines.append(_groups_line(fit))
     lines.append("")
     lines.append("Fixed effects:")
