@@ -176,3 +176,21 @@ def test_covariance_constructor_checks():
     with pytest.raises(DataError, match="expected 2 values"):
         jaxlmm.covariance(user_ar1, 2, lower=[0.0])
     assert json.loads(json.dumps(list(jaxlmm.covariance(user_ar1, 2).names))) == ["p1", "p2"]
+
+
+@pytest.mark.parametrize("case, folder", [("repeated_ar1", ""), ("sulfur_hetres", ""), ("machines_cs", "")])
+def test_block_evaluation_equals_the_dense_one(case, folder):
+    """V block-diagonal over subjects (marginal_blocks.py) gives the dense formulas' numbers."""
+    from jaxlmm.core.marginal import evaluate, evaluate_dense
+    from jaxlmm.marginal_entry import start_values
+
+    ref, data = _structured_case(case, folder)
+    model = jaxlmm.Model(jaxlmm.build_design(ref["formula"], data, dispformula=ref.get("dispformula")))
+    mm, y = model.marginal, np.asarray(model.design.y, float)
+    rows = np.arange(len(y))[::2] if case == "repeated_ar1" else np.arange(len(y))   # a subset of rows too
+    phi = start_values(model, None) * (1.0 + 0.2 * np.random.default_rng(0).random(mm.n_params))
+    for reml in (True, False):
+        a, b = evaluate(mm, phi, y[rows], rows, reml), evaluate_dense(mm, phi, y[rows], rows, reml)
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-12)
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-9, atol=1e-9 * np.max(np.abs(b.grad)))
+        np.testing.assert_allclose(a.hess, b.hess, rtol=1e-9, atol=1e-9 * np.max(np.abs(b.hess)))

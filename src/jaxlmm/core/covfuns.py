@@ -22,7 +22,7 @@ correlations, ranges); its Jacobian gives their Wald standard errors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 A_MAX = 8.0  # bound of a correlation's unconstrained parameter (tanh(8) = 1 - 2e-7)
+_DERIVATIVES: dict = {}   # CovarianceFunction.key -> jitted (C, dC, d2C)
 BUILT_IN = ("us", "diag", "ar1", "cs", "exp", "gau", "ou")
 SPATIAL = ("exp", "gau", "ou")
 
@@ -53,18 +54,21 @@ class CovarianceFunction:
     scales: tuple[int, ...] = ()
     upper: np.ndarray | None = None
     natural: Callable | None = None
-    _programs: dict = field(default_factory=dict, repr=False)
+    key: tuple | None = None    # identifies the function across models (its compiled derivatives are shared)
 
     def derivatives(self, phi: np.ndarray):
         """``C``, ``dC/dphi`` (k, S, S) and ``d2C/dphi^2`` (k, k, S, S) at ``phi`` (NumPy, float64)."""
-        prog = self._programs.get("d")
+        key = self.key or ("object", id(self))
+        prog = _DERIVATIVES.get(key)
         if prog is None:
+            fn = self.fn
+
             def jets(p):
-                C = self.fn(p)
-                J = jax.jacfwd(self.fn)(p)
-                H = jax.jacfwd(jax.jacfwd(self.fn))(p)
+                C = fn(p)
+                J = jax.jacfwd(fn)(p)
+                H = jax.jacfwd(jax.jacfwd(fn))(p)
                 return C, jnp.moveaxis(J, -1, 0), jnp.moveaxis(H, (-2, -1), (0, 1))
-            prog = self._programs["d"] = jax.jit(jets)
+            prog = _DERIVATIVES[key] = jax.jit(jets)
         with jax.enable_x64(True):
             out = prog(jnp.asarray(phi, jnp.float64))
             return tuple(np.asarray(a, float) for a in out)
@@ -179,16 +183,19 @@ def spatial(kind: str, coords: np.ndarray) -> CovarianceFunction:
 def built_in(kind: str, S: int, columns, coords=None) -> CovarianceFunction:
     """The built-in structure ``kind`` for a term of ``S`` columns (``coords``: spatial kinds)."""
     if kind == "us":
-        return unstructured(S, columns)
-    if kind == "diag":
-        return diagonal(S, columns)
-    if kind == "ar1":
-        return ar1(S)
-    if kind == "cs":
-        return compound_symmetry(S, columns)
-    if kind in SPATIAL:
-        return spatial(kind, coords)
-    raise ValueError(f"unknown covariance structure {kind!r}")
+        out = unstructured(S, columns)
+    elif kind == "diag":
+        out = diagonal(S, columns)
+    elif kind == "ar1":
+        out = ar1(S)
+    elif kind == "cs":
+        out = compound_symmetry(S, columns)
+    elif kind in SPATIAL:
+        out = spatial(kind, coords)
+    else:
+        raise ValueError(f"unknown covariance structure {kind!r}")
+    where = b"" if coords is None or kind not in SPATIAL else np.asarray(coords, float).tobytes()
+    return replace(out, key=(kind, S, where))
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,7 +222,7 @@ class UserCovariance:
         coords = np.arange(S, dtype=float)[:, None] if coords is None else np.asarray(coords, float)
         c = jnp.asarray(coords)
         return CovarianceFunction(self.name, lambda p: self.fn(p, c), self.n_params, self.lower, self.start,
-                                  self.names, self.scales, self.upper)
+                                  self.names, self.scales, self.upper, key=("user", id(self), coords.tobytes()))
 
 
 def covariance(fn: Callable, n_params: int, *, lower=None, upper=None, start=None, names=None,

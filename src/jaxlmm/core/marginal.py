@@ -27,7 +27,7 @@ for models up to a few thousand rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -65,6 +65,7 @@ class MarginalModel:
     terms: tuple[MarginalTerm, ...]
     resid_codes: np.ndarray
     n_resid: int
+    cache: dict = field(default_factory=dict, repr=False)   # rows -> block layout (marginal_blocks.py)
 
     @property
     def offsets(self) -> list[int]:
@@ -185,7 +186,21 @@ def factor(V: np.ndarray, X: np.ndarray, y: np.ndarray, reml: bool) -> Factored 
 
 
 def evaluate(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndarray, reml: bool) -> Evaluation:
-    """The criterion with its closed-form gradient and Hessian (module docstring); inf where V is singular."""
+    """The criterion with its closed-form gradient and Hessian (module docstring); inf where V is singular.
+
+    Computed block by block over the diagonal blocks of ``V`` (``marginal_blocks.py``)."""
+    from .marginal_blocks import BlockLayout, block_terms, evaluate_blocks, row_blocks
+
+    key = rows.tobytes()
+    if key not in model.cache:
+        layout = BlockLayout(row_blocks(model, rows))
+        model.cache.clear()
+        model.cache[key] = (layout, block_terms(model, rows, layout))
+    return Evaluation(*evaluate_blocks(model, phi, y, rows, reml, *model.cache[key]))
+
+
+def evaluate_dense(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndarray, reml: bool) -> Evaluation:
+    """``evaluate`` with ``V`` as one dense matrix (the reference the block version is tested against)."""
     k = model.n_params
     d = covariance(model, phi, rows)
     f = factor(d.V, model.X[rows], y, reml)
