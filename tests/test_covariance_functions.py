@@ -194,3 +194,22 @@ def test_block_evaluation_equals_the_dense_one(case, folder):
         np.testing.assert_allclose(a.value, b.value, rtol=1e-12)
         np.testing.assert_allclose(a.grad, b.grad, rtol=1e-9, atol=1e-9 * np.max(np.abs(b.grad)))
         np.testing.assert_allclose(a.hess, b.hess, rtol=1e-9, atol=1e-9 * np.max(np.abs(b.hess)))
+
+
+def test_structured_batch_equals_single_fits(machines):
+    """Many responses of a cs() model (one with a missing value) equal separate fits of each."""
+    rng = np.random.default_rng(1)
+    Y = np.column_stack([machines["score"].to_numpy() + rng.normal(0, 1, len(machines)) * (i > 0) for i in range(3)])
+    Y[3, 2] = np.nan
+    batch = jaxlmm.lmer("~ Machine + cs(0 + Machine | Worker)", machines, responses=Y)
+    assert list(batch.diagnostics["converged"]) == [True] * 3
+    assert list(batch.diagnostics["n_obs"]) == [54, 54, 53]
+    for i in range(3):
+        keep = np.isfinite(Y[:, i])
+        data = machines.loc[keep].assign(y=Y[keep, i])
+        single = jaxlmm.lmer("y ~ Machine + cs(0 + Machine | Worker)", data)
+        np.testing.assert_allclose(batch.criterion.iloc[i], single.criterion, rtol=1e-10)
+        np.testing.assert_allclose(batch.theta.iloc[i], single.theta, rtol=1e-5)
+        np.testing.assert_allclose(batch.fixef.iloc[i], single.fixef, rtol=1e-7)
+        np.testing.assert_allclose(batch.se.iloc[i], single.se, rtol=1e-5)
+    np.testing.assert_allclose(batch.trait(2).criterion, batch.criterion.iloc[2], rtol=1e-10)

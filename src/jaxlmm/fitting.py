@@ -104,12 +104,10 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
 
         if optimizer is not None or start is not None:
             raise ValueError("optimizer= and start= are for single fits; a batch uses the Newton optimizer")
-        if dispformula is not None or covariances:
-            raise ValueError("dispformula= and covariances= are for single fits for now; fit each trait with lmer")
         return fit_batch(formula, data, responses, reml=reml, weights=weights, offset=offset,
                          chunk_size=chunk_size, progress=progress, device=device, dtype=dtype,
                          max_iter=max_iter, data_name=data_name, relmat=relmat, spectral=spectral,
-                         devices=devices)
+                         devices=devices, dispformula=dispformula, covariances=covariances)
     design = build_design(formula, data, weights=weights, offset=offset, relmat=relmat, dispformula=dispformula,
                           covariances=covariances)
     import jax

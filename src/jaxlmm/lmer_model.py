@@ -266,5 +266,9 @@ class Model:
         Y = np.asarray(model.design.y, dtype=float)
         Y = Y[:, None] if Y.ndim == 1 else Y
         names = [f"trait{i}" for i in range(Y.shape[1])] if names is None else list(names)
+        if model.is_marginal:
+            from .structured_batch import fit_structured_batch
+
+            return fit_structured_batch(model, names, Y, start=start)
         return fit_design_batch(model, names, Y, start=start, chunk_size=chunk_size, progress=progress,
                                 device=device, devices=devices, spectral=spectral)

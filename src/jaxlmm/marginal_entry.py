@@ -33,7 +33,7 @@ def start_values(model, start) -> np.ndarray:
             raise ValueError(f"start must have {mm.n_params} values (the term parameters, then the residual "
                              f"SDs), got {phi0.shape[0]}")
         return np.clip(phi0, mm.lower(), mm.upper())
-    observed = np.asarray(model.design.weights) > 0
+    observed = (np.asarray(model.design.weights) > 0) & np.isfinite(np.asarray(model.design.y, float))
     return np.clip(mm.start(response_scale(model.design, np.asarray(model.design.y, float), observed)),
                    mm.lower(), mm.upper())
 
@@ -48,7 +48,7 @@ def fit_marginal_model(model, start=None) -> MarginalOutput:
     mm, design = model.marginal, model.design
     offset = np.asarray(design.offset, float)
     y = np.asarray(design.y, float) - offset
-    observed = np.asarray(design.weights) > 0
+    observed = (np.asarray(design.weights) > 0) & np.isfinite(y)     # NaN: missing (LmerResult.refit)
     phi0 = start_values(model, start)
     res = fit_marginal(mm, y[:, None], observed[:, None], model.reml, phi0[None],
                        NewtonOptions(max_iter=max(model.max_iter, 200)))

@@ -185,7 +185,17 @@ def factor(V: np.ndarray, X: np.ndarray, y: np.ndarray, reml: bool) -> Factored 
     return Factored(value, Vi, P, Py, beta, Qi, ld_V, ld_Q)
 
 
-def evaluate(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndarray, reml: bool) -> Evaluation:
+class Extras(NamedTuple):
+    value: float
+    grad: np.ndarray
+    hess: np.ndarray
+    beta: np.ndarray
+    vcov_beta: np.ndarray
+    beta_jacobian: np.ndarray
+
+
+def evaluate(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndarray, reml: bool,
+             extras: bool = False) -> Evaluation:
     """The criterion with its closed-form gradient and Hessian (module docstring); inf where V is singular.
 
     Computed block by block over the diagonal blocks of ``V`` (``marginal_blocks.py``)."""
@@ -193,10 +203,12 @@ def evaluate(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndar
 
     key = rows.tobytes()
     if key not in model.cache:
+        if len(model.cache) > 64:
+            model.cache.clear()
         layout = BlockLayout(row_blocks(model, rows))
-        model.cache.clear()
         model.cache[key] = (layout, block_terms(model, rows, layout))
-    return Evaluation(*evaluate_blocks(model, phi, y, rows, reml, *model.cache[key]))
+    out = evaluate_blocks(model, phi, y, rows, reml, *model.cache[key], extras=extras)
+    return Extras(*out) if extras else Evaluation(*out)
 
 
 def evaluate_dense(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndarray, reml: bool) -> Evaluation:

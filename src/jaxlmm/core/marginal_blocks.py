@@ -136,14 +136,16 @@ def block_covariance(model, phi, rows, layout: BlockLayout, terms):
     return V, first, second
 
 
-def evaluate_blocks(model, phi, y, rows, reml: bool, layout: BlockLayout, terms):
-    """Criterion, gradient and Hessian of ``marginal.py``'s module docstring, block by block."""
+def evaluate_blocks(model, phi, y, rows, reml: bool, layout: BlockLayout, terms, extras: bool = False):
+    """Criterion, gradient and Hessian of ``marginal.py``'s module docstring, block by block; with
+    ``extras`` also beta, ``Phi = Q^-1`` and ``d beta / d phi = -Q^-1 Z^T V_j P y``."""
     k = model.n_params
     V, first, second = block_covariance(model, phi, rows, layout, terms)
+    failed = (np.inf, np.zeros(k), np.eye(k)) + ((None, None, None) if extras else ())
     try:
         L = np.linalg.cholesky(V)
     except np.linalg.LinAlgError:
-        return np.inf, np.zeros(k), np.eye(k)
+        return failed
     Li = np.linalg.inv(L)
     Vi = np.swapaxes(Li, 1, 2) @ Li
     X, yb = layout.gather(model.X[rows]), layout.gather(y)
@@ -152,7 +154,7 @@ def evaluate_blocks(model, phi, y, rows, reml: bool, layout: BlockLayout, terms)
     try:
         LQ = np.linalg.cholesky(Q)
     except np.linalg.LinAlgError:
-        return np.inf, np.zeros(k), np.eye(k)
+        return failed
     Qi = np.linalg.inv(Q)
     beta = Qi @ np.einsum("kap,ka->p", Z, yb)
     Py = np.einsum("kab,kb->ka", Vi, yb - X @ beta)
@@ -162,8 +164,12 @@ def evaluate_blocks(model, phi, y, rows, reml: bool, layout: BlockLayout, terms)
     quad = float(np.sum(yb * Py))
     value = (n - p) * LOG_2PI + ld_V + ld_Q + quad if reml else n * LOG_2PI + ld_V + quad
     if not np.isfinite(value):
-        return np.inf, np.zeros(k), np.eye(k)
+        return failed
+    return _derivatives(first, second, Vi, Z, Qi, Py, reml, value, beta, extras)
 
+
+def _derivatives(first, second, Vi, Z, Qi, Py, reml, value, beta, extras):
+    k = len(first)
     ViA = [_times(Vi, D) for D in first]
     AZ = [_apply_to_columns(D, Z) for D in first]
     ZAZ = [np.einsum("kap,kaq->pq", Z, az) for az in AZ]
@@ -192,4 +198,6 @@ def evaluate_blocks(model, phi, y, rows, reml: bool, layout: BlockLayout, terms)
                 ZDZ = np.einsum("kap,kaq->pq", Z, _apply_to_columns(D, Z))
                 H[j, l] += trace_M(D, ZDZ) - float(np.sum(Py * _apply(D, Py)))
             H[l, j] = H[j, l]
+    if extras:
+        return value, grad, H, beta, Qi, -(Qi @ np.stack(Zu, axis=1))
     return value, grad, H
