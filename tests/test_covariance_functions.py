@@ -213,3 +213,23 @@ def test_structured_batch_equals_single_fits(machines):
         np.testing.assert_allclose(batch.fixef.iloc[i], single.fixef, rtol=1e-7)
         np.testing.assert_allclose(batch.se.iloc[i], single.se, rtol=1e-5)
     np.testing.assert_allclose(batch.trait(2).criterion, batch.criterion.iloc[2], rtol=1e-10)
+
+
+def test_the_worked_examples_in_docs_run():
+    """Every ```python block of docs/covariances.md runs (from the repository root)."""
+    import os
+    import re
+    import warnings
+
+    root = pathlib.Path(__file__).parent.parent
+    blocks = re.findall(r"```python\n(.*?)```", (root / "docs" / "covariances.md").read_text(), re.S)
+    assert len(blocks) == 2
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for code in blocks:
+                exec(compile(code.replace("print(", "str("), "docs/covariances.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
