@@ -48,6 +48,9 @@ _EXPORTS = {
     "enable_compilation_cache": "_config",
     "configure_xla": "_config",
     "FactorizationPlan": "model.plan",
+    "fit_function": "model.fit_function",
+    "FitFunction": "model.fit_function",
+    "FitState": "core.implicit",
 }
 
 __all__ = sorted(_EXPORTS)
