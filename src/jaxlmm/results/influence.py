@@ -27,50 +27,61 @@ import pandas as pd
 
 
 def _fit_function(fit):
+    """The fit's ``FitFunction`` (started at its theta-hat), kept on the result with its compiled programs."""
     from ..model.fit_function import FitFunction
 
-    model = fit.model
-    return FitFunction(fit.design, fit.reml, model.requested_dtype, start=np.asarray(fit.theta),
-                       max_iter=model.max_iter)
+    if "_fit_function" not in fit.__dict__:
+        model = fit.model
+        fit.__dict__["_fit_function"] = FitFunction(fit.design, fit.reml, model.requested_dtype,
+                                                    start=np.asarray(fit.theta), max_iter=model.max_iter)
+    return fit.__dict__["_fit_function"]
 
 
 METHODS = ("newton", "derivative", "exact")
 
 
-def influence_arrays(f, method: str = "newton", steps: int = 2):
-    """(n, k) changes of theta and (n, p) of beta from removing each row (module docstring)."""
+def _programs(f, steps: int) -> dict:
+    """The three compiled programs of ``f`` (built once per ``FitFunction`` and ``steps``)."""
     import jax
-    import jax.numpy as jnp
 
     from ..core.implicit import newton_refit
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
-    y = jnp.asarray(f.y, f.dtype)
-    n = f.nobs
-    ones = jnp.ones(n, f.dtype)
-    removed = ones[None, :] - jnp.eye(n, dtype=f.dtype)
+    cache = f.__dict__.setdefault("_influence_programs", {})
+    if steps in cache:
+        return cache[steps]
 
-    def estimates(c):
+    def estimates(c, y):
         state = f(y, case_weights=c)
         return state.theta, state.beta
 
-    def compiled(fn):
+    def one_step(c, y, theta):
+        return newton_refit(f.inputs(y, case_weights=c), theta, f.data, f.reml, steps)
+
+    def compiled(fn, in_axes=None):
+        fn = fn if in_axes is None else jax.vmap(fn, in_axes=in_axes)
         return jax.jit(fn, compiler_options=f.compiler_options)
 
+    cache[steps] = {"fit": compiled(estimates), "derivative": compiled(jax.jacfwd(estimates)),
+                    "exact": compiled(estimates, (0, None)), "newton": compiled(one_step, (0, None, None))}
+    return cache[steps]
+
+
+def influence_arrays(f, method: str = "newton", steps: int = 2):
+    """(n, k) changes of theta and (n, p) of beta from removing each row (module docstring)."""
+    import jax.numpy as jnp
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
+    programs = _programs(f, int(steps))
+    y = jnp.asarray(f.y, f.dtype)
+    ones = jnp.ones(f.nobs, f.dtype)
     if method == "derivative":
-        d_theta, d_beta = compiled(jax.jacfwd(estimates))(ones)
+        d_theta, d_beta = programs["derivative"](ones, y)
         return -np.asarray(d_theta).T, -np.asarray(d_beta).T
-    theta0, beta0 = compiled(estimates)(ones)
-    if method == "exact":
-        theta, beta = compiled(jax.vmap(estimates))(removed)
-    else:
-        inputs = f.inputs(y)
-
-        def one_step(c):
-            return newton_refit(inputs._replace(case_weights=c), theta0, f.data, f.reml, steps)
-
-        theta, beta = compiled(jax.vmap(one_step))(removed)
+    removed = ones[None, :] - jnp.eye(f.nobs, dtype=f.dtype)
+    theta0, beta0 = programs["fit"](ones, y)
+    theta, beta = (programs["exact"](removed, y) if method == "exact"
+                   else programs["newton"](removed, y, theta0))
     return np.asarray(theta - theta0), np.asarray(beta - beta0)
 
 
