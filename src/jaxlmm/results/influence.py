@@ -41,28 +41,39 @@ METHODS = ("newton", "derivative", "exact")
 
 
 def _programs(f, steps: int) -> dict:
-    """The three compiled programs of ``f`` (built once per ``FitFunction`` and ``steps``)."""
+    """One compiled program per method, each ``y -> (Delta theta (n, k), Delta beta (n, p))``; built once
+    per ``FitFunction`` and ``steps``."""
     import jax
+    import jax.numpy as jnp
 
     from ..core.implicit import newton_refit
 
     cache = f.__dict__.setdefault("_influence_programs", {})
     if steps in cache:
         return cache[steps]
+    ones = np.ones(f.nobs, f.dtype)
+    removed = ones[None, :] - np.eye(f.nobs, dtype=f.dtype)
 
     def estimates(c, y):
         state = f(y, case_weights=c)
         return state.theta, state.beta
 
-    def one_step(c, y, theta):
-        return newton_refit(f.inputs(y, case_weights=c), theta, f.data, f.reml, steps)
+    def derivative(y):
+        d_theta, d_beta = jax.jacfwd(estimates)(jnp.asarray(ones), y)
+        return -d_theta.T, -d_beta.T
 
-    def compiled(fn, in_axes=None):
-        fn = fn if in_axes is None else jax.vmap(fn, in_axes=in_axes)
-        return jax.jit(fn, compiler_options=f.compiler_options)
+    def exact(y):
+        theta, beta = jax.vmap(estimates, in_axes=(0, None))(jnp.asarray(np.vstack([ones, removed])), y)
+        return theta[1:] - theta[0], beta[1:] - beta[0]
 
-    cache[steps] = {"fit": compiled(estimates), "derivative": compiled(jax.jacfwd(estimates)),
-                    "exact": compiled(estimates, (0, None)), "newton": compiled(one_step, (0, None, None))}
+    def newton(y):
+        theta0, beta0 = estimates(jnp.asarray(ones), y)
+        one_step = lambda c: newton_refit(f.inputs(y, case_weights=c), theta0, f.data, f.reml, steps)  # noqa: E731
+        theta, beta = jax.vmap(one_step)(jnp.asarray(removed))
+        return theta - theta0, beta - beta0
+
+    cache[steps] = {name: jax.jit(fn, compiler_options=f.compiler_options)
+                    for name, fn in (("derivative", derivative), ("exact", exact), ("newton", newton))}
     return cache[steps]
 
 
@@ -72,17 +83,8 @@ def influence_arrays(f, method: str = "newton", steps: int = 2):
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, not {method!r}")
-    programs = _programs(f, int(steps))
-    y = jnp.asarray(f.y, f.dtype)
-    ones = jnp.ones(f.nobs, f.dtype)
-    if method == "derivative":
-        d_theta, d_beta = programs["derivative"](ones, y)
-        return -np.asarray(d_theta).T, -np.asarray(d_beta).T
-    removed = ones[None, :] - jnp.eye(f.nobs, dtype=f.dtype)
-    theta0, beta0 = programs["fit"](ones, y)
-    theta, beta = (programs["exact"](removed, y) if method == "exact"
-                   else programs["newton"](removed, y, theta0))
-    return np.asarray(theta - theta0), np.asarray(beta - beta0)
+    d_theta, d_beta = _programs(f, int(steps))[method](jnp.asarray(f.y, f.dtype))
+    return np.asarray(d_theta), np.asarray(d_beta)
 
 
 def influence(fit, method: str = "newton", steps: int = 2) -> pd.DataFrame:
