@@ -93,6 +93,7 @@ def test_derivatives_match_central_differences(sleep):
     _check_against_differences(sleep, sleep.y, _directions(sleep.nobs, 3))
 
 
+@pytest.mark.slow
 def test_grad_equals_the_directional_derivative(sleep):
     """``jax.grad`` (reverse mode, by transposing the implicit tangent) against the jvp."""
     y = jnp.asarray(sleep.y)
@@ -121,6 +122,8 @@ def test_bad_input_is_a_clear_error(sleep):
         sleep(sleep.y, case_weights=np.ones(3))
     with pytest.raises(jaxlmm.DataError, match="relationship-matrix terms"):
         sleep(sleep.y, relmat={"Subject": np.eye(18)})
+    with jax.enable_x64(False), pytest.raises(jaxlmm.JaxlmmError, match="64-bit mode"):
+        jax.jit(lambda t: sleep(t).theta)(np.zeros(180, np.float32))
 
 
 def test_rows_of_the_data_with_missing_values():
@@ -181,6 +184,25 @@ def test_boundary_fit_keeps_the_bound(fits):
     J = np.asarray(jax.jit(jax.jacfwd(lambda t: f(t).theta), compiler_options=f.compiler_options)(y))
     assert np.all(J == 0.0)
     _check_against_differences(f, f.y, _directions(f.nobs, 2, seed=4))
+
+
+@pytest.mark.slow
+def test_prior_weights_match_lmer(sleep):
+    data = jaxlmm.load_dataset("sleepstudy")
+    w = np.random.default_rng(6).uniform(0.5, 2.0, 180)
+    fit = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", data, weights=w)
+    state = sleep(sleep.y, weights=w)
+    np.testing.assert_allclose(state.theta, fit.theta, atol=1e-6)
+    np.testing.assert_allclose(state.beta, fit.fixef.to_numpy(), rtol=1e-6)
+    assert float(state.criterion) == pytest.approx(fit.criterion, rel=1e-8)
+
+
+@pytest.mark.slow
+def test_nan_under_jit_is_a_status_not_an_exception(sleep):
+    y = sleep.y.copy()
+    y[5] = np.nan
+    state = jax.jit(sleep, compiler_options=sleep.compiler_options)(jnp.asarray(y))
+    assert not bool(state.converged)
 
 
 @pytest.mark.slow
