@@ -120,6 +120,8 @@ def test_bad_input_is_a_clear_error(sleep):
         sleep(np.arange(180))
     with pytest.raises(jaxlmm.DataError, match="case_weights"):
         sleep(sleep.y, case_weights=np.ones(3))
+    with pytest.raises(jaxlmm.DataError, match="non-negative"):
+        sleep(sleep.y, case_weights=-np.ones(180))
     with pytest.raises(jaxlmm.DataError, match="relationship-matrix terms"):
         sleep(sleep.y, relmat={"Subject": np.eye(18)})
     with jax.enable_x64(False), pytest.raises(jaxlmm.JaxlmmError, match="64-bit mode"):
@@ -136,8 +138,9 @@ def test_rows_of_the_data_with_missing_values():
     assert f.nobs == 178
     full = data["Reaction"].to_numpy().copy()
     full[[4, 50]] = np.nan
-    a, b = f(full), f(f.y)
+    a, b, c = f(full), f(f.y), f(data["Reaction"])        # a Series on the data's rows too
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-12)
+    np.testing.assert_allclose(c.theta, b.theta, rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- heavier checks

@@ -110,11 +110,14 @@ class FitFunction:
             return jax.tree_util.tree_map(np.asarray, out)
 
     # ----------------------------------------------------------------- checked inputs
-    def _vector(self, values, what: str, check_nan: bool):
-        """``values`` as a float vector of the kept rows (an error naming ``what`` on a bad length or dtype)."""
+    def _vector(self, values, what: str, nonnegative: bool = False):
+        """``values`` as a float vector of the kept rows: an error naming ``what`` on a bad length or dtype,
+        and (concrete values only) on a missing, infinite or (``nonnegative``) negative value."""
         import jax.numpy as jnp
 
-        v = values if hasattr(values, "dtype") and hasattr(values, "shape") else np.asarray(values)
+        import jax
+
+        v = values if isinstance(values, (jax.Array, jax.core.Tracer)) else np.asarray(values)
         if not jnp.issubdtype(v.dtype, jnp.floating):
             raise DataError(f"{what} must be a floating-point array (e.g. float64), got dtype {v.dtype}: "
                             "derivatives with respect to integers are not defined")
@@ -124,10 +127,15 @@ class FitFunction:
             raise DataError(f"{what} must be a vector of {allowed} values, one per row of the fit; got shape {v.shape}")
         if v.shape[0] != self.nobs:
             v = v[self.row_positions[0]]
-        if check_nan and not _is_traced(v) and not np.all(np.isfinite(np.asarray(v))):
-            bad = np.flatnonzero(~np.isfinite(np.asarray(v)))
-            raise DataError(f"{what} has {len(bad)} missing or infinite value(s) in rows the fit keeps "
-                            f"(first at kept row {bad[0]}); give rows to leave out case weight 0")
+        if not _is_traced(v):
+            values = np.asarray(v)
+            if not np.all(np.isfinite(values)):
+                bad = np.flatnonzero(~np.isfinite(values))
+                raise DataError(f"{what} has {len(bad)} missing or infinite value(s) in rows the fit keeps "
+                                f"(first at kept row {bad[0]}); give rows to leave out case weight 0")
+            if nonnegative and np.any(values < 0):
+                raise DataError(f"{what} must be non-negative; kept row {int(np.argmax(values < 0))} is "
+                                f"{values[values < 0][0]}")
         return jnp.asarray(v, self.dtype)
 
     def inputs(self, y, weights=None, case_weights=None, relmat=None):
@@ -136,11 +144,11 @@ class FitFunction:
 
         from ..core.implicit import FitInputs
 
-        y = self._vector(y, "y", True)
+        y = self._vector(y, "y")
         w = (jnp.asarray(self.design.weights, self.dtype) if weights is None
-             else self._vector(weights, "weights", True))
-        c = jnp.ones(self.nobs, self.dtype) if case_weights is None else self._vector(case_weights,
-                                                                                     "case_weights", True)
+             else self._vector(weights, "weights", nonnegative=True))
+        c = (jnp.ones(self.nobs, self.dtype) if case_weights is None
+             else self._vector(case_weights, "case_weights", nonnegative=True))
         return FitInputs(y, w, c, self._transforms(relmat))
 
     def _relmat_term(self, group: str):
