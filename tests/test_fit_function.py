@@ -263,3 +263,4 @@ def test_kernel_length_scale_derivative():
     run = jax.jit(loss, compiler_options=f.compiler_options)
     fd = (float(run(1.5 + h)) - float(run(1.5 - h))) / (2 * h)
     assert g == pytest.approx(fd, rel=1e-4)
+    _check_against_differences(f, f.y, _directions(f.nobs, 2, seed=7))   # and w.r.t. the response
