@@ -117,7 +117,8 @@ def _markdown(info: dict, jx: dict, r: dict | None) -> str:
     ]
     lines = ["# Differentiating the fit: jacfwd of theta-hat against refits (sleepstudy, 180 rows)", "",
              f"Machine: {info.get('cpu', '?')}, {info['cpus']} CPUs (a shared VM, noisy +-20 %); jax {info['jax']}; "
-             f"{info.get('R', 'R not available')}.  `{FORMULA}`, REML.  jaxlmm in a fresh process without a "
+             f"{info.get('R', 'R not available')}; 1-minute load average {jx['load_average'][0]:.1f} before and "
+             f"{jx['load_average'][1]:.1f} after the jaxlmm run (other processes share the 2 cores).  `{FORMULA}`, REML.  jaxlmm in a fresh process without a "
              "persistent compilation cache: *first call* includes compilation; *warm* is the median of later calls.",
              "", "| what | jaxlmm first call | jaxlmm warm | lme4 (same run) |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
@@ -144,7 +145,9 @@ def main():
     if args.worker:
         print(json.dumps(worker(args.repeats)))
         return
+    load = os.getloadavg()[0]
     jx = _fresh_process(args.repeats)
+    jx["load_average"] = [load, os.getloadavg()[0]]
     r = None
     if have_r():
         import jaxlmm
