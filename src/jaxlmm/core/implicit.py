@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from . import linalg
 from .crossprod import cross_products
 from .data import CrossProducts, ModelData
 from .deviance import profiled_deviance
@@ -140,11 +141,17 @@ def fit_state(inputs: FitInputs, data: ModelData, theta0, reml: bool, options: N
 
 
 def free_newton_step(theta, g, H, lower):
-    """``-H_FF^{-1} g_F`` on the free set (components off their bound), 0 on the active set."""
+    """``-H_FF^{-1} g_F`` on the free set (components off their bound), 0 on the active set.
+
+    By a Cholesky factor of ``H_FF`` (``linalg.py``: no LAPACK call, so it may sit in any vmapped
+    program): positive definite at a strict minimum; elsewhere (a saddle) the step is NaN.
+    """
     free = ~(jnp.isfinite(lower) & (theta <= lower))
     k = theta.shape[0]
     H_free = jnp.where(free[:, None] & free[None, :], H, jnp.eye(k, dtype=H.dtype))
-    return jnp.where(free, -jnp.linalg.solve(H_free, jnp.where(free, g, 0.0)), 0.0)
+    L = linalg.cholesky(H_free)
+    step = linalg.solve_upper_t(L, linalg.solve_lower(L, jnp.where(free, g, 0.0)[:, None]))[:, 0]
+    return jnp.where(free, -step, 0.0)
 
 
 def newton_refit(inputs: FitInputs, theta, data: ModelData, reml: bool, steps: int = 1):
