@@ -50,6 +50,9 @@ _EXPORTS = {
     "FactorizationPlan": "model.plan",
     "covariance": "core.covfuns",
     "StructuredResult": "results.structured_result",
+    "fit_function": "model.fit_function",
+    "FitFunction": "model.fit_function",
+    "FitState": "core.implicit",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -291,6 +291,14 @@ class LmerResult:
 
         return predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
 
+    def influence(self, method: str = "newton", steps: int = 2) -> pd.DataFrame:
+        """Change of theta and the fixed effects from leaving each observation out: implicit Newton steps
+        ("newton"), the derivative with respect to its case weight ("derivative") or refits ("exact");
+        see ``influence.py``."""
+        from .influence import influence
+
+        return influence(self, method, steps)
+
     # ------------------------------------------------------------- relationship matrices
     @property
     def _h2_term(self) -> int | None:

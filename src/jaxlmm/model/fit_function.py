@@ -1,0 +1,211 @@
+"""``FitFunction``: a design's whole fit as a pure JAX function ``f(y, weights=None)`` (``core/implicit.py``).
+
+The design (formula, data, missing-row rule, levels, relationship matrices) is fixed when the function
+is built, on the host; ``f`` then maps the response vector to a ``FitState`` (theta, beta, sigma, BLUPs,
+criterion, fitted values, convergence) inside JAX, and derivatives of any function of the state come
+from the implicit function theorem at theta-hat.
+
+Rows: ``y`` has one value per row the fit keeps (the rows of ``data`` after ``lmer``'s missing-value
+rule, in data order) or one per row of ``data`` (then the dropped rows' values are ignored, NaN allowed
+there).  ``weights`` are lme4's prior weights; ``case_weights`` scale each row's share of the likelihood
+(0 removes it exactly; the smooth path from 1 to 0 is what ``influence`` differentiates).
+``relmat={"id": K}`` replaces a relationship matrix by ``K`` given as a JAX array on the levels of the
+matrix passed when building (e.g. ``K(l) = exp(-D / l)``): its factor ``T = chol(K)`` is then formed in
+JAX, so derivatives with respect to the kernel's parameters flow through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..errors import DataError, JaxlmmError
+
+
+def _is_traced(values) -> bool:
+    import jax
+
+    return any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(values))
+
+
+class FitFunction:
+    """``f(y, weights=None, *, case_weights=None, relmat=None) -> FitState`` for one design (module docstring).
+
+    Called with concrete arrays it runs one compiled program (float64, whatever the caller's JAX
+    setting) and returns NumPy arrays; inside ``jax.jit``/``grad``/``jacfwd``/``vmap`` it is the pure
+    function, which needs JAX's 64-bit mode on for a float64 model.  Jit the transformed function
+    with ``jax.jit(g, compiler_options=f.compiler_options)`` for the fastest compile on a CPU.
+    """
+
+    def __init__(self, design, reml: bool = True, dtype=None, start=None, max_iter: int = 100, row_positions=None):
+        from .._x64 import working_dtype
+        from ..core.fit import CPU_COMPILER_OPTIONS
+        from ..core.optimize import NewtonOptions
+
+        self.design = dataclasses.replace(design, pad=False)   # exact shapes: BLUPs per level as ranef
+        self.reml = bool(reml)
+        self.dtype = working_dtype(dtype)
+        self.data = self.design.model_data(self.dtype)
+        if self.data.sparse is not None:
+            raise JaxlmmError("fit_function does not support designs whose cross block is stored sparse "
+                              "(large crossed designs) yet")
+        theta0 = self.design.structure.theta0() if start is None else np.asarray(start, float)
+        if theta0.shape != (self.design.structure.ntheta,):
+            raise DataError(f"start must have {self.design.structure.ntheta} values, got shape {theta0.shape}")
+        self.theta0 = theta0.astype(self.dtype)
+        self.options = NewtonOptions(max_iter=int(max_iter))
+        self.row_positions = row_positions       # (positions of the kept rows, rows of data), or None
+        self.compiler_options = CPU_COMPILER_OPTIONS
+        self._compiled = None
+
+    # ----------------------------------------------------------------- names
+    @property
+    def y(self) -> np.ndarray:
+        """The formula's response on the rows of the fit (the default data of ``f``)."""
+        return np.asarray(self.design.y, float)
+
+    @property
+    def nobs(self) -> int:
+        return self.design.nobs
+
+    @property
+    def theta_names(self) -> list[str]:
+        from .naming import theta_names
+
+        return [n for t in self.design.terms for n in theta_names(t.group, t.columns, t.cov)]
+
+    @property
+    def fixef_names(self) -> list[str]:
+        return list(self.design.fixef_names)
+
+    @property
+    def ranef_levels(self) -> dict[str, list[str]]:
+        """The levels of each term's BLUPs ``b[k]`` (rows), by grouping factor."""
+        return {t.group: list(t.factor.levels) for t in self.design.terms}
+
+    def relmat_levels(self, group: str) -> tuple[str, ...]:
+        """The levels on which ``relmat={group: K}`` takes K (those of the matrix given when building)."""
+        return self._relmat_term(group)[1].relmat.full.levels
+
+    # ----------------------------------------------------------------- the function
+    def __call__(self, y, weights=None, *, case_weights=None, relmat=None):
+        import jax
+
+        from ..core.implicit import fit_state
+
+        traced = _is_traced((y, weights, case_weights, relmat))
+        if traced and self.dtype is jax.numpy.float64 and not jax.config.jax_enable_x64:
+            raise JaxlmmError("this fit function computes in float64, but JAX's 64-bit mode is off in the program "
+                              "transforming it: turn it on with jax.config.update('jax_enable_x64', True) or run "
+                              "the transformation inside `with jax.enable_x64(True):`")
+        if traced:
+            return fit_state(self.inputs(y, weights, case_weights, relmat), self.data, self.theta0, self.reml,
+                             self.options)
+        with jax.enable_x64(True):
+            if self._compiled is None:
+                run = lambda inputs: fit_state(inputs, self.data, self.theta0, self.reml, self.options)  # noqa: E731
+                self._compiled = jax.jit(run, compiler_options=self.compiler_options)
+            out = self._compiled(self.inputs(y, weights, case_weights, relmat))
+            return jax.tree_util.tree_map(np.asarray, out)
+
+    # ----------------------------------------------------------------- checked inputs
+    def _vector(self, values, what: str, nonnegative: bool = False):
+        """``values`` as a float vector of the kept rows: an error naming ``what`` on a bad length or dtype,
+        and (concrete values only) on a missing, infinite or (``nonnegative``) negative value."""
+        import jax.numpy as jnp
+
+        import jax
+
+        v = values if isinstance(values, (jax.Array, jax.core.Tracer)) else np.asarray(values)
+        if not jnp.issubdtype(v.dtype, jnp.floating):
+            raise DataError(f"{what} must be a floating-point array (e.g. float64), got dtype {v.dtype}: "
+                            "derivatives with respect to integers are not defined")
+        n_data = None if self.row_positions is None else self.row_positions[1]
+        if v.ndim != 1 or v.shape[0] not in (self.nobs, n_data):
+            allowed = f"{self.nobs}" + ("" if n_data in (None, self.nobs) else f" (or {n_data}, the rows of data)")
+            raise DataError(f"{what} must be a vector of {allowed} values, one per row of the fit; got shape {v.shape}")
+        if v.shape[0] != self.nobs:
+            v = v[self.row_positions[0]]
+        if not _is_traced(v):
+            values = np.asarray(v)
+            if not np.all(np.isfinite(values)):
+                bad = np.flatnonzero(~np.isfinite(values))
+                raise DataError(f"{what} has {len(bad)} missing or infinite value(s) in rows the fit keeps "
+                                f"(first at kept row {bad[0]}); give rows to leave out case weight 0")
+            if nonnegative and np.any(values < 0):
+                raise DataError(f"{what} must be non-negative; kept row {int(np.argmax(values < 0))} is "
+                                f"{values[values < 0][0]}")
+        return jnp.asarray(v, self.dtype)
+
+    def inputs(self, y, weights=None, case_weights=None, relmat=None):
+        """The checked ``core.implicit.FitInputs`` of a call ``f(y, weights, ...)``."""
+        import jax.numpy as jnp
+
+        from ..core.implicit import FitInputs
+
+        y = self._vector(y, "y")
+        w = (jnp.asarray(self.design.weights, self.dtype) if weights is None
+             else self._vector(weights, "weights", nonnegative=True))
+        c = (jnp.ones(self.nobs, self.dtype) if case_weights is None
+             else self._vector(case_weights, "case_weights", nonnegative=True))
+        return FitInputs(y, w, c, self._transforms(relmat))
+
+    def _relmat_term(self, group: str):
+        for k, t in enumerate(self.design.terms):
+            if t.group == group and t.relmat is not None:
+                return k, t
+        names = [t.group for t in self.design.terms if t.relmat is not None]
+        raise DataError(f"relmat names {group!r} but the model's relationship-matrix terms are "
+                        f"{', '.join(map(repr, names)) or 'none'}")
+
+    def _transforms(self, relmat):
+        import jax.numpy as jnp
+
+        transforms = list(self.data.transforms)
+        for group, K in (relmat or {}).items():
+            k, t = self._relmat_term(group)
+            full = t.relmat.full.levels
+            index = {lv: i for i, lv in enumerate(full)}
+            pos = np.asarray([index[lv] for lv in t.factor.levels])
+            K = jnp.asarray(K, self.dtype) if hasattr(K, "shape") else jnp.asarray(np.asarray(K), self.dtype)
+            if K.shape != (len(full), len(full)):
+                raise DataError(f"relationship matrix for {group!r} must be {len(full)} x {len(full)} (the levels "
+                                f"of the matrix given when building), got shape {K.shape}")
+            transforms[k] = jnp.linalg.cholesky(K[pos][:, pos])
+        return tuple(transforms)
+
+
+def fit_function(formula: str, data, *, reml: bool = True, weights=None, offset=None, relmat: dict | None = None,
+                 start=None, max_iter: int = 100, dtype=None, REML: bool | None = None) -> FitFunction:
+    """The fit of ``formula`` on ``data`` as a pure JAX function of the response: ``f(y, weights=None)``.
+
+    The design is built as ``jaxlmm.lmer`` builds it (same arguments, same missing-value rule); the
+    formula's response gives the default ``y`` (``f.y``) and the row order.  ``f(y)`` returns a
+    ``jaxlmm.FitState`` (theta, beta, sigma, BLUPs ``b`` per term, criterion, fitted values,
+    converged); ``jax.jacfwd``, ``jax.jacrev``, ``jax.grad`` of any function of it use the implicit
+    derivative at theta-hat (``jaxlmm.core.implicit``), and ``jax.vmap(f)`` fits many responses.
+    At a boundary (a variance component at 0) the derivative is that of the constrained optimum:
+    components at their bound stay there.  ``start`` is the optimizer's start (default lme4's).
+
+    >>> import jax, jaxlmm
+    >>> f = jaxlmm.fit_function("Reaction ~ Days + (Days | Subject)", jaxlmm.load_dataset("sleepstudy"))
+    >>> f(f.y).theta.round(4).tolist()
+    [0.9667, 0.0152, 0.2309]
+    """
+    import jax
+
+    from .data_checks import _as_frame
+    from .design import build_design
+
+    if REML is not None:
+        reml = bool(REML)
+    with jax.enable_x64(True):
+        design = build_design(formula, data, weights=weights, offset=offset, relmat=relmat)
+        if design.y is None or np.ndim(design.y) != 1:
+            raise DataError("fit_function needs a formula with a response on its left side, e.g. 'y ~ x + (1 | g)'")
+        frame = _as_frame(data)
+        positions = None
+        if frame.index.is_unique:
+            positions = (frame.index.get_indexer(design.row_index), frame.shape[0])
+        return FitFunction(design, reml, dtype, start=start, max_iter=max_iter, row_positions=positions)
