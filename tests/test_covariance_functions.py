@@ -233,3 +233,8 @@ def test_the_worked_examples_in_docs_run():
                 exec(compile(code.replace("print(", "str("), "docs/covariances.md", "exec"), {})
     finally:
         os.chdir(cwd)
+
+
+def test_fit_function_of_a_structured_model_says_not_yet(machines):
+    with pytest.raises(jaxlmm.JaxlmmError, match="structured covariances"):
+        jaxlmm.fit_function("score ~ Machine + cs(0 + Machine | Worker)", machines)

@@ -204,6 +204,11 @@ def fit_function(formula: str, data, *, reml: bool = True, weights=None, offset=
         design = build_design(formula, data, weights=weights, offset=offset, relmat=relmat)
         if design.y is None or np.ndim(design.y) != 1:
             raise DataError("fit_function needs a formula with a response on its left side, e.g. 'y ~ x + (1 | g)'")
+        from .structured_terms import is_marginal
+
+        if is_marginal(design):
+            raise JaxlmmError("fit_function does not support structured covariances (ar1, cs, ou, exp, gau) yet; "
+                              "lme4's unstructured and diagonal terms work")
         frame = _as_frame(data)
         positions = None
         if frame.index.is_unique:
