@@ -238,3 +238,23 @@ def test_the_worked_examples_in_docs_run():
 def test_fit_function_of_a_structured_model_says_not_yet(machines):
     with pytest.raises(jaxlmm.JaxlmmError, match="structured covariances"):
         jaxlmm.fit_function("score ~ Machine + cs(0 + Machine | Worker)", machines)
+
+
+def test_objective_of_a_structured_model_is_pure_jax(machines):
+    """``Model.objective`` of a structured model: its criterion as a JAX function of every parameter;
+    autodiff equals the closed-form derivatives the fit uses."""
+    import jax
+
+    from jaxlmm.core.marginal import evaluate
+
+    fit = jaxlmm.lmer("score ~ Machine + cs(0 + Machine | Worker)", machines)
+    model = fit.model
+    phi = np.asarray(fit._phi) * 1.1
+    np.testing.assert_allclose(float(model.objective(fit._phi)), fit.criterion, rtol=1e-10)
+    with jax.enable_x64(True):
+        g = np.asarray(jax.grad(model.objective)(jnp.asarray(phi)))
+        H = np.asarray(jax.jit(jax.hessian(model.objective))(jnp.asarray(phi)))
+    y = np.asarray(model.design.y, float)
+    e = evaluate(model.marginal, phi, y, np.arange(len(y)), True)
+    np.testing.assert_allclose(g, e.grad, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(H, e.hess, rtol=1e-7, atol=1e-7)

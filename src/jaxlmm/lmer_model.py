@@ -164,16 +164,25 @@ class Model:
 
     @property
     def theta0(self) -> np.ndarray:
+        """lme4's start (a structured model: the fit's start of every parameter, ``marginal_entry``)."""
+        if self.is_marginal:
+            from .marginal_entry import start_values
+
+            return start_values(self, None)
         return self.design.structure.theta0()
 
     @property
     def lower(self) -> np.ndarray:
-        return self.design.structure.lower_bounds()
+        return self.marginal.lower() if self.is_marginal else self.design.structure.lower_bounds()
 
     @property
     def theta_names(self) -> list[str]:
-        from .model.naming import theta_names
+        from .model.naming import theta_names, unique_group_names
 
+        if self.is_marginal:
+            groups = unique_group_names([t.group for t in self.design.terms])
+            return ([f"{g}.{n}" for g, t in zip(groups, self.marginal.terms) for n in t.cov.names]
+                    + [f"residual_sd.{level}" for level in self.design.resid_levels])
         return [n for t in self.design.terms for n in theta_names(t.group, t.columns, t.cov)]
 
     # ----------------------------------------------------------------- the objective
@@ -205,15 +214,36 @@ class Model:
         return True
 
     def objective(self, theta):
-        """The profiled REML criterion (``reml``) or ML deviance at ``theta``: pure JAX."""
+        """The profiled REML criterion (``reml``) or ML deviance at ``theta``: pure JAX.
+
+        For a structured model (``is_marginal``) ``theta`` is every parameter of ``StructuredResult``:
+        the terms' own parameters, then the residual SDs (``core/marginal_jax.py``)."""
         import jax
 
+        if self.is_marginal:
+            return self._marginal_objective(theta)
         if not self._needs_scope(theta):
             return self._evaluate(theta)
         with jax.enable_x64(True):
             return np.asarray(self._evaluate(theta))
 
     __call__ = objective
+
+    def _marginal_objective(self, phi):
+        import jax
+        import jax.numpy as jnp
+
+        from .core.marginal_jax import marginal_criterion
+
+        if getattr(self, "_marginal_fn", None) is None:
+            y = np.asarray(self.design.y, float) - np.asarray(self.design.offset, float)
+            rows = np.flatnonzero((np.asarray(self.design.weights) > 0) & np.isfinite(y))
+            with jax.enable_x64(True):
+                self._marginal_fn = marginal_criterion(self.marginal, y[rows], rows, self.reml)
+        if not self._needs_scope(phi):
+            return self._marginal_fn(jnp.asarray(phi, self.dtype))
+        with jax.enable_x64(True):
+            return np.asarray(self._marginal_fn(jnp.asarray(phi, jnp.float64)))
 
     def solve(self, theta):
         """beta, BLUPs, sigma, ... at ``theta`` (``jaxlmm.core.solution.Solution``), differentiable in theta."""
