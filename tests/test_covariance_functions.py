@@ -258,3 +258,20 @@ def test_objective_of_a_structured_model_is_pure_jax(machines):
     e = evaluate(model.marginal, phi, y, np.arange(len(y)), True)
     np.testing.assert_allclose(g, e.grad, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(H, e.hess, rtol=1e-7, atol=1e-7)
+
+
+def test_marginal_kenward_roger_and_satterthwaite_equal_pbkrtest_and_lmertest(machines):
+    """A random intercept written as a user covariance linear in its variance goes through the marginal
+    engine; its Kenward-Roger and Satterthwaite tables equal those of lme4's model (pbkrtest, lmerTest)."""
+    plain = jaxlmm.lmer("score ~ Machine + (1 | Worker)", machines)
+    var = jaxlmm.covariance(lambda p, c: p[0] * jnp.ones((1, 1)), 1, lower=[0.0], start=[10.0], names=["variance"])
+    user = jaxlmm.lmer("score ~ Machine + (1 | Worker)", machines, covariances={"Worker": var})
+    assert isinstance(user, jaxlmm.StructuredResult)
+    np.testing.assert_allclose(user.criterion, plain.criterion, rtol=1e-10)
+    for ddf in ("kenward-roger", "satterthwaite"):
+        a, b = plain.coef_table(ddf=ddf), user.coef_table(ddf=ddf)
+        np.testing.assert_allclose(b["df"], a["df"], rtol=1e-5)
+        if ddf == "kenward-roger":
+            np.testing.assert_allclose(b["Std. Error"], a["Std. Error"], rtol=1e-6)
+    structured = jaxlmm.lmer("score ~ Machine + cs(0 + Machine | Worker)", machines).coef_table(ddf="kenward-roger")
+    assert np.all(np.isfinite(structured["df"])) and np.all(structured["df"] > 1)

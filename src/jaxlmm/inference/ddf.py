@@ -122,10 +122,9 @@ def satterthwaite_parts(fit) -> SatterthwaiteParts:
 
 def kenward_roger_parts(fit) -> KenwardRogerParts:
     """pbkrtest's ingredients of ``fit`` (cached on the result)."""
-    if hasattr(fit, "marginal_satterthwaite_parts"):
-        raise JaxlmmError("Kenward-Roger for models with structured covariances or dispformula is not "
-                          "supported yet: use ddf='satterthwaite' or 'asymptotic'")
     cached = fit.__dict__.get("_kenward_roger")
+    if cached is None and hasattr(fit, "marginal_kenward_roger_parts"):
+        cached = fit.__dict__["_kenward_roger"] = fit.marginal_kenward_roger_parts()
     if cached is None:
         import jax
         import jax.numpy as jnp

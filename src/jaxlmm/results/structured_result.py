@@ -150,6 +150,19 @@ class StructuredResult(LmerResult):
         return SatterthwaiteParts(A, np.asarray(self._out.estimates.vcov_jacobian),
                                   np.asarray(self._out.solution.vcov_beta))
 
+    def marginal_kenward_roger_parts(self):
+        """pbkrtest's ingredients at the REML estimate (``core/marginal_kr.py``; an ML fit is refitted by REML)."""
+        from ..core.marginal_fit import blas_threads
+        from ..core.marginal_kr import kenward_roger
+        from ..inference.ddf import KenwardRogerParts
+
+        base = self if self.reml else self.refit_reml()
+        design = base.design
+        y = np.asarray(design.y, float) - np.asarray(design.offset, float)
+        rows = np.flatnonzero((np.asarray(design.weights) > 0) & np.isfinite(y))
+        with blas_threads(len(rows)):
+            return KenwardRogerParts(*kenward_roger(base._marginal, base._phi, y[rows], rows))
+
     def _unsupported(self, what: str):
         from ..errors import JaxlmmError
 
