@@ -1,0 +1,204 @@
+"""Any optax or optimistix minimiser on the profiled criterion, with the bounds and the stopping rule of jaxlmm.
+
+Bounds: every solver minimises the *mirrored* criterion
+
+    g(y) = f(P(y)),   P(y)_i = lower_i + |y_i - lower_i|  (bounded i),   P(y)_i = y_i  (otherwise),
+
+an unconstrained function with the same minimum as ``f`` on ``theta >= lower``; the
+estimate is ``theta = P(y)``.  For the diagonal element of a scalar term ``f`` is even
+in ``theta_i`` (``lower_i = 0``), so ``g`` is as smooth as ``f``; elsewhere ``g`` is
+continuous with a kink on the bound, where an optimum of a vector term is rare.  The
+same map serves the optax transformations (the adapter owns the iterate ``y``) and the
+optimistix solvers (which own theirs): no solver sees a bound, so none needs to support
+one, and the results of all are comparable.
+
+Stopping rule, the same for all: the *projected exact gradient* at ``theta``,
+``pg = theta - max(theta - grad f, lower)`` (``trace.projected_gradient``: 0 on a bound
+the gradient pushes against, the distance to it near one), has
+``max |pg| <= gtol (1 + |f|)``.  A solver may also stop on its
+own (optimistix's ``terminate``) or stall (no move for ``STALL`` iterations): that is
+``LINE_SEARCH_FAILED`` unless the projected gradient passes ``10 gtol``.
+
+Boundary: a first-order method approaches a variance component whose optimum is 0
+only geometrically.  At the end, components within ``snap_eps`` of their bound are put
+on it when that raises ``f`` by at most ``snap_ftol (1 + |f|)`` -- as the Newton
+optimizer does -- so singular fits land on ``theta = 0`` exactly.
+
+optax: ``update(grad_g, state, y, value=g(y), grad=grad_g, value_fn=g)`` (through
+``optax.with_extra_args_support``, so plain transformations ignore the extra
+arguments and line searches such as ``optax.lbfgs`` get them).  optimistix: the
+solver's ``init`` / ``step`` / ``terminate`` driven one step per iteration inside
+the adapter's ``lax.while_loop``; the adapter evaluates ``f`` and its gradient at
+each accepted iterate for the stopping rule and the trace.
+
+A non-finite proposal (a learning-rate schedule that produces NaN, a step into
+overflow) is never accepted: the loop stops at the last finite iterate with status
+``NONFINITE_STEP``.  With ``trace=True`` the loop also fills a ``Trace``: fixed-size
+arrays of ``max_iter + 1`` rows (row ``i``: the iterate after ``i`` steps; NaN after
+the last one), so a vmapped batch carries one per trait.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..errors import JaxlmmError
+from .optimize import OptimResult
+from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NONFINITE_STEP
+from .trace import Trace, projected_gradient
+
+STALL = 30  # iterations without a move before a solver counts as stalled
+
+
+class FirstOrderOptions(NamedTuple):
+    """Defaults chosen so that L-BFGS and BFGS reach the Newton optimizer's criterion to 1e-8 relative
+    on every shared reference fit (``tests/test_optimizers.py``, ``benchmarks/optimizers.py``)."""
+
+    max_iter: int = 10000
+    gtol: float = 1e-7       # max |projected gradient| <= gtol (1 + |f|)
+    snap_eps: float = 1e-3   # components this close to their bound are tried on it at the end
+    snap_ftol: float = 1e-10  # ... and kept there when f rises by at most snap_ftol (1 + |f|)
+    trace: bool = False
+
+
+def optimizer_kind(optimizer) -> str:
+    """``"optax"`` or ``"optimistix"``; a clear ``JaxlmmError`` for anything else."""
+    import optax
+
+    if isinstance(optimizer, optax.GradientTransformation) or (
+            callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        return "optax"
+    try:
+        import optimistix as optx
+    except ImportError:  # pragma: no cover - depends on the environment
+        optx = None
+    if optx is not None and isinstance(optimizer, optx.AbstractMinimiser):
+        return "optimistix"
+    hint = ""
+    if callable(optimizer):
+        hint = (" (a function was given: an optax optimizer is built by calling it, e.g. optax.lbfgs(), "
+                "and a learning-rate schedule goes inside one, e.g. optax.adam(schedule))")
+    raise JaxlmmError(f"optimizer= must be an optax GradientTransformation (e.g. optax.lbfgs(), optax.adam(1e-2)) "
+                      f"or an optimistix minimiser (e.g. optimistix.BFGS(rtol=1e-9, atol=1e-9)); "
+                      f"got {type(optimizer).__name__}{hint}")
+
+
+def mirror(y, lower, bounded):
+    """``P(y)``: reflect bounded components at their bound."""
+    return jnp.where(bounded, lower + jnp.abs(y - jnp.where(bounded, lower, 0.0)), y)
+
+
+def _optax_stepper(fun_g, optimizer):
+    import optax
+
+    opt = optax.with_extra_args_support(optimizer)
+
+    def init(y, f, g):
+        return opt.init(y)
+
+    def step(y, state, f, g):
+        updates, state = opt.update(g, state, y, value=f, grad=g, value_fn=fun_g)
+        return optax.apply_updates(y, updates), state, jnp.zeros((), bool)
+
+    return init, step
+
+
+def _optimistix_stepper(fun_g, solver, dtype):
+    fn = lambda y, args: (fun_g(y), None)  # noqa: E731
+    tags = frozenset()
+
+    def init(y, f, g):
+        return solver.init(fn, y, None, {}, jax.ShapeDtypeStruct((), dtype), None, tags)
+
+    def step(y, state, f, g):
+        y, state, _ = solver.step(fn, y, None, {}, state, tags)
+        stop, _ = solver.terminate(fn, y, None, {}, state, tags)
+        return y, state, stop
+
+    return init, step
+
+
+def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, optimizer,
+                         options: FirstOrderOptions = FirstOrderOptions()):
+    """Minimise ``fun`` on ``x >= lower`` with an optax or optimistix ``optimizer`` (module docstring).
+
+    Returns ``(OptimResult, Trace or None)``; ``OptimResult.step`` is the final max |projected gradient|.
+    """
+    opt = options
+    dtype = x0.dtype
+    bounded = jnp.isfinite(lower)
+    vg = jax.value_and_grad(fun)
+    fun_g = lambda y: fun(mirror(y, lower, bounded))  # noqa: E731
+    if optimizer_kind(optimizer) == "optax":
+        init, step = _optax_stepper(fun_g, optimizer)
+    else:
+        init, step = _optimistix_stepper(fun_g, optimizer, dtype)
+
+    def evaluate(y):
+        """f, df/dtheta at theta = P(y), dg/dy, and max |projected gradient|."""
+        theta = mirror(y, lower, bounded)
+        f, g = vg(theta)
+        sign = jnp.where(bounded & (y < lower), -1.0, 1.0).astype(dtype)
+        return theta, f, g, sign * g, jnp.max(jnp.abs(projected_gradient(theta, g, lower)))
+
+    def converged(f, pg_norm, factor=1.0):
+        return pg_norm <= factor * opt.gtol * (1.0 + jnp.abs(f))
+
+    def cond(c):
+        return (~c["done"]) & (c["it"] < opt.max_iter)
+
+    def body(c):
+        y_new, state, stop = step(c["y"], c["state"], c["f_y"], c["g_y"])
+        theta_new, f, g, g_y, pg_norm = evaluate(y_new)
+        finite = jnp.all(jnp.isfinite(y_new)) & jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
+        moved = jnp.max(jnp.abs(theta_new - c["theta"]))
+        n_still = jnp.where(moved > 0, 0, c["n_still"] + 1)
+        conv = converged(f, pg_norm)
+        stalled = stop | (n_still >= STALL)
+        status = jnp.where(~finite, NONFINITE_STEP, jnp.where(conv, CONVERGED, jnp.where(
+            stalled, jnp.where(converged(f, pg_norm, 10.0), CONVERGED, LINE_SEARCH_FAILED), MAX_ITER)))
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa
+        out = dict(c, it=c["it"] + jnp.where(finite, 1, 0), done=~finite | conv | stalled, n_still=n_still,
+                   status=status.astype(jnp.int32))
+        out.update(keep(dict(y=y_new, state=state, theta=theta_new, f=f, g=g, f_y=f, g_y=g_y, pg=pg_norm),
+                        {k: c[k] for k in ("y", "state", "theta", "f", "g", "f_y", "g_y", "pg")}))
+        if opt.trace:
+            row = jnp.where(finite, c["it"] + 1, opt.max_iter + 1)  # past the end: dropped
+            out["trace"] = c["trace"].record(row, theta_new, f, pg_norm, moved)
+        return out
+
+    theta0, f0, g0, g_y0, pg0 = evaluate(x0)
+    start_ok = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
+    carry = dict(y=x0, state=init(x0, f0, g_y0), theta=theta0, f=f0, g=g0, f_y=f0, g_y=g_y0, pg=pg0,
+                 it=jnp.zeros((), jnp.int32), n_still=jnp.zeros((), jnp.int32),
+                 done=~start_ok | converged(f0, pg0),
+                 status=jnp.where(start_ok, CONVERGED, NONFINITE).astype(jnp.int32))
+    if opt.trace:
+        carry["trace"] = Trace.empty(opt.max_iter + 1, x0.shape[0], dtype).record(0, theta0, f0, pg0, jnp.nan)
+    c = lax.while_loop(cond, body, carry)
+    theta, f, g = _snap(fun, vg, c["theta"], c["f"], c["g"], lower, bounded, opt)
+    pg = jnp.max(jnp.abs(projected_gradient(theta, g, lower)))
+    trace = None
+    if opt.trace:
+        last = jnp.minimum(c["it"], opt.max_iter)
+        trace = c["trace"].record(last, theta, f, pg, c["trace"].step[last])
+    return OptimResult(theta, f, g, c["it"], c["status"], pg), trace
+
+
+def _snap(fun, vg, theta, f, g, lower, bounded, opt: FirstOrderOptions):
+    """Put components within ``snap_eps`` of their bound on it when ``f`` does not rise past ``snap_ftol``."""
+    near = bounded & (theta > lower) & (theta - jnp.where(bounded, lower, 0.0) <= opt.snap_eps)
+    trial = jnp.where(near, lower, theta)
+    f_trial, g_trial = vg(trial)
+    ok = jnp.any(near) & jnp.isfinite(f_trial) & (f_trial <= f + opt.snap_ftol * (1.0 + jnp.abs(f)))
+    return jnp.where(ok, trial, theta), jnp.where(ok, f_trial, f), jnp.where(ok, g_trial, g)
+
+
+def minimize_optax(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, optimizer, max_iter: int = 10000,
+                   gtol: float = 1e-7) -> OptimResult:
+    """``minimize_first_order`` without a trace (the earlier name, kept for callers of ``jaxlmm.core``)."""
+    return minimize_first_order(fun, x0, lower, optimizer, FirstOrderOptions(max_iter=max_iter, gtol=gtol))[0]
