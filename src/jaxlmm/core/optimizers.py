@@ -7,10 +7,13 @@ Bounds: every solver minimises the *mirrored* criterion
 an unconstrained function with the same minimum as ``f`` on ``theta >= lower``; the
 estimate is ``theta = P(y)``.  For the diagonal element of a scalar term ``f`` is even
 in ``theta_i`` (``lower_i = 0``), so ``g`` is as smooth as ``f``; elsewhere ``g`` is
-continuous with a kink on the bound, where an optimum of a vector term is rare.  The
-same map serves the optax transformations (the adapter owns the iterate ``y``) and the
-optimistix solvers (which own theirs): no solver sees a bound, so none needs to support
-one, and the results of all are comparable.
+continuous with a kink on the bound.  No solver sees a bound, so none needs to support
+one.  The optimistix solvers own their iterate ``y``.  For the optax transformations the
+adapter owns it and also projects it onto the bounds after each step, ``y <- max(y +
+u, lower)`` (where ``P`` is the identity): a projected-gradient method, which sits on a
+bound the gradient pushes against instead of oscillating across the kink (Adam's steps
+do not shrink there).  Line searches (``value_fn``) evaluate ``g``, so every trial is a
+feasible theta.
 
 Stopping rule, the same for all: the *projected exact gradient* at ``theta``,
 ``pg = theta - max(theta - grad f, lower)`` (``trace.projected_gradient``: 0 on a bound
@@ -18,6 +21,12 @@ the gradient pushes against, the distance to it near one), has
 ``max |pg| <= gtol (1 + |f|)``.  A solver may also stop on its
 own (optimistix's ``terminate``) or stall (no move for ``STALL`` iterations): that is
 ``LINE_SEARCH_FAILED`` unless the projected gradient passes ``10 gtol``.
+
+Maxima on a bound: the criterion is even in the diagonal element of a scalar term, so its
+gradient vanishes at 0 also where 0 is a maximum along it (Sulfur: a first step lands on
+0).  When the stopping rule passes with bounded components within ``snap_eps`` of their
+bound, ``f`` is probed with those components ``escape`` inside; if that is lower, the
+solver restarts from there (its state re-initialised; at most ``MAX_ESCAPES`` times).
 
 Boundary: a first-order method approaches a variance component whose optimum is 0
 only geometrically.  At the end, components within ``snap_eps`` of their bound are put
@@ -52,6 +61,7 @@ from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NONFINIT
 from .trace import Trace, projected_gradient
 
 STALL = 30  # iterations without a move before a solver counts as stalled
+MAX_ESCAPES = 3  # restarts from inside a bound where the criterion had a stationary point on it
 
 
 class FirstOrderOptions(NamedTuple):
@@ -62,6 +72,7 @@ class FirstOrderOptions(NamedTuple):
     gtol: float = 1e-7       # max |projected gradient| <= gtol (1 + |f|)
     snap_eps: float = 1e-3   # components this close to their bound are tried on it at the end
     snap_ftol: float = 1e-10  # ... and kept there when f rises by at most snap_ftol (1 + |f|)
+    escape: float = 1e-2     # at a stationary point near a bound, f is probed this far inside it
     trace: bool = False
 
 
@@ -92,7 +103,7 @@ def mirror(y, lower, bounded):
     return jnp.where(bounded, lower + jnp.abs(y - jnp.where(bounded, lower, 0.0)), y)
 
 
-def _optax_stepper(fun_g, optimizer):
+def _optax_stepper(fun_g, optimizer, lower):
     import optax
 
     opt = optax.with_extra_args_support(optimizer)
@@ -102,7 +113,7 @@ def _optax_stepper(fun_g, optimizer):
 
     def step(y, state, f, g):
         updates, state = opt.update(g, state, y, value=f, grad=g, value_fn=fun_g)
-        return optax.apply_updates(y, updates), state, jnp.zeros((), bool)
+        return jnp.maximum(optax.apply_updates(y, updates), lower), state, jnp.zeros((), bool)
 
     return init, step
 
@@ -133,17 +144,23 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
     bounded = jnp.isfinite(lower)
     vg = jax.value_and_grad(fun)
     fun_g = lambda y: fun(mirror(y, lower, bounded))  # noqa: E731
-    if optimizer_kind(optimizer) == "optax":
-        init, step = _optax_stepper(fun_g, optimizer)
+    projected = optimizer_kind(optimizer) == "optax"
+    if projected:
+        init, step = _optax_stepper(fun_g, optimizer, lower)
     else:
         init, step = _optimistix_stepper(fun_g, optimizer, dtype)
 
     def evaluate(y):
-        """f, df/dtheta at theta = P(y), dg/dy, and max |projected gradient|."""
+        """f, df/dtheta at theta = P(y), the gradient the solver gets, and max |projected gradient|.
+
+        The solver gets dg/dy; an optax one (projected iterates) with the components held on
+        their bound (gradient pushing outwards) set to 0, so that its steps, momenta and
+        curvature pairs live on the free components."""
         theta = mirror(y, lower, bounded)
         f, g = vg(theta)
         sign = jnp.where(bounded & (y < lower), -1.0, 1.0).astype(dtype)
-        return theta, f, g, sign * g, jnp.max(jnp.abs(projected_gradient(theta, g, lower)))
+        g_y = jnp.where(bounded & (theta <= lower) & (g > 0), 0.0, g) if projected else sign * g
+        return theta, f, g, g_y, jnp.max(jnp.abs(projected_gradient(theta, g, lower)))
 
     def converged(f, pg_norm, factor=1.0):
         return pg_norm <= factor * opt.gtol * (1.0 + jnp.abs(f))
@@ -159,13 +176,23 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
         n_still = jnp.where(moved > 0, 0, c["n_still"] + 1)
         conv = converged(f, pg_norm)
         stalled = stop | (n_still >= STALL)
+        # a stationary point on (or at) a bound may be a maximum along it: probe inside, restart if lower
+        near = bounded & (theta_new - jnp.where(bounded, lower, 0.0) <= opt.snap_eps)
+        probe = evaluate(jnp.where(near, lower + opt.escape, theta_new))
+        escape = ((conv | stalled) & jnp.any(near) & (c["n_escape"] < MAX_ESCAPES) & jnp.isfinite(probe[1])
+                  & (probe[1] < f - 1e-12 * (1.0 + jnp.abs(f))))
+        theta_new, f, g, g_y, pg_norm = [jnp.where(escape, a, b) for a, b in zip(probe, (theta_new, f, g, g_y,
+                                                                                         pg_norm))]
+        y_new = jnp.where(escape, probe[0], y_new)
+        state = _select(escape, init(probe[0], probe[1], probe[3]), state)
+        conv, stalled = conv & ~escape, stalled & ~escape
         status = jnp.where(~finite, NONFINITE_STEP, jnp.where(conv, CONVERGED, jnp.where(
             stalled, jnp.where(converged(f, pg_norm, 10.0), CONVERGED, LINE_SEARCH_FAILED), MAX_ITER)))
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa
         out = dict(c, it=c["it"] + jnp.where(finite, 1, 0), done=~finite | conv | stalled, n_still=n_still,
-                   status=status.astype(jnp.int32))
-        out.update(keep(dict(y=y_new, state=state, theta=theta_new, f=f, g=g, f_y=f, g_y=g_y, pg=pg_norm),
-                        {k: c[k] for k in ("y", "state", "theta", "f", "g", "f_y", "g_y", "pg")}))
+                   status=status.astype(jnp.int32), n_escape=c["n_escape"] + escape.astype(jnp.int32))
+        out.update(_select(finite, dict(y=y_new, state=state, theta=theta_new, f=f, g=g, f_y=f, g_y=g_y,
+                                        pg=pg_norm),
+                           {k: c[k] for k in ("y", "state", "theta", "f", "g", "f_y", "g_y", "pg")}))
         if opt.trace:
             row = jnp.where(finite, c["it"] + 1, opt.max_iter + 1)  # past the end: dropped
             out["trace"] = c["trace"].record(row, theta_new, f, pg_norm, moved)
@@ -174,7 +201,7 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
     theta0, f0, g0, g_y0, pg0 = evaluate(x0)
     start_ok = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
     carry = dict(y=x0, state=init(x0, f0, g_y0), theta=theta0, f=f0, g=g0, f_y=f0, g_y=g_y0, pg=pg0,
-                 it=jnp.zeros((), jnp.int32), n_still=jnp.zeros((), jnp.int32),
+                 it=jnp.zeros((), jnp.int32), n_still=jnp.zeros((), jnp.int32), n_escape=jnp.zeros((), jnp.int32),
                  done=~start_ok | converged(f0, pg0),
                  status=jnp.where(start_ok, CONVERGED, NONFINITE).astype(jnp.int32))
     if opt.trace:
@@ -187,6 +214,10 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
         last = jnp.minimum(c["it"], opt.max_iter)
         trace = c["trace"].record(last, theta, f, pg, c["trace"].step[last])
     return OptimResult(theta, f, g, c["it"], c["status"], pg), trace
+
+
+def _select(pred, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
 def _snap(fun, vg, theta, f, g, lower, bounded, opt: FirstOrderOptions):
