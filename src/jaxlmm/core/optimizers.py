@@ -178,11 +178,12 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
         stalled = stop | (n_still >= STALL)
         # a stationary point on (or at) a bound may be a maximum along it: probe inside, restart if lower
         near = bounded & (theta_new - jnp.where(bounded, lower, 0.0) <= opt.snap_eps)
-        probe = evaluate(jnp.where(near, lower + opt.escape, theta_new))
+        current = (theta_new, f, g, g_y, pg_norm)
+        probe = lax.cond((conv | stalled) & jnp.any(near),  # under vmap both branches run
+                         lambda: evaluate(jnp.where(near, lower + opt.escape, theta_new)), lambda: current)
         escape = ((conv | stalled) & jnp.any(near) & (c["n_escape"] < MAX_ESCAPES) & jnp.isfinite(probe[1])
                   & (probe[1] < f - 1e-12 * (1.0 + jnp.abs(f))))
-        theta_new, f, g, g_y, pg_norm = [jnp.where(escape, a, b) for a, b in zip(probe, (theta_new, f, g, g_y,
-                                                                                         pg_norm))]
+        theta_new, f, g, g_y, pg_norm = [jnp.where(escape, a, b) for a, b in zip(probe, current)]
         y_new = jnp.where(escape, probe[0], y_new)
         state = _select(escape, init(probe[0], probe[1], probe[3]), state)
         conv, stalled = conv & ~escape, stalled & ~escape
