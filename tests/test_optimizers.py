@@ -135,6 +135,12 @@ def test_batch_with_lbfgs_equals_the_per_trait_fits(dyestuff):
     tr = batch.optimizer_trace
     assert set(tr["trait"]) == {"a", "b", "c"}
     assert (tr.groupby("trait")["iteration"].max() == batch.n_iter).all()
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    fig = jaxlmm.plot.convergence(batch, paths=True)
+    assert len(fig.axes) == 4
+    plt.close(fig)
 
 
 class _nothing:
@@ -171,3 +177,7 @@ def test_newton_trace_and_a_nan_schedule_in_a_batch():
     batch = jaxlmm.lmer("~ Days + (Days | Subject)", data, responses=Y, optimizer=optax.sgd(lambda c: jnp.nan))
     assert batch.status.tolist() == ["nonfinite_step"] * 2
     assert np.all(np.isfinite(batch.theta.to_numpy()))
+    traced = jaxlmm.lmer("~ Days + (Days | Subject)", data, responses=Y, trace=True)
+    paths = traced.optimizer_trace
+    assert (paths.groupby("trait")["iteration"].max() + 1 == traced.n_iter).all()
+    assert paths[paths.trait == "a"]["criterion"].iloc[-1] == pytest.approx(ref["criterion"], rel=1e-10)
