@@ -61,6 +61,25 @@ def test_a_maximum_on_the_bound_is_left(name):
     assert float(res.theta[0]) > 0.3 and float(res.fun) < 0.03  # on the bound at best 0.09
 
 
+def covariance_misfit(t):
+    """A 2 x 2 term: lambda = [[a, 0], [b, c]], the misfit of lambda lambda^T; flipping (a, b) leaves it unchanged."""
+    a, b, c = t
+    S = jnp.array([[a * a, a * b], [a * b, b * b + c * c]])
+    return jnp.sum((S - jnp.array([[1.0, 0.5], [0.5, 1.25]])) ** 2)
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "bfgs"])
+def test_a_bound_that_is_a_minimum_from_one_side_only(name):
+    """At (0, -0.5, 1) the gradient along a points out of the bound (a stationary point of the bounded
+    problem); the reflected point (0, 0.5, 1) has the same criterion and a way down: found through the
+    structure's reflections, as the Newton optimizer does (traits_1k had such traits)."""
+    R = np.array([[0, 1, 0], [0, 0, 0], [0, 0, 0]])
+    res, _ = minimize_first_order(covariance_misfit, jnp.array([0.0, -0.5, 1.0]), jnp.array([0.0, -jnp.inf, 0.0]),
+                                  SOLVERS[name], reflections=R)
+    assert int(res.status) == CONVERGED and float(res.fun) < 1e-12
+    np.testing.assert_allclose(res.theta, [1.0, 0.5, 1.0], atol=1e-6)
+
+
 def test_a_nan_schedule_is_a_status_not_a_nan():
     res, trace = minimize_first_order(quadratic, jnp.ones(3), LOWER, optax.adam(lambda count: jnp.nan),
                                       FirstOrderOptions(trace=True, max_iter=50))

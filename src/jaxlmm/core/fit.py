@@ -46,7 +46,7 @@ def _minimize(cp, theta0, reml: bool, options, optimizer=None):
     lower = jnp.asarray(cp.structure.lower_bounds(), dtype=theta0.dtype)
     objective = partial(profiled_deviance, cp=cp, reml=reml)
     if optimizer is not None:
-        return minimize_first_order(objective, theta0, lower, optimizer, options)
+        return minimize_first_order(objective, theta0, lower, optimizer, options, cp.structure.reflections())
     if _large_dense(cp.structure, cp.p):
         options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
     if options.trace:

@@ -26,7 +26,11 @@ Maxima on a bound: the criterion is even in the diagonal element of a scalar ter
 gradient vanishes at 0 also where 0 is a maximum along it (Sulfur: a first step lands on
 0).  When the stopping rule passes with bounded components within ``snap_eps`` of their
 bound, ``f`` is probed with those components ``escape`` inside; if that is lower, the
-solver restarts from there (its state re-initialised; at most ``MAX_ESCAPES`` times).
+solver restarts from there (its state re-initialised; at most ``MAX_ESCAPES`` times).  The
+probe also starts from the reflected theta (``ReStructure.reflections``: the column of lambda
+below a diagonal element on its bound flipped, the same criterion with the gradient along that
+element negated), where a vector term's bound may look like a minimum from one side only --
+as the Newton optimizer's reflections do.
 
 Boundary: a first-order method approaches a variance component whose optimum is 0
 only geometrically.  At the end, components within ``snap_eps`` of their bound are put
@@ -134,8 +138,11 @@ def _optimistix_stepper(fun_g, solver, dtype):
 
 
 def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, optimizer,
-                         options: FirstOrderOptions = FirstOrderOptions()):
+                         options: FirstOrderOptions = FirstOrderOptions(), reflections=None):
     """Minimise ``fun`` on ``x >= lower`` with an optax or optimistix ``optimizer`` (module docstring).
+
+    ``reflections`` (k x k, 0/1; ``ReStructure.reflections``): sign flips that leave ``fun``
+    unchanged when component i sits on its bound; the probe inside a bound also tries them.
 
     Returns ``(OptimResult, Trace or None)``; ``OptimResult.step`` is the final max |projected gradient|.
     """
@@ -180,7 +187,7 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
         near = bounded & (theta_new - jnp.where(bounded, lower, 0.0) <= opt.snap_eps)
         current = (theta_new, f, g, g_y, pg_norm)
         probe = lax.cond((conv | stalled) & jnp.any(near),  # under vmap both branches run
-                         lambda: evaluate(jnp.where(near, lower + opt.escape, theta_new)), lambda: current)
+                         lambda: _probe(evaluate, theta_new, near, lower, opt.escape, reflections), lambda: current)
         escape = ((conv | stalled) & jnp.any(near) & (c["n_escape"] < MAX_ESCAPES) & jnp.isfinite(probe[1])
                   & (probe[1] < f - 1e-12 * (1.0 + jnp.abs(f))))
         theta_new, f, g, g_y, pg_norm = [jnp.where(escape, a, b) for a, b in zip(probe, current)]
@@ -203,7 +210,7 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
     start_ok = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
     carry = dict(y=x0, state=init(x0, f0, g_y0), theta=theta0, f=f0, g=g0, f_y=f0, g_y=g_y0, pg=pg0,
                  it=jnp.zeros((), jnp.int32), n_still=jnp.zeros((), jnp.int32), n_escape=jnp.zeros((), jnp.int32),
-                 done=~start_ok | converged(f0, pg0),
+                 done=~start_ok,  # a converged start still gets one iteration: the probe of its bounds
                  status=jnp.where(start_ok, CONVERGED, NONFINITE).astype(jnp.int32))
     if opt.trace:
         carry["trace"] = Trace.empty(opt.max_iter + 1, x0.shape[0], dtype).record(0, theta0, f0, pg0, jnp.nan)
@@ -215,6 +222,21 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
         last = jnp.minimum(c["it"], opt.max_iter)
         trace = c["trace"].record(last, theta, f, pg, c["trace"].step[last])
     return OptimResult(theta, f, g, c["it"], c["status"], pg), trace
+
+
+def _probe(evaluate, theta, near, lower, escape, reflections):
+    """``evaluate`` at the lower of two points with the ``near`` components ``escape`` inside their
+    bound: from ``theta``, and from its reflection (the column of lambda below a diagonal element on
+    its bound flipped: the same criterion, the gradient along that element negated)."""
+    inside = jnp.where(near, lower + escape, theta)
+    if reflections is None:
+        return evaluate(inside)
+    R = jnp.asarray(reflections, theta.dtype)
+    flip = near & (R @ (theta != 0).astype(theta.dtype) > 0)
+    sign = jnp.where((flip.astype(theta.dtype) @ R) > 0, -1.0, 1.0).astype(theta.dtype)
+    plain, mirrored = evaluate(inside), evaluate(jnp.where(near, lower + escape, sign * theta))
+    better = jnp.isfinite(mirrored[1]) & (mirrored[1] < plain[1])
+    return _select(better, mirrored, plain)
 
 
 def _select(pred, new, old):
