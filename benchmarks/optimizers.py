@@ -1,6 +1,6 @@
 """Optimizers compared: Newton (default), L-BFGS (optax), BFGS (optimistix), Adam (optax).
 
-Usage:  python benchmarks/optimizers.py [--traits 1000] [--repeats 3] [--skip-cold]
+Usage:  python benchmarks/optimizers.py [--traits 1000] [--repeats 3]   (the committed run: --repeats 2)
 
 On the 15 shared reference fits (every ``shared/reference/*.json`` but InstEval)
 and on ``shared/bench/traits_1k.csv`` (``~ x + (1 + x | g)``, one vmapped batch):
@@ -182,6 +182,29 @@ def report(cases: dict, traits: dict, lme4: dict | None, info: dict, n_traits: i
             traits_max_gap=float(np.nanmax((crit - best) / np.abs(best))),
             traits_cold_s=t["cold"], traits_warm_s=t["warm"]))
     payload = dict(machine=info, n_traits=n_traits, summary=summary, cases=rows, lme4=lme4)
+    return payload, markdown(payload)
+
+
+NOTES = """## Reading
+
+- Criterion: L-BFGS and BFGS reach the best criterion to ~1e-11 relative on every reference fit and
+  ~5e-13 on every trait; singular fits land on theta = 0 exactly (the last column). Adam (a fixed
+  learning rate on the exact gradient) needs hundreds of iterations, and on `clusters` (theta ~ 59,
+  far from its start at 1) 10000 are not enough.
+- Cold: a first-order fit compiles the whole blocked fit program (criterion, optimizer loop,
+  estimates) for each model shape and optimizer, 5-30 s per reference fit on this machine; Newton's
+  small fits share the dense programs of their size bucket, so its 15 cold fits cost 10-25 s in all.
+  A new optax object (new closures) is a new static argument: keep one object per session.
+- Warm: a first-order single fit is one jitted call (~10-50 ms here); the default Newton's small fits
+  drive their loop from the host (a call per iteration), which costs more per fit at these sizes.
+- The committed run (`--repeats 2`) shared the 2 cores with other jobs (load average ~9): timings
+  are several times the figures of a quiet machine; the ratios between optimizers hold better.
+- 1000 traits: every trait's loop runs until the slowest trait of the batch stops, so Adam's batch
+  costs its slowest trait's 3000+ iterations."""
+
+
+def markdown(payload: dict) -> str:
+    info, n_traits, summary, rows, lme4 = (payload[k] for k in ("machine", "n_traits", "summary", "cases", "lme4"))
     lines = [f"# Optimizers ({info['date']})", "",
              f"Machine: {info.get('cpu', '?')}, {info['cpus']} cores (a shared 2-core Xeon VM: timings +-20%); "
              f"JAX {info['jax']}.  `python benchmarks/optimizers.py` -- see its docstring for the method.", "",
@@ -208,7 +231,7 @@ def report(cases: dict, traits: dict, lme4: dict | None, info: dict, n_traits: i
     for r in rows:
         lines.append(f"| {r['case']} | {r['optimizer']} | {r['n_iter']} | {r['status']} | {r['cold_s']:.2f} | "
                      f"{r['warm_s']:.3f} | {r['gap_to_best']:.1e} | {r['gap_to_lme4']:.1e} | {r['theta_on_zero']} |")
-    return payload, "\n".join(lines)
+    return "\n".join(lines[:lines.index("## Per reference fit")] + [NOTES, ""] + lines[lines.index("## Per reference fit"):])
 
 
 def main():
@@ -218,7 +241,12 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--traits", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rewrite", action="store_true", help="rewrite the .md from the .json (no runs)")
     args = ap.parse_args()
+    if args.rewrite:
+        payload = json.loads((HERE / "results" / "optimizers_cpu.json").read_text())
+        write_results("optimizers_cpu", payload, markdown(payload))
+        return
     if args.worker:
         result = (worker_cases(args.optimizer, args.repeats) if args.worker == "cases"
                   else worker_traits(args.optimizer, args.repeats, args.traits))
@@ -232,8 +260,8 @@ def main():
     if have_r():
         stdout, _ = run_r("optimizers_lme4.R", HERE.parent / "src" / "jaxlmm" / "datasets", SHARED / "reference")
         lme4 = json.loads(stdout)
-    payload, markdown = report(cases, traits, lme4, machine(), args.traits)
-    write_results("optimizers_cpu", payload, markdown)
+    payload, text = report(cases, traits, lme4, machine(), args.traits)
+    write_results("optimizers_cpu", payload, text)
 
 
 if __name__ == "__main__":
