@@ -62,6 +62,12 @@ def _fit(data: ModelData, theta0, reml: bool, options, optimizer=None) -> FitOut
     return FitOutput(res, sol, fitted, trace)
 
 
+# On a CPU the programs use XLA's classic LLVM IR emitters: the newer fusion emitters (MLIR) compile
+# the batch program's many small fusions much more slowly, for a slightly faster warm run (the figures
+# are in benchmarks/results/xla_flag_cpu.md).  Other backends ignore the option.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
 @partial(jax.jit, static_argnames=("reml", "options"))
 def fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonOptions = NewtonOptions()) -> FitOutput:
     """Fit one response with the projected Newton optimizer."""
@@ -78,11 +84,22 @@ def run_fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonO
     return aot.call("fit_program", _fit, (data, theta0), dict(reml=reml, options=options))
 
 
-@partial(jax.jit, static_argnames=("reml", "optimizer", "options"))
+def _fit_first_order(data: ModelData, theta0, optimizer, reml: bool, options: FirstOrderOptions) -> FitOutput:
+    return _fit(data, theta0, reml, options, optimizer=optimizer)
+
+
+# a first-order fit of one problem: on a CPU with XLA's backend optimizations off, as the dense
+# programs of a few problems (``dense_fit.FAST_COMPILE``): sleepstudy's L-BFGS fit compiles in about
+# half the time and runs as fast
+_FIRST_ORDER = {fast: jax.jit(_fit_first_order, static_argnames=("optimizer", "reml", "options"),
+                              compiler_options={**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
+                              if fast else None) for fast in (True, False)}
+
+
 def fit_program_optax(data: ModelData, theta0, optimizer, reml: bool = True,
                       options: FirstOrderOptions = FirstOrderOptions()) -> FitOutput:
     """Fit one response with an optax or optimistix optimizer (``optimizers.minimize_first_order``)."""
-    return _fit(data, theta0, reml, options, optimizer=optimizer)
+    return _FIRST_ORDER[jax.default_backend() == "cpu"](data, theta0, optimizer, reml=reml, options=options)
 
 
 class BatchOutput(NamedTuple):
@@ -103,12 +120,6 @@ def _fit_estimates(cp, theta0, reml: bool, options, h2_term: int | None = None, 
     objective = partial(profiled_deviance, cp=cp, reml=reml)
     _, _, H = value_grad_hessian(objective, res.theta, getattr(options, "sequential_hessian", False))
     return BatchOutput(res, est, heritability(res.theta, h2_term), heritability_se(res.theta, H, h2_term), trace)
-
-
-# On a CPU the programs use XLA's classic LLVM IR emitters: the newer fusion emitters (MLIR) compile
-# the batch program's many small fusions much more slowly, for a slightly faster warm run (the figures
-# are in benchmarks/results/xla_flag_cpu.md).  Other backends ignore the option.
-CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 @partial(jax.jit, static_argnames=("reml", "options", "h2_term", "optimizer"), compiler_options=CPU_COMPILER_OPTIONS)
