@@ -192,12 +192,13 @@ NOTES = """## Reading
   learning rate on the exact gradient) needs hundreds of iterations, and on `clusters` (theta ~ 59,
   far from its start at 1) 10000 are not enough.
 - Cold: a first-order fit compiles the whole blocked fit program (criterion, optimizer loop,
-  estimates) for each model shape and optimizer, 5-30 s per reference fit on this machine; Newton's
-  small fits share the dense programs of their size bucket, so its 15 cold fits cost 10-25 s in all.
+  estimates; XLA's backend optimizations off on a CPU) for each model shape and optimizer, up to
+  ~25 s per reference fit in this run (cases of one shape reuse it: 0.02 s); Newton's small fits
+  share the dense programs of their size bucket, so its 15 cold fits cost ~10 s in all.
   A new optax object (new closures) is a new static argument: keep one object per session.
 - Warm: a first-order single fit is one jitted call (~10-50 ms here); the default Newton's small fits
   drive their loop from the host (a call per iteration), which costs more per fit at these sizes.
-- The committed run (`--repeats 2`) shared the 2 cores with other jobs (load average ~9): timings
+- The committed run (`--repeats 2`) shared the 2 cores with other jobs (load average 6-9): timings
   are several times the figures of a quiet machine; the ratios between optimizers hold better.
 - 1000 traits: every trait's loop runs until the slowest trait of the batch stops, so Adam's batch
   costs its slowest trait's 3000+ iterations."""
