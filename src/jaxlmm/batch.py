@@ -60,11 +60,13 @@ def response_matrix(responses, data: pd.DataFrame) -> tuple[list[str], np.ndarra
 def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None, offset=None,
               chunk_size: int | None = None, progress: bool | None = None, device=None,
               dtype=None, max_iter: int = 100, data_name: str | None = None, relmat=None,
-              spectral: bool | None = None, devices=None, start=None, dispformula=None, covariances=None):
+              spectral: bool | None = None, devices=None, start=None, optimizer=None, trace: bool = False,
+              dispformula=None, covariances=None):
     """Fit one model to every column of ``responses`` (see ``jaxlmm.lmer``).
 
     ``start``: theta to start every trait from (default lme4's start); a bootstrap
     starts its replicates from the fitted theta, as lme4's ``refit`` does.
+    ``optimizer``, ``trace``: as for a single fit, per trait (the general path).
     """
     from .lmer_model import Model
     from .model.design import _as_frame
@@ -73,6 +75,6 @@ def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None,
     names, Y_all = response_matrix(responses, frame)
     design = build_design(formula, frame, weights=weights, offset=offset, responses=Y_all, relmat=relmat,
                           dispformula=dispformula, covariances=covariances)
-    model = Model(design, reml, dtype, max_iter=max_iter, data_name=data_name)
+    model = Model(design, reml, dtype, max_iter=max_iter, data_name=data_name, optimizer=optimizer, trace=trace)
     return model.fit_many(None, names, start=start, chunk_size=chunk_size, progress=progress, device=device,
                           devices=devices, spectral=spectral)

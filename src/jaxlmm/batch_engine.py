@@ -94,6 +94,11 @@ def fit_design_batch(model, names: list[str], Y: np.ndarray, *, start=None, chun
     k = design.structure.ntheta
     p = design.X.shape[1]
     options = NewtonOptions(max_iter=int(max_iter))
+    if model.optimizer is not None or model.trace:   # the general path's loop: any optimizer, a trace
+        if spectral is True:
+            raise ValueError("spectral=True uses its own Newton optimizer: drop optimizer= and trace=, or spectral")
+        spectral = False
+        options = options._replace(trace=True) if model.optimizer is None else model.first_order_options
     h2_term = heritability_term(design)
 
     obs = ~np.isnan(Y)
@@ -121,7 +126,7 @@ def fit_design_batch(model, names: list[str], Y: np.ndarray, *, start=None, chun
         if general.size:
             chunk_size = _fit_general(design, Yt, W, general, out, reml=reml, np_dtype=np_dtype,
                                       options=options, chunk_size=chunk_size, device=device, h2_term=h2_term,
-                                      devices=devs, mesh=mesh, start=start)
+                                      devices=devs, mesh=mesh, start=start, optimizer=model.optimizer)
             if bar is not None:
                 bar.update(1)
         if spectral_idx.size:
@@ -150,6 +155,16 @@ def _empty_output(T: int, k: int, p: int, dtype) -> dict:
     }
 
 
+def _scatter_trace(out: dict, idx: np.ndarray, trace, T: int) -> None:
+    """Copy a chunk's traces (``core.trace.Trace``, leading trait axis) into ``out["trace"]``."""
+    if trace is None:
+        return
+    if out.get("trace") is None:
+        out["trace"] = {name: np.full((T,) + np.shape(v)[1:], np.nan) for name, v in trace._asdict().items()}
+    for name, values in trace._asdict().items():
+        out["trace"][name][idx] = np.asarray(values)
+
+
 def _scatter(out: dict, idx: np.ndarray, res) -> None:
     """Copy a path's per-trait results (``BatchOutput`` or ``SpectralOutput``) into ``out`` at ``idx``."""
     for name in ("theta", "fun", "grad", "n_iter", "status", "step"):
@@ -159,11 +174,12 @@ def _scatter(out: dict, idx: np.ndarray, res) -> None:
     for name in ("h2", "h2_se"):
         if getattr(res, name, None) is not None:
             out[name][idx] = np.asarray(getattr(res, name))
+    _scatter_trace(out, idx, getattr(res, "trace", None), len(out["fun"]))
 
 
 def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray, out: dict, *, reml: bool,
                  np_dtype, options, chunk_size: int | None, device, h2_term: int | None, devices=(),
-                 mesh=None, start=None) -> int:
+                 mesh=None, start=None, optimizer=None) -> int:
     """The general path (``core.fit.fit_batch_program``) for the traits ``idx``; returns the chunk size."""
     import jax
     import jax.numpy as jnp
@@ -185,7 +201,8 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
         Wc = np.stack([design.pad_rows(w) for w in W[take]]).astype(np_dtype)
         th0 = np.tile(theta0, (chunk_size, 1)).astype(np_dtype)
         Yc, Wc, th0 = put((jnp.asarray(Yc), jnp.asarray(Wc), jnp.asarray(th0)), mesh, True)
-        res = fit_batch_program(base, Yc, Wc, th0, reml=bool(reml), options=options, h2_term=h2_term)
+        res = fit_batch_program(base, Yc, Wc, th0, reml=bool(reml), options=options, h2_term=h2_term,
+                                optimizer=optimizer)
         res = jax.tree_util.tree_map(lambda a: np.asarray(a)[:sel.size], jax.device_get(res))
         _scatter(out, sel, res)
     return chunk_size

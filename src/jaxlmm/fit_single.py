@@ -2,7 +2,8 @@
 
 Small models (``lmer_model.dense_eligible``) run the host-driven Newton loop on
 the dense block program (``core/dense_fit.py``); larger ones the jitted blocked
-program (``core/fit.py``); an optax optimizer, when given, its own loop.  The
+program (``core/fit.py``); an optax or optimistix optimizer, when given, its own loop
+(``core/optimizers.py``).  The
 output is put in one layout (``core.fit.FitOutput``) and wrapped in an
 ``LmerResult`` that keeps the model.
 """
@@ -50,20 +51,24 @@ def _start(model, start) -> np.ndarray:
 
 
 def _optimize(model, theta0: np.ndarray):
-    """The fit's ``FitOutput`` and the optimizer's name."""
+    """The fit's ``FitOutput`` and the optimizer's name.
+
+    A traced Newton fit (``model.trace``) runs the jitted program, whose loop records the path.
+    """
     import jax.numpy as jnp
 
-    from .core.fit import fit_program_optax, run_fit_program
+    from .core.fit import fit_program, fit_program_optax, run_fit_program
     from .core.optimize import NewtonOptions
 
-    if model.optimizer is None and model.dense is not None:
+    if model.optimizer is None and model.dense is not None and not model.trace:
         return _dense_fit(model, theta0), "newton"
     start = jnp.asarray(theta0, model.dtype)
     if model.optimizer is None:
-        return run_fit_program(model.data, start, reml=model.reml,
-                               options=NewtonOptions(max_iter=model.max_iter)), "newton"
-    opts = (("max_iter", model.max_iter if model.max_iter != 100 else 20000),)
-    return fit_program_optax(model.data, start, model.optimizer, reml=model.reml, options=opts), "optax"
+        options = NewtonOptions(max_iter=model.max_iter, trace=model.trace)
+        program = fit_program if model.trace else run_fit_program
+        return program(model.data, start, reml=model.reml, options=options), "newton"
+    return fit_program_optax(model.data, start, model.optimizer, reml=model.reml,
+                             options=model.first_order_options), model.optimizer_name
 
 
 def fit_model(model, *, start=None, warn: bool = True, verbose: bool = False):

@@ -31,7 +31,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
          optimizer=None, max_iter: int = 100, dtype=None, data_name: str | None = None,
          responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None,
          relmat: dict | None = None, spectral: bool | None = None, devices=None, verbose: bool = False,
-         REML: bool | None = None, dispformula: str | None = None, covariances: dict | None = None):
+         REML: bool | None = None, trace: bool = False, dispformula: str | None = None,
+         covariances: dict | None = None):
     """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``; or many traits at once.
 
     Parameters
@@ -48,11 +49,21 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         Prior weights (non-negative, finite) and an offset of the linear predictor.
     start : array-like, optional
         Starting theta (default lme4's: 1 on the diagonal, 0 off it).
-    optimizer : optax.GradientTransformation, optional
-        Use this first-order optimizer instead of the default projected Newton
-        method (exact gradient and Hessian).
+    optimizer : optax.GradientTransformation or optimistix minimiser, optional
+        Use this optimizer (e.g. ``optax.lbfgs()``, ``optax.adam(1e-2)``,
+        ``optimistix.BFGS(rtol=1e-9, atol=1e-9)``) instead of the default
+        projected Newton method (exact gradient and Hessian), for a single fit
+        or every trait of a batch.  Bounds and the stopping rule are jaxlmm's
+        (``jaxlmm.core.optimizers``): theta = the mirror of the solver's iterate
+        at its bounds; converged when the largest projected-gradient component
+        is below 1e-7 (1 + |criterion|).
     max_iter : int
-        Iteration limit of the optimizer.
+        Iteration limit of the optimizer (the default 100 means 10000 for an
+        optax/optimistix optimizer).
+    trace : bool
+        Record the optimizer's path (theta, criterion, projected gradient,
+        step per iteration) as ``fit.optimizer_trace`` (``jaxlmm.plot.convergence``
+        draws it).  A traced Newton fit runs the jitted program.
     dtype : float64 (default) or float32.
     responses : DataFrame, array (rows x traits) or list of column names, optional
         Fit the model to every trait in one vmapped, jitted call and return a
@@ -102,18 +113,17 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     if responses is not None:
         from .batch import fit_batch
 
-        if optimizer is not None or start is not None:
-            raise ValueError("optimizer= and start= are for single fits; a batch uses the Newton optimizer")
         return fit_batch(formula, data, responses, reml=reml, weights=weights, offset=offset,
                          chunk_size=chunk_size, progress=progress, device=device, dtype=dtype,
                          max_iter=max_iter, data_name=data_name, relmat=relmat, spectral=spectral,
-                         devices=devices, dispformula=dispformula, covariances=covariances)
+                         devices=devices, start=start, optimizer=optimizer, trace=trace, dispformula=dispformula,
+                         covariances=covariances)
     design = build_design(formula, data, weights=weights, offset=offset, relmat=relmat, dispformula=dispformula,
                           covariances=covariances)
     import jax
 
     model = Model(design, reml, dtype, max_iter=max_iter, optimizer=optimizer, offset_arg=offset,
-                  data_name=data_name)
+                  data_name=data_name, trace=trace)
     with jax.default_device(device) if device is not None else _NullContext():
         return model.fit(start=start, verbose=verbose)
 

@@ -87,12 +87,17 @@ class Model:
     """
 
     def __init__(self, design: Design, reml: bool = True, dtype=None, *, max_iter: int = 100, optimizer=None,
-                 offset_arg=None, data_name: str | None = None):
+                 offset_arg=None, data_name: str | None = None, trace: bool = False):
         self.design = design
         self.reml = bool(reml)
         self.dtype = working_dtype(dtype)
         self.requested_dtype = dtype
         self.max_iter, self.optimizer = int(max_iter), optimizer
+        if optimizer is not None:
+            from .core.optimizers import optimizer_kind
+
+            optimizer_kind(optimizer)  # a clear error for an object that is not an optimizer
+        self.trace = bool(trace)
         self.offset_arg, self.data_name = offset_arg, data_name
         self._data = self._cross_products = self._dense = self._plan = None
 
@@ -100,9 +105,26 @@ class Model:
     def for_design(self, design: Design, **changes) -> "Model":
         """A model of the same kind (precision, options) on another design."""
         options = dict(reml=self.reml, dtype=self.requested_dtype, max_iter=self.max_iter,
-                       optimizer=self.optimizer, offset_arg=self.offset_arg, data_name=self.data_name)
+                       optimizer=self.optimizer, offset_arg=self.offset_arg, data_name=self.data_name,
+                       trace=self.trace)
         options.update(changes)
         return Model(design, **options)
+
+    @property
+    def optimizer_name(self) -> str:
+        """``"newton"`` (the default), ``"optax"`` or ``"optimistix"``."""
+        from .core.optimizers import optimizer_kind
+
+        return "newton" if self.optimizer is None else optimizer_kind(self.optimizer)
+
+    @property
+    def first_order_options(self):
+        """``core.optimizers.FirstOrderOptions`` of an optax/optimistix fit: ``max_iter`` (the default 100,
+        meant for Newton, becomes the first-order default, 10000), the trace."""
+        from .core.optimizers import FirstOrderOptions
+
+        default = FirstOrderOptions()
+        return default._replace(max_iter=self.max_iter if self.max_iter != 100 else default.max_iter, trace=self.trace)
 
     @property
     def data(self):

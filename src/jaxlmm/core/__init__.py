@@ -19,12 +19,13 @@ from .crossprod import cross_products
 from .data import CrossProducts, ModelData
 from .deviance import deviance, profiled_deviance
 from .fit import FitOutput, fit_program
-from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_optax
+from .optimize import NewtonOptions, OptimResult, minimize_newton
+from .optimizers import minimize_first_order, minimize_optax
 from .solution import Solution, linear_predictor, solve
 from .structure import ReStructure, TermSpec
 
 __all__ = [
     "CrossProducts", "FitOutput", "ModelData", "NewtonOptions", "OptimResult", "ReStructure", "Solution",
     "TermSpec", "cross_products", "deviance", "fit_program", "linear_predictor", "minimize_newton",
-    "minimize_optax", "profiled_deviance", "solve",
+    "minimize_optax", "minimize_first_order", "profiled_deviance", "solve",
 ]

@@ -21,7 +21,9 @@ from .crossprod import cross_products
 from .data import ModelData
 from .deviance import DevianceParts, profiled_deviance
 from .heritability import heritability, heritability_se
-from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_optax, value_grad_hessian
+from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_newton_traced, value_grad_hessian
+from .optimizers import FirstOrderOptions, minimize_first_order
+from .trace import Trace
 from .solution import Estimates, Solution, estimates, linear_predictor, solve
 
 
@@ -29,6 +31,7 @@ class FitOutput(NamedTuple):
     optim: OptimResult
     solution: Solution
     fitted: jnp.ndarray
+    trace: Trace | None = None
 
 
 def _large_dense(structure, p: int) -> bool:
@@ -37,19 +40,32 @@ def _large_dense(structure, p: int) -> bool:
     return structure.q_dense + p + 1 > RECURSIVE_MAX
 
 
+def _minimize(cp, theta0, reml: bool, options, optimizer=None):
+    """``(OptimResult, Trace or None)``: Newton (``options``: ``NewtonOptions``) or a first-order
+    ``optimizer`` (``options``: ``FirstOrderOptions``) on the profiled criterion of ``cp``."""
+    lower = jnp.asarray(cp.structure.lower_bounds(), dtype=theta0.dtype)
+    objective = partial(profiled_deviance, cp=cp, reml=reml)
+    if optimizer is not None:
+        return minimize_first_order(objective, theta0, lower, optimizer, options, cp.structure.reflections())
+    if _large_dense(cp.structure, cp.p):
+        options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
+    if options.trace:
+        return minimize_newton_traced(objective, theta0, lower, options, cp.structure.reflections())
+    return minimize_newton(objective, theta0, lower, options, cp.structure.reflections()), None
+
+
 def _fit(data: ModelData, theta0, reml: bool, options, optimizer=None) -> FitOutput:
     cp = cross_products(data)
-    if optimizer is None and _large_dense(data.structure, data.p):
-        options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
-    lower = jnp.asarray(data.structure.lower_bounds(), dtype=theta0.dtype)
-    objective = partial(profiled_deviance, cp=cp, reml=reml)
-    if optimizer is None:
-        res = minimize_newton(objective, theta0, lower, options, data.structure.reflections())
-    else:
-        res = minimize_optax(objective, theta0, lower, optimizer, **dict(options))
+    res, trace = _minimize(cp, theta0, reml, options, optimizer)
     sol = solve(res.theta, cp, reml, data.transforms)
     fitted = linear_predictor(data, sol.beta, sol.b)
-    return FitOutput(res, sol, fitted)
+    return FitOutput(res, sol, fitted, trace)
+
+
+# On a CPU the programs use XLA's classic LLVM IR emitters: the newer fusion emitters (MLIR) compile
+# the batch program's many small fusions much more slowly, for a slightly faster warm run (the figures
+# are in benchmarks/results/xla_flag_cpu.md).  Other backends ignore the option.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 @partial(jax.jit, static_argnames=("reml", "options"))
@@ -68,10 +84,22 @@ def run_fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonO
     return aot.call("fit_program", _fit, (data, theta0), dict(reml=reml, options=options))
 
 
-@partial(jax.jit, static_argnames=("reml", "optimizer", "options"))
-def fit_program_optax(data: ModelData, theta0, optimizer, reml: bool = True, options: tuple = ()) -> FitOutput:
-    """Fit one response with an optax optimizer (``options``: max_iter, gtol as pairs)."""
+def _fit_first_order(data: ModelData, theta0, optimizer, reml: bool, options: FirstOrderOptions) -> FitOutput:
     return _fit(data, theta0, reml, options, optimizer=optimizer)
+
+
+# a first-order fit of one problem: on a CPU with XLA's backend optimizations off, as the dense
+# programs of a few problems (``dense_fit.FAST_COMPILE``): sleepstudy's L-BFGS fit compiles in about
+# half the time and runs as fast
+_FIRST_ORDER = {fast: jax.jit(_fit_first_order, static_argnames=("optimizer", "reml", "options"),
+                              compiler_options={**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
+                              if fast else None) for fast in (True, False)}
+
+
+def fit_program_optax(data: ModelData, theta0, optimizer, reml: bool = True,
+                      options: FirstOrderOptions = FirstOrderOptions()) -> FitOutput:
+    """Fit one response with an optax or optimistix optimizer (``optimizers.minimize_first_order``)."""
+    return _FIRST_ORDER[jax.default_backend() == "cpu"](data, theta0, optimizer, reml=reml, options=options)
 
 
 class BatchOutput(NamedTuple):
@@ -81,38 +109,32 @@ class BatchOutput(NamedTuple):
     estimates: Estimates
     h2: jnp.ndarray | None = None
     h2_se: jnp.ndarray | None = None
+    trace: Trace | None = None
 
 
-def _fit_estimates(cp, theta0, reml: bool, options, h2_term: int | None = None) -> BatchOutput:
-    lower = jnp.asarray(cp.structure.lower_bounds(), dtype=theta0.dtype)
-    objective = partial(profiled_deviance, cp=cp, reml=reml)
-    res = minimize_newton(objective, theta0, lower, options, cp.structure.reflections())
+def _fit_estimates(cp, theta0, reml: bool, options, h2_term: int | None = None, optimizer=None) -> BatchOutput:
+    res, trace = _minimize(cp, theta0, reml, options, optimizer)
     est = estimates(res.theta, cp, reml)
     if h2_term is None:
-        return BatchOutput(res, est)
-    _, _, H = value_grad_hessian(objective, res.theta, options.sequential_hessian)
-    return BatchOutput(res, est, heritability(res.theta, h2_term), heritability_se(res.theta, H, h2_term))
+        return BatchOutput(res, est, trace=trace)
+    objective = partial(profiled_deviance, cp=cp, reml=reml)
+    _, _, H = value_grad_hessian(objective, res.theta, getattr(options, "sequential_hessian", False))
+    return BatchOutput(res, est, heritability(res.theta, h2_term), heritability_se(res.theta, H, h2_term), trace)
 
 
-# On a CPU the programs use XLA's classic LLVM IR emitters: the newer fusion emitters (MLIR) compile
-# the batch program's many small fusions much more slowly, for a slightly faster warm run (the figures
-# are in benchmarks/results/xla_flag_cpu.md).  Other backends ignore the option.
-CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-
-
-@partial(jax.jit, static_argnames=("reml", "options", "h2_term"), compiler_options=CPU_COMPILER_OPTIONS)
-def fit_batch_program(data: ModelData, Y, W, theta0, reml: bool = True,
-                      options: NewtonOptions = NewtonOptions(), h2_term: int | None = None) -> BatchOutput:
+@partial(jax.jit, static_argnames=("reml", "options", "h2_term", "optimizer"), compiler_options=CPU_COMPILER_OPTIONS)
+def fit_batch_program(data: ModelData, Y, W, theta0, reml: bool = True, options: NewtonOptions = NewtonOptions(),
+                      h2_term: int | None = None, optimizer=None) -> BatchOutput:
     """Fit T responses ``Y`` (T, n) with weights ``W`` (T, n) sharing one design.
 
     The cross-products of all traits come from a few matrix products with the
     shared design (``batch_cross_products``); the single-trait optimizer is then
     vmapped over traits: one program for the whole batch, each trait with its
-    own weights (0 = missing) and starting value ``theta0`` (T, k).  With
+    own weights (0 = missing) and starting value ``theta0`` (T, k).  ``optimizer`` (an optax
+    or optimistix one, ``options`` then ``FirstOrderOptions``) replaces Newton.  With
     ``h2_term`` (all terms scalar) it also returns the heritability of that
     term and its delta-method SE (``core.heritability``).
     """
     cp = batch_cross_products(data, Y, W)
-    if _large_dense(data.structure, data.p):
-        options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
-    return jax.vmap(_fit_estimates, in_axes=(0, 0, None, None, None))(cp, theta0, reml, options, h2_term)
+    fit_one = partial(_fit_estimates, reml=reml, options=options, h2_term=h2_term, optimizer=optimizer)
+    return jax.vmap(fit_one)(cp, theta0)

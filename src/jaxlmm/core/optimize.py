@@ -32,7 +32,7 @@ gradient and Hessian from autodiff:
 
 Everything runs in ``lax.while_loop``; failures are status codes, never
 exceptions, so one bad problem in a vmapped batch does not stop the others.
-Any optax optimizer can be used instead (``minimize_optax``).
+Any optax or optimistix optimizer can be used instead (``optimizers.minimize_first_order``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from jax import lax
 
 from . import linalg
 from .carry import tie
+from .trace import Trace, projected_gradient
 
 from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE  # noqa: F401
 
@@ -72,6 +73,7 @@ class NewtonOptions(NamedTuple):
     interior: float = 0.0    # > 0: a trial keeps bounded components above this fraction of their distance to
     # the bound (unless within interior_min of it); for large models, whose Hessians are costly
     interior_min: float = 1e-2
+    trace: bool = False      # record the path (``trace.Trace``; ``minimize_newton_traced``)
 
 
 class Tolerances(NamedTuple):
@@ -129,10 +131,6 @@ def value_grad_hessian(fun: Callable, x: jnp.ndarray, sequential: bool | str = F
     return f, g, 0.5 * (H + H.T)
 
 
-def _project(x, lower):
-    return jnp.maximum(x, lower)
-
-
 def _newton_direction(x, g, H, free, at_bound):
     """Descent directions on the free set, as a function of a damping ``mu >= 0``, and whether
     ``H_ff`` is positive definite.
@@ -174,6 +172,18 @@ def _newton_direction(x, g, H, free, at_bound):
 
 def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
                     options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None) -> OptimResult:
+    """Projected Newton minimization of ``fun`` subject to ``x >= lower`` (``_newton_loop``)."""
+    return _newton_loop(fun, x0, lower, options, reflections, fixed)[0]
+
+
+def minimize_newton_traced(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
+                           options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None):
+    """``minimize_newton`` and its path: ``(OptimResult, trace.Trace)`` (``options.trace`` is set)."""
+    return _newton_loop(fun, x0, lower, options._replace(trace=True), reflections, fixed)
+
+
+def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: NewtonOptions, reflections=None,
+                 fixed=None):
     """Projected Newton minimization of ``fun`` subject to ``x >= lower``.
 
     Each outer iteration evaluates f, g and H once at the current point; the
@@ -275,49 +285,28 @@ def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
         done = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
         status = jnp.where(~finite, NONFINITE, jnp.where(
             converged, CONVERGED, jnp.where(ls_ok, MAX_ITER, jnp.where(step < 1e-5, CONVERGED, LINE_SEARCH_FAILED))))
-        return dict(x=jnp.where(moved, x_new, x), f=f, g=g, it=it + 1, status=status.astype(jnp.int32), done=done,
-                    step=step, n_small=n_small)
+        new = dict(x=jnp.where(moved, x_new, x), f=f, g=g, it=it + 1, status=status.astype(jnp.int32), done=done,
+                   step=step, n_small=n_small)
+        if opt.trace:
+            pg = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
+            new["moved"] = jnp.where(moved, jnp.max(jnp.abs(x_new - x)), 0.0)
+            new["trace"] = state["trace"].record(it, x, f, pg, state["moved"])
+        return new
 
-    k = x0.shape[0]
-    init = dict(x=x0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros(k, dtype), it=jnp.zeros((), jnp.int32),
-                status=jnp.asarray(MAX_ITER, jnp.int32), done=jnp.zeros((), bool),
-                step=jnp.asarray(jnp.inf, dtype), n_small=jnp.zeros((), jnp.int32))
-    init = {name: value if name == "x" else tie(value, x0) for name, value in init.items()}
-    out = lax.while_loop(cond, body, init)
+    out = lax.while_loop(cond, body, _newton_start(x0, opt))
     # the reported f and g belong to the last evaluated point; a final accepted
     # step (max_iter reached) leaves them one step behind, which only happens
     # when the fit has not converged.
-    return OptimResult(out["x"], out["f"], out["g"], out["it"], out["status"].astype(jnp.int32), out["step"])
+    res = OptimResult(out["x"], out["f"], out["g"], out["it"], out["status"].astype(jnp.int32), out["step"])
+    return res, out.get("trace")
 
 
-def minimize_optax(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, optimizer,
-                   max_iter: int = 20000, gtol: float = 1e-6) -> OptimResult:
-    """Minimize with any optax ``GradientTransformation``, projecting onto ``x >= lower``.
-
-    Converged when the projected gradient is below ``gtol * (1 + |f|)``.
-    """
-    import optax
-
-    bounded = jnp.isfinite(lower)
-    vg = jax.value_and_grad(fun)
-
-    def projected_grad(x, g):
-        return jnp.where(bounded & (x <= lower) & (g > 0), 0.0, g)
-
-    def cond(state):
-        x, s, f, g, it, done = state
-        return (~done) & (it < max_iter)
-
-    def body(state):
-        x, s, f, g, it, done = state
-        updates, s = optimizer.update(g, s, x)
-        x = _project(optax.apply_updates(x, updates), lower)
-        f, g = vg(x)
-        done = jnp.max(jnp.abs(projected_grad(x, g))) <= gtol * (1.0 + jnp.abs(f))
-        return (x, s, f, g, it + 1, done)
-
-    f0, g0 = vg(x0)
-    init = (x0, optimizer.init(x0), f0, g0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    x, _, f, g, it, done = lax.while_loop(cond, body, init)
-    status = jnp.where(jnp.isfinite(f), jnp.where(done, CONVERGED, MAX_ITER), NONFINITE)
-    return OptimResult(x, f, g, it, status, jnp.max(jnp.abs(projected_grad(x, g))))
+def _newton_start(x0, opt: NewtonOptions) -> dict:
+    k, dtype = x0.shape[0], x0.dtype
+    init = dict(x=x0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros(k, dtype), it=jnp.zeros((), jnp.int32),
+                status=jnp.asarray(MAX_ITER, jnp.int32), done=jnp.zeros((), bool),
+                step=jnp.asarray(jnp.inf, dtype), n_small=jnp.zeros((), jnp.int32))
+    if opt.trace:
+        init.update(moved=jnp.asarray(jnp.nan, dtype), trace=Trace.empty(opt.max_iter + 1, k, dtype))
+    return {name: value if name == "x" else jax.tree_util.tree_map(lambda a: tie(a, x0), value)
+            for name, value in init.items()}

@@ -72,7 +72,8 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False
     dropped (their count is in ``.attrs["failed"]``).
     """
     Y = simulate(fit, nsim, seed, use_u)
-    batch = fit.model.fit_many(Y, start=fit.theta, chunk_size=chunk_size, progress=progress)
+    model = fit.model.sibling(trace=False) if getattr(fit.model, "trace", False) else fit.model  # no paths
+    batch = model.fit_many(Y, start=fit.theta, chunk_size=chunk_size, progress=progress)
     table = func(batch) if func is not None else replicate_table(batch)
     ok = batch.converged.to_numpy()
     table = table.loc[ok].reset_index(drop=True) if len(table) == len(ok) else table

@@ -14,6 +14,8 @@ inside the functions, so ``import jaxlmm`` never needs it; install it with
 ``bootstrap(frame)``        histograms of ``bootMer(m, FUN)$t``
 ``batch_histogram(batch)``  ``hist()`` of a per-trait variance ratio (heritability)
 ``convergence(batch)``      overview of the optimizer's status over many traits
+``convergence(fit)``        the optimizer's path of a fit with ``trace=True`` (or a dict
+                            of fits / ``optimizer_trace`` frames to compare optimizers)
 ==========================  =========================================================
 """
 

@@ -86,8 +86,11 @@ def batch_histogram(batch, what="h2", bins: int = 40):
     return fig
 
 
-def convergence(batch):
+def convergence(batch, **kwargs):
     """Overview of the fits of a batch: status counts, singular fits, iterations, gradient norms.
+
+    Given a fit with ``trace=True``, its ``optimizer_trace``, or a dict of them (or a batch
+    with ``paths=True``), it draws the optimizer's path instead (``trace_plots.optimizer_paths``).
 
     lme4 has no single equivalent: over a list of fits one would tabulate
     ``m@optinfo$conv``, ``isSingular(m)``, ``m@optinfo$feval`` and the
@@ -97,6 +100,10 @@ def convergence(batch):
     a histogram of ``log10`` of the largest absolute gradient element at the
     estimate.
     """
+    if kwargs.pop("paths", False) or not hasattr(batch, "diagnostics"):
+        from .trace_plots import optimizer_paths
+
+        return optimizer_paths(batch, **kwargs)
     plt = _pyplot()
     d = batch.diagnostics
     fig, axes = plt.subplots(2, 2, figsize=(10.0, 6.5))

@@ -127,6 +127,18 @@ class BatchResult:
         return self._series(self._masked(np.max(np.abs(np.where(at_bound, 0.0, g)), axis=1)), "grad_norm")
 
     @property
+    def optimizer_trace(self) -> pd.DataFrame:
+        """Each trait's optimizer path (a batch fitted with ``trace=True``; traits of the general path):
+        ``trait``, ``iteration``, ``criterion``, ``grad_norm``, ``step`` and theta."""
+        from .optimizer_trace import NOT_TRACED, batch_trace_frame
+
+        traces = self._out.get("trace")
+        if traces is None:
+            raise ValueError(NOT_TRACED)
+        name = "newton" if self.model is None or self.model.optimizer is None else self.model.optimizer_name
+        return batch_trace_frame(traces, self.traits, self.theta_names, name)
+
+    @property
     def h2(self) -> pd.Series:
         """Heritability per trait: the first relationship-matrix term's variance over the total
         (``sigma_g^2 / (sigma_g^2 + sigma_e^2)`` with one term; NaN without such a term or with

@@ -155,6 +155,17 @@ class LmerResult:
         return int(self._out.optim.n_iter)
 
     @property
+    def optimizer_trace(self):
+        """The optimizer's path (a fit with ``trace=True``): one row per iterate with the criterion, the
+        largest projected-gradient component, the step and theta (``results.optimizer_trace``)."""
+        from .optimizer_trace import NOT_TRACED, trace_frame
+
+        trace = getattr(self._out, "trace", None)
+        if trace is None:
+            raise ValueError(NOT_TRACED)
+        return trace_frame(trace, self.model.theta_names, self.optimizer)
+
+    @property
     def grad(self) -> np.ndarray:
         """Gradient of the criterion with respect to theta at the estimate."""
         return np.asarray(self._out.optim.grad)
