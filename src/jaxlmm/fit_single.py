@@ -102,6 +102,9 @@ def _fit_marginal(model, start, warn: bool, verbose: bool):
     from .marginal_entry import fit_marginal_model
     from .results.structured_result import StructuredResult
 
+    if model.optimizer is not None or getattr(model, "trace", False):
+        raise errors.JaxlmmError("models with structured covariances or dispformula are fitted by the projected "
+                                 "Newton method only (optimizer= and trace= are not available for them yet)")
     started = time.perf_counter()
     fit = StructuredResult(model, fit_marginal_model(model, start), optimizer="newton")
     if verbose:
