@@ -48,6 +48,8 @@ _EXPORTS = {
     "enable_compilation_cache": "_config",
     "configure_xla": "_config",
     "FactorizationPlan": "model.plan",
+    "scan": "scan",
+    "read_plink": "model.plink",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,279 @@
+"""Association scans: every marker x every trait, GEMMA's ``-lmm 4`` statistics on K's eigenbasis.
+
+Model of trait t on its observed individuals O (covariates W, n_O x c; marker x):
+
+    y_O = W_O alpha + x_O beta + u_O + e,   u ~ N(0, sigma_g^2 K_OO),   e ~ N(0, sigma_e^2 I),
+
+with ``lambda = sigma_g^2 / sigma_e^2``.  As GEMMA does, each trait's individuals
+with a missing value are dropped and K is restricted to the rest -- exactly,
+with one static shape for every trait: ``K_t = D_O K D_O`` (``D_O`` the 0/1
+diagonal of observed rows) has the eigenvalues of ``K_OO`` and a zero for each
+missing row, and every data column is zero on the missing rows, so the sums
+below over all n eigenpairs equal those over K_OO's.  With
+``K_t = U diag(d) U^T`` and the rotated columns ``r_a = U^T a``,
+``H = I + lambda diag(d)`` and the Gram matrix of ``Q = [W, x, y]``
+
+    M(lambda) = Q^T U H^{-1} U^T Q = sum_i r_i r_i^T / (1 + lambda d_i),
+
+whose Cholesky factor ``[[R_W, 0, 0], [., a, 0], [., b, c]]`` gives (GEMMA's
+``P_xx = a^2``, ``P_xy = a b``, ``P_yy = b^2 + c^2`` after projecting out W,
+``Px_yy = c^2`` after W and x):
+
+    REML log-lik = k_R - 1/2 sum_i log(1 + lambda d_i) - 1/2 log det(X^T V^{-1} X) - df_R/2 log Px_yy
+    ML log-lik   = k_M - 1/2 sum_i log(1 + lambda d_i) - n_O/2 log Px_yy,
+    k_R = df_R/2 (log df_R - log 2 pi - 1),  k_M = n_O/2 (log n_O - log 2 pi - 1),
+
+``X = [W, x]`` and ``df_R = n_O - c - 1`` (``n_O - c`` and ``X = W`` for the null
+model without x).  lambda maximizes these on ``log lambda in [log 1e-5, log 1e5]``
+(GEMMA's range): the derivative is evaluated on GEMMA's grid of ten intervals,
+the interval with a sign change (+ to -) whose ends have the largest
+log-likelihood is searched by Newton's method safeguarded by bisection, and the
+optimum is compared with both ends of the range.  Then, with ``df = n_O - c - 1``:
+
+    beta = b / a,   se = c / (a sqrt(df)),                    (at the REML lambda of the alternative)
+    Wald  F = (beta / se)^2 ~ F(1, df)
+    score F = n_O b^2 / (b^2 + c^2) ~ F(1, df)                (at the null model's REML lambda)
+    LRT   chi2 = 2 (ML log-lik(H1) - ML log-lik(H0)) ~ chi2(1) (each at its own ML lambda)
+
+(``mode="null"`` keeps lambda at the null model's REML value for beta, se and
+Wald, and the null's ML lambda for the LRT: EMMAX/P3D.)  Missing genotypes of
+an observed individual are set to the marker's mean over the trait's observed
+individuals, as GEMMA does.  Markers are processed in chunks of a static size,
+traits vmapped; the p-values are computed on the host from these statistics.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import numpy as np
+
+from . import linalg
+from .scan_expansion import Expansion, evaluate, gram_coefficients, weight_coefficients, with_derivatives
+from .status import CONVERGED as SNP_OK
+from .status import MONOMORPHIC as SNP_MONOMORPHIC
+from .status import NO_GENOTYPES as SNP_NO_GENOTYPES
+
+LAMBDA_MIN = 1e-5
+LAMBDA_MAX = 1e5
+N_REGION = 10
+NEWTON_ITER = 40
+NEWTON_TOL = 1e-9
+
+
+class TraitBasis(NamedTuple):
+    """One trait's eigenbasis and null model (a leading trait axis when batched)."""
+
+    U: jnp.ndarray           # (n, n) eigenvectors of D_O K D_O
+    d: jnp.ndarray           # (n,) its eigenvalues (0 on the missing rows' directions)
+    Rb: jnp.ndarray          # (n, c + 1) U^T [W, y], zero on missing rows before rotating
+    observed: jnp.ndarray    # (n,) 1.0 where the trait is observed
+    n_obs: jnp.ndarray       # ()
+    lambda_reml: jnp.ndarray  # () null model's REML lambda
+    lambda_ml: jnp.ndarray   # () null model's ML lambda
+    loglik_ml: jnp.ndarray   # () null model's ML log-likelihood
+    beta0: jnp.ndarray       # (c,) null model's GLS coefficients at lambda_reml
+
+
+class ScanStats(NamedTuple):
+    """Per trait and marker: the tests' statistics (p-values come from them on the host)."""
+
+    beta: jnp.ndarray
+    se: jnp.ndarray
+    lambda_reml: jnp.ndarray
+    f_wald: jnp.ndarray
+    f_score: jnp.ndarray
+    chi2_lrt: jnp.ndarray
+    af: jnp.ndarray
+    n_miss: jnp.ndarray
+    status: jnp.ndarray
+
+
+def _constants(n, df, reml: bool):
+    m = df if reml else n
+    return 0.5 * m * (jnp.log(m) - jnp.log(2.0 * jnp.pi) - 1.0)
+
+
+def _weights(t, d):
+    """``w_i = 1 / (1 + e^t d_i)`` (n, S) and ``sum_i log(1 + e^t d_i)`` (S,) at ``t`` (S,)."""
+    lam_d = jnp.exp(t)[None, :] * d[:, None]
+    return 1.0 / (1.0 + lam_d), jnp.sum(jnp.log1p(lam_d), axis=0)
+
+
+def _gram(w, Rb, rx):
+    """``sum_i w_i q_i q_i^T`` (S, k, k) of the columns ``[W, x, y]`` (``[W, y]`` when ``rx`` is None)."""
+    c1 = Rb.shape[1]
+    pairs = (Rb[:, :, None] * Rb[:, None, :]).reshape(Rb.shape[0], c1 * c1)
+    Mbb = (pairs.T @ w).T.reshape(-1, c1, c1)                               # (S, c+1, c+1)
+    if rx is None:
+        return Mbb
+    rxw = rx * w
+    Mxb = rxw.T @ Rb                                                        # (S, c+1)
+    Mxx = jnp.sum(rx * rxw, axis=0)                                         # (S,)
+    c = c1 - 1
+    col_w = jnp.concatenate([Mbb[:, :c, :c], Mxb[:, None, :c], Mbb[:, c:, :c]], axis=1)   # rows W, x, y
+    col_x = jnp.concatenate([Mxb[:, :c], Mxx[:, None], Mxb[:, c:]], axis=1)[:, :, None]
+    col_y = jnp.concatenate([Mbb[:, :c, c:], Mxb[:, None, c:], Mbb[:, c:, c:]], axis=1)
+    return jnp.concatenate([col_w, col_x, col_y], axis=2)
+
+
+def _loglik_from_gram(M, logdet_h, n_obs, reml: bool):
+    """REML or ML log-likelihood (GEMMA's) from ``M`` (S, k, k) whose last column is y."""
+    L = linalg.cholesky(M)
+    k = M.shape[-1]
+    diag = linalg.diag(L)
+    px_yy = diag[:, k - 1] ** 2
+    df = n_obs - (k - 1)
+    if reml:
+        logdet_x = 2.0 * jnp.sum(jnp.log(diag[:, :k - 1]), axis=1)
+        return _constants(n_obs, df, True) - 0.5 * logdet_h - 0.5 * logdet_x - 0.5 * df * jnp.log(px_yy)
+    return _constants(n_obs, df, False) - 0.5 * logdet_h - 0.5 * n_obs * jnp.log(px_yy)
+
+
+def loglik(t, d, Rb, rx, n_obs, reml: bool):
+    """Log-likelihood of each lane (marker) at ``log lambda = t`` (S,) from the exact weights;
+    ``rx`` None for the null model."""
+    w, logdet_h = _weights(t, d)
+    return _loglik_from_gram(_gram(w, Rb, rx), logdet_h, n_obs, reml)
+
+
+def expanded_loglik(d, Rb, rx, n_obs, reml: bool):
+    """``f(t, order=k)``: the log-likelihood and its first k derivatives from the Chebyshev expansion
+    (``scan_expansion.py``), for the search of lambda."""
+    lo, hi = float(np.log(LAMBDA_MIN)), float(np.log(LAMBDA_MAX))
+    Wc, ld = weight_coefficients(d, lo, hi)
+    expansion = Expansion(gram_coefficients(Wc, Rb, rx), ld, lo, hi)
+
+    def value(t):
+        M, logdet_h = evaluate(t, expansion)
+        return _loglik_from_gram(M, logdet_h, n_obs, reml)
+
+    return lambda t, order=0: with_derivatives(value, t, order)
+
+
+def maximize_log_lambda(f, n_lanes: int, dtype):
+    """GEMMA's search for the maximum over ``log lambda`` in ``[log 1e-5, log 1e5]``, per lane.
+
+    ``f(t, order=k)`` gives the log-likelihood and its first ``order`` derivatives.  Returns ``(t, f(t))``.
+    """
+    lo, hi = jnp.log(LAMBDA_MIN), jnp.log(LAMBDA_MAX)
+    grid = jnp.linspace(lo, hi, N_REGION + 1, dtype=dtype)
+    ones = jnp.ones((n_lanes,), dtype)
+    vals, ders = jax.lax.map(lambda s: f(s * ones, order=1), grid)                # (G, S)
+    rising = (ders[:-1] > 0) & (ders[1:] <= 0)
+    height = jnp.where(rising, jnp.maximum(vals[:-1], vals[1:]), -jnp.inf)
+    j = jnp.argmax(height, axis=0)
+    found = jnp.any(rising, axis=0)
+    a0, b0 = grid[j], grid[j + 1]
+
+    def step(carry):
+        t, a, b, it, _ = carry
+        _, g, h = f(t, order=2)
+        a = jnp.where(g > 0, t, a)
+        b = jnp.where(g > 0, b, t)
+        newton = t - g / jnp.where(h < 0, h, -1.0)
+        inside = (h < 0) & (newton > a) & (newton < b)
+        t_new = jnp.where(inside, newton, 0.5 * (a + b))
+        moved = jnp.max(jnp.where(found & jnp.isfinite(t_new), jnp.abs(t_new - t), 0.0))
+        return t_new, a, b, it + 1, moved
+
+    def running(carry):
+        return (carry[3] < NEWTON_ITER) & (carry[4] > NEWTON_TOL)
+
+    t0 = 0.5 * (a0 + b0)
+    t, *_ = jax.lax.while_loop(running, step, (t0, a0, b0, 0, jnp.asarray(jnp.inf, dtype)))
+    ft = jnp.where(found, f(t, order=0), -jnp.inf)
+    ends = jnp.where(vals[0] >= vals[-1], lo, hi)
+    f_ends = jnp.maximum(vals[0], vals[-1])
+    best_end = f_ends > ft
+    return jnp.where(best_end, ends, t), jnp.where(best_end, f_ends, ft)
+
+
+def trait_basis(K, W, y, observed) -> TraitBasis:
+    """One trait's ``TraitBasis``: ``K`` (n, n), covariates ``W`` (n, c), ``y`` (n,) with 0 where missing,
+    ``observed`` (n,) 0/1."""
+    Kt = K * observed[:, None] * observed[None, :]
+    d, U = jnp.linalg.eigh(Kt)
+    d = jnp.maximum(d, 0.0)
+    Rb = U.T @ (jnp.concatenate([W, y[:, None]], axis=1) * observed[:, None])
+    n_obs = jnp.sum(observed)
+    t_reml, _ = maximize_log_lambda(expanded_loglik(d, Rb, None, n_obs, True), 1, d.dtype)
+    t_ml, _ = maximize_log_lambda(expanded_loglik(d, Rb, None, n_obs, False), 1, d.dtype)
+    ll_ml = loglik(t_ml, d, Rb, None, n_obs, False)
+    M = _gram(_weights(t_reml, d)[0], Rb, None)
+    c = W.shape[1]
+    beta0 = jnp.linalg.solve(M[0, :c, :c], M[0, :c, c])
+    return TraitBasis(U, d, Rb, observed, n_obs, jnp.exp(t_reml[0]), jnp.exp(t_ml[0]), ll_ml[0], beta0)
+
+
+def impute_and_rotate(G, basis: TraitBasis):
+    """Markers ``G`` (n, S; NaN = missing) on one trait's observed rows, missing values set to the
+    marker's observed mean, rotated: ``(U^T x, af, n_miss, status)``."""
+    obs = basis.observed[:, None] > 0
+    known = obs & ~jnp.isnan(G)
+    count = jnp.sum(known, axis=0)
+    mean = jnp.sum(jnp.where(known, G, 0.0), axis=0) / jnp.maximum(count, 1)
+    x = jnp.where(known, G, mean[None, :]) * basis.observed[:, None]
+    spread = jnp.max(jnp.where(known, G, -jnp.inf), axis=0) - jnp.min(jnp.where(known, G, jnp.inf), axis=0)
+    status = jnp.where(count == 0, SNP_NO_GENOTYPES, jnp.where(spread > 0, SNP_OK, SNP_MONOMORPHIC))
+    n_miss = jnp.sum(obs & jnp.isnan(G), axis=0)
+    return basis.U.T @ x, mean / 2.0, n_miss, status
+
+
+def _tests_at(t, basis: TraitBasis, rx):
+    """beta, se, the Wald F and the score F at ``log lambda = t`` (S,)."""
+    M = _gram(_weights(t, basis.d)[0], basis.Rb, rx)
+    L = linalg.cholesky(M)
+    k = M.shape[-1]
+    a, b, c = L[:, k - 2, k - 2], L[:, k - 1, k - 2], L[:, k - 1, k - 1]
+    df = basis.n_obs - (k - 2) - 1
+    beta = b / a
+    se = c / (a * jnp.sqrt(df))
+    return beta, se, (beta / se) ** 2, basis.n_obs * b ** 2 / (b ** 2 + c ** 2)
+
+
+def scan_one(basis: TraitBasis, G, mode: str, lrt: bool) -> ScanStats:
+    """One trait's statistics for the markers ``G`` (n, S)."""
+    rx, af, n_miss, status = impute_and_rotate(G, basis)
+    S = G.shape[1]
+    dtype = basis.d.dtype
+    t_null = jnp.full((S,), jnp.log(basis.lambda_reml), dtype)
+    _, _, _, f_score = _tests_at(jnp.full((S,), jnp.log(basis.lambda_ml), dtype), basis, rx)
+    if mode == "exact":
+        reml = expanded_loglik(basis.d, basis.Rb, rx, basis.n_obs, True)
+        t_alt, _ = maximize_log_lambda(reml, S, dtype)
+    else:
+        t_alt = t_null
+    beta, se, f_wald, _ = _tests_at(t_alt, basis, rx)
+    chi2 = jnp.full((S,), jnp.nan, dtype)
+    if lrt:
+        if mode == "exact":
+            t_ml, _ = maximize_log_lambda(expanded_loglik(basis.d, basis.Rb, rx, basis.n_obs, False), S, dtype)
+        else:
+            t_ml = jnp.full((S,), jnp.log(basis.lambda_ml), dtype)
+        ll1 = loglik(t_ml, basis.d, basis.Rb, rx, basis.n_obs, False)
+        chi2 = jnp.maximum(2.0 * (ll1 - basis.loglik_ml), 0.0)
+    ok = status == SNP_OK
+    nan = jnp.nan
+
+    def keep(v):
+        return jnp.where(ok, v, nan)
+
+    return ScanStats(keep(beta), keep(se), keep(jnp.exp(t_alt)), keep(f_wald), keep(f_score), keep(chi2),
+                     jnp.where(status == SNP_NO_GENOTYPES, nan, af), n_miss, status)
+
+
+@jax.jit
+def trait_basis_program(K, W, Y, observed) -> TraitBasis:
+    """``trait_basis`` for T traits: ``Y`` and ``observed`` (T, n)."""
+    return jax.vmap(trait_basis, in_axes=(None, None, 0, 0))(K, W, Y, observed)
+
+
+@partial(jax.jit, static_argnames=("mode", "lrt"))
+def scan_chunk_program(basis: TraitBasis, G, mode: str = "exact", lrt: bool = True) -> ScanStats:
+    """``scan_one`` for a chunk of traits (leading axis of ``basis``) and markers ``G`` (n, S)."""
+    return jax.vmap(scan_one, in_axes=(0, None, None, None))(basis, G, mode, lrt)
