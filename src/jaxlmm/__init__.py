@@ -48,7 +48,7 @@ _EXPORTS = {
     "enable_compilation_cache": "_config",
     "configure_xla": "_config",
     "FactorizationPlan": "model.plan",
-    "scan": "scan",
+    "scan": "association",
     "read_plink": "model.plink",
 }
 

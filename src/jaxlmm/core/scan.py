@@ -7,7 +7,8 @@ Model of trait t on its observed individuals O (covariates W, n_O x c; marker x)
 with ``lambda = sigma_g^2 / sigma_e^2``.  As GEMMA does, each trait's individuals
 with a missing value are dropped and K is restricted to the rest -- exactly,
 with one static shape for every trait: ``K_t = D_O K D_O`` (``D_O`` the 0/1
-diagonal of observed rows) has the eigenvalues of ``K_OO`` and a zero for each
+diagonal of observed rows; double-centred on the observed rows, as GEMMA centres
+K, unless ``center=False``) has the eigenvalues of ``K_OO`` and a zero for each
 missing row, and every data column is zero on the missing rows, so the sums
 below over all n eigenpairs equal those over K_OO's.  With
 ``K_t = U diag(d) U^T`` and the rotated columns ``r_a = U^T a``,
@@ -193,10 +194,23 @@ def maximize_log_lambda(f, n_lanes: int, dtype):
     return jnp.where(best_end, ends, t), jnp.where(best_end, f_ends, ft)
 
 
-def trait_basis(K, W, y, observed) -> TraitBasis:
-    """One trait's ``TraitBasis``: ``K`` (n, n), covariates ``W`` (n, c), ``y`` (n,) with 0 where missing,
-    ``observed`` (n,) 0/1."""
+def observed_relmat(K, observed, center: bool):
+    """``D_O K D_O``, double-centred on the observed individuals when ``center`` (GEMMA centres K:
+    ``P K_OO P`` with ``P = I - 1 1^T / n_O``; REML, beta, se and the Wald test do not change with an
+    intercept in the model, the ML likelihood and so the LRT and score tests do)."""
     Kt = K * observed[:, None] * observed[None, :]
+    if not center:
+        return Kt
+    n_obs = jnp.sum(observed)
+    r = Kt @ observed / n_obs
+    g = observed @ r / n_obs
+    return Kt - r[:, None] * observed[None, :] - observed[:, None] * r[None, :] + g * jnp.outer(observed, observed)
+
+
+def trait_basis(K, W, y, observed, center: bool = True) -> TraitBasis:
+    """One trait's ``TraitBasis``: ``K`` (n, n), covariates ``W`` (n, c), ``y`` (n,) with 0 where missing,
+    ``observed`` (n,) 0/1; K double-centred on the observed individuals when ``center``."""
+    Kt = observed_relmat(K, observed, center)
     d, U = jnp.linalg.eigh(Kt)
     d = jnp.maximum(d, 0.0)
     Rb = U.T @ (jnp.concatenate([W, y[:, None]], axis=1) * observed[:, None])
@@ -267,10 +281,10 @@ def scan_one(basis: TraitBasis, G, mode: str, lrt: bool) -> ScanStats:
                      jnp.where(status == SNP_NO_GENOTYPES, nan, af), n_miss, status)
 
 
-@jax.jit
-def trait_basis_program(K, W, Y, observed) -> TraitBasis:
+@partial(jax.jit, static_argnames=("center",))
+def trait_basis_program(K, W, Y, observed, center: bool = True) -> TraitBasis:
     """``trait_basis`` for T traits: ``Y`` and ``observed`` (T, n)."""
-    return jax.vmap(trait_basis, in_axes=(None, None, 0, 0))(K, W, Y, observed)
+    return jax.vmap(trait_basis, in_axes=(None, None, 0, 0, None))(K, W, Y, observed, center)
 
 
 @partial(jax.jit, static_argnames=("mode", "lrt"))

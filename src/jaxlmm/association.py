@@ -35,7 +35,7 @@ GPU_SNP_CHUNK = 4096
 @float64_scope
 def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: str = "all", mode: str = "exact",
          snp_chunk: int | None = None, trait_chunk: int | None = None, progress: bool | None = None,
-         devices=None) -> pd.DataFrame:
+         devices=None, center_relmat: bool = True) -> pd.DataFrame:
     """Test every marker of ``genotypes`` for association with every trait (GEMMA ``-lmm 4``).
 
     Parameters
@@ -62,6 +62,10 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
         A progress bar over chunks (default: when standard error is a terminal).
     devices : list of jax devices, optional
         Shard the traits of a chunk over these devices (default: every local device).
+    center_relmat : bool
+        Double-centre K on each trait's observed individuals, as GEMMA does (default).  REML, lambda,
+        beta, se and the Wald test do not depend on it (the model has an intercept); the ML likelihood,
+        and so the LRT and score tests, do.  False uses K as given (as ``lmer(relmat=)``).
 
     Returns
     -------
@@ -77,7 +81,7 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
 
     problem = scan_problem(formula, data, relmat, responses, as_genotypes(genotypes))
     stats = run_scan(problem, mode=mode, lrt=test in ("all", "lrt"), snp_chunk=snp_chunk,
-                     trait_chunk=trait_chunk, progress=progress, devices=devices)
+                     trait_chunk=trait_chunk, progress=progress, devices=devices, center=center_relmat)
     return results_frame(problem, stats, test)
 
 
@@ -136,7 +140,7 @@ def trait_checks(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 
 
 def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trait_chunk=None, progress=None,
-             devices=None) -> dict:
+             devices=None, center: bool = True) -> dict:
     """Statistics (name -> (T, n_snps) array) of every trait and marker, chunk by chunk."""
     import jax
 
@@ -165,7 +169,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
         Yc = problem.Y[:, take].T
         per_trait = put((jax.numpy.asarray(np.nan_to_num(Yc)), jax.numpy.asarray((~np.isnan(Yc)).astype(float))),
                         mesh, True)
-        basis = trait_basis_program(K, X, *per_trait)
+        basis = trait_basis_program(K, X, *per_trait, center=center)
         for start, stop, G in cache:
             stats = jax.device_get(scan_chunk_program(basis, G, mode=mode, lrt=lrt))
             for name, values in stats._asdict().items():
