@@ -142,15 +142,19 @@ def loglik(t, d, Rb, rx, n_obs, reml: bool):
     return _loglik_from_gram(_gram(w, Rb, rx), logdet_h, n_obs, reml)
 
 
-def expanded_loglik(d, Rb, rx, n_obs, reml: bool):
-    """``f(t, order=k)``: the log-likelihood and its first k derivatives from the Chebyshev expansion
-    (``scan_expansion.py``), for the search of lambda."""
+def expansion(d, Rb, rx) -> Expansion:
+    """The Chebyshev expansion (``scan_expansion.py``) of the Gram matrices on GEMMA's lambda range."""
     lo, hi = float(np.log(LAMBDA_MIN)), float(np.log(LAMBDA_MAX))
     Wc, ld = weight_coefficients(d, lo, hi)
-    expansion = Expansion(gram_coefficients(Wc, Rb, rx), ld, lo, hi)
+    return Expansion(gram_coefficients(Wc, Rb, rx), ld, lo, hi)
+
+
+def expanded_loglik(exp: Expansion, n_obs, reml: bool):
+    """``f(t, order=k)``: the log-likelihood and its first k derivatives from the expansion, for the
+    search of lambda (REML and ML share one expansion)."""
 
     def value(t):
-        M, logdet_h = evaluate(t, expansion)
+        M, logdet_h = evaluate(t, exp)
         return _loglik_from_gram(M, logdet_h, n_obs, reml)
 
     return lambda t, order=0: with_derivatives(value, t, order)
@@ -215,8 +219,9 @@ def trait_basis(K, W, y, observed, center: bool = True) -> TraitBasis:
     d = jnp.maximum(d, 0.0)
     Rb = U.T @ (jnp.concatenate([W, y[:, None]], axis=1) * observed[:, None])
     n_obs = jnp.sum(observed)
-    t_reml, _ = maximize_log_lambda(expanded_loglik(d, Rb, None, n_obs, True), 1, d.dtype)
-    t_ml, _ = maximize_log_lambda(expanded_loglik(d, Rb, None, n_obs, False), 1, d.dtype)
+    exp = expansion(d, Rb, None)
+    t_reml, _ = maximize_log_lambda(expanded_loglik(exp, n_obs, True), 1, d.dtype)
+    t_ml, _ = maximize_log_lambda(expanded_loglik(exp, n_obs, False), 1, d.dtype)
     ll_ml = loglik(t_ml, d, Rb, None, n_obs, False)
     M = _gram(_weights(t_reml, d)[0], Rb, None)
     c = W.shape[1]
@@ -257,16 +262,16 @@ def scan_one(basis: TraitBasis, G, mode: str, lrt: bool) -> ScanStats:
     dtype = basis.d.dtype
     t_null = jnp.full((S,), jnp.log(basis.lambda_reml), dtype)
     _, _, _, f_score = _tests_at(jnp.full((S,), jnp.log(basis.lambda_ml), dtype), basis, rx)
+    exp = expansion(basis.d, basis.Rb, rx) if mode == "exact" else None
     if mode == "exact":
-        reml = expanded_loglik(basis.d, basis.Rb, rx, basis.n_obs, True)
-        t_alt, _ = maximize_log_lambda(reml, S, dtype)
+        t_alt, _ = maximize_log_lambda(expanded_loglik(exp, basis.n_obs, True), S, dtype)
     else:
         t_alt = t_null
     beta, se, f_wald, _ = _tests_at(t_alt, basis, rx)
     chi2 = jnp.full((S,), jnp.nan, dtype)
     if lrt:
         if mode == "exact":
-            t_ml, _ = maximize_log_lambda(expanded_loglik(basis.d, basis.Rb, rx, basis.n_obs, False), S, dtype)
+            t_ml, _ = maximize_log_lambda(expanded_loglik(exp, basis.n_obs, False), S, dtype)
         else:
             t_ml = jnp.full((S,), jnp.log(basis.lambda_ml), dtype)
         ll1 = loglik(t_ml, basis.d, basis.Rb, rx, basis.n_obs, False)
@@ -284,10 +289,19 @@ def scan_one(basis: TraitBasis, G, mode: str, lrt: bool) -> ScanStats:
 @partial(jax.jit, static_argnames=("center",))
 def trait_basis_program(K, W, Y, observed, center: bool = True) -> TraitBasis:
     """``trait_basis`` for T traits: ``Y`` and ``observed`` (T, n)."""
+    if Y.shape[0] == 1:  # one trait (a CPU's chunk): no batch dimension in the products
+        return _lead(trait_basis(K, W, Y[0], observed[0], center))
     return jax.vmap(trait_basis, in_axes=(None, None, 0, 0, None))(K, W, Y, observed, center)
 
 
 @partial(jax.jit, static_argnames=("mode", "lrt"))
 def scan_chunk_program(basis: TraitBasis, G, mode: str = "exact", lrt: bool = True) -> ScanStats:
     """``scan_one`` for a chunk of traits (leading axis of ``basis``) and markers ``G`` (n, S)."""
+    if basis.d.shape[0] == 1:
+        return _lead(scan_one(jax.tree_util.tree_map(lambda a: a[0], basis), G, mode, lrt))
     return jax.vmap(scan_one, in_axes=(0, None, None, None))(basis, G, mode, lrt)
+
+
+def _lead(tree):
+    """``tree`` with a leading trait axis of length 1."""
+    return jax.tree_util.tree_map(lambda a: a[None], tree)
