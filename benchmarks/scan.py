@@ -1,7 +1,8 @@
 """Benchmark: association scan of 20 traits x 5000 markers (1000 related individuals), against GEMMA -lmm 4.
 
 Run:  python benchmarks/scan.py [--gemma-traits 20] [--skip-gemma]
-      python benchmarks/scan.py --gpu-workload        (1000 traits x 100k synthetic markers; for a GPU)
+      python benchmarks/scan.py --gpu-workload        (1000 traits x 100k synthetic markers; for a GPU:
+                                                       results/scan_large_gpu.{md,json} under gpu.sh)
 
 Measures in one run on this machine (workload ../shared/bench/scan):
 - jaxlmm.scan, mode="exact" (lambda refitted per marker, GEMMA's -lmm 4) and mode="null" (EMMAX), each in
@@ -165,7 +166,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.gpu_workload:
         res = gpu_workload()
-        write_results("scan_cpu", {"machine": machine(), "gpu_workload": res},
+        write_results("scan_large_cpu", {"machine": machine(), "gpu_workload": res},
                       "# Scan benchmark, synthetic 1000 traits x 100k markers\n\n```\n"
                       + json.dumps(res, indent=2) + "\n```")
         return

@@ -6,8 +6,9 @@ writes, all at once (``output_dir.write_tables``), one table per trait
 (``TRAIT.assoc.csv``: the rows of ``jaxlmm.scan`` for that trait), a Manhattan
 and a QQ plot per trait (``TRAIT.manhattan.png``, ``TRAIT.qq.png``; needs
 matplotlib, skipped with a note otherwise) and ``summary.csv`` (per trait: the
-number of individuals, the null model's lambda-free summary: markers tested and
-the best marker with its p-values).
+number of individuals, the markers tested and the best marker with its p-value).
+With ``--coordinator`` (``jax.distributed``), process K scans the K-th slice of
+the traits (``distributed.trait_slice``) and writes its files to ``DIR/processK``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ def add_parser(sub) -> None:
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
     p.add_argument("--snp-chunk", type=int, metavar="N", help="markers per compiled call")
     p.add_argument("--trait-chunk", type=int, metavar="N", help="traits per compiled call")
+    multi = p.add_argument_group("several hosts (jax.distributed)",
+                                 "run the same command on every host with its own --process-id; process K "
+                                 "scans its slice of the traits on its local devices and writes its files "
+                                 "to DIR/processK (DIR on a file system every host sees)")
+    multi.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
+    multi.add_argument("--num-processes", type=int, metavar="N")
+    multi.add_argument("--process-id", type=int, metavar="K")
 
 
 def run(args) -> int:
@@ -47,8 +55,15 @@ def run(args) -> int:
     from .output_dir import check_target, write_tables
     from .association import scan
 
+    out = args.out
+    if args.coordinator:
+        if args.num_processes is None or args.process_id is None:
+            raise SystemExit("jaxlmm: error: --coordinator needs --num-processes and --process-id")
+        if not 0 <= args.process_id < args.num_processes:
+            raise SystemExit(f"jaxlmm: error: --process-id must be in 0..{args.num_processes - 1}")
+        out = str(Path(args.out) / f"process{args.process_id}")
     try:
-        check_target(args.out, args.force)
+        check_target(out, args.force)
     except JaxlmmError as exc:
         print(f"jaxlmm: error: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +79,17 @@ def run(args) -> int:
     traits = _match(args.responses, candidates) if args.responses else candidates
     formula = "~ " + " + ".join(["1"] + [f"`{c}`" for c in covariates]) + f" + (1 | {group})"
     relmat = _read_relmat(args.relmat)
+    if args.coordinator:
+        import jax
+
+        from .distributed import trait_slice
+
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+        traits = trait_slice(traits, args.process_id, args.num_processes)
+        if not traits:
+            write_tables(out, {"summary.csv": (pd.DataFrame(columns=["trait"]), False)}, args.force)
+            return 0
     try:
         results = scan(formula, data, genotypes=args.bfile, relmat=relmat, responses=traits, test=args.test,
                        mode=args.mode, snp_chunk=args.snp_chunk, trait_chunk=args.trait_chunk, progress=True)
@@ -71,9 +97,9 @@ def run(args) -> int:
         print(f"jaxlmm: error: {exc}", file=sys.stderr)
         return 2
     tables = per_trait_files(results, args.test, plots=not args.no_plots)
-    write_tables(args.out, tables, args.force)
+    write_tables(out, tables, args.force)
     print(f"scanned {len(traits)} trait{'s' if len(traits) > 1 else ''} x {results['snp'].nunique()} markers; "
-          f"wrote {len(tables)} files to {args.out}", file=sys.stderr)
+          f"wrote {len(tables)} files to {out}", file=sys.stderr)
     return 0
 
 
