@@ -6,7 +6,7 @@ Run:  python benchmarks/scan.py [--gemma-traits 20] [--skip-gemma]
 
 Measures in one run on this machine (workload ../shared/bench/scan):
 - jaxlmm.scan, mode="exact" (lambda refitted per marker, GEMMA's -lmm 4) and mode="null" (EMMAX), each in
-  a fresh process: the first call with an empty compilation cache (cold), then the best of 2 warm calls,
+  a fresh process: the first call with an empty compilation cache (cold), then a warm call,
   and the process's peak resident memory;
 - GEMMA 0.98.5 ``-lmm 4``, one run per trait (``-n i``: GEMMA drops the individuals missing for that trait),
   timed here, on the same PLINK files with K written at full precision;
@@ -49,7 +49,7 @@ def run():
                        mode=mode, progress=False)
 t1 = time.perf_counter(); res = run(); t2 = time.perf_counter()
 warm = []
-for _ in range(2):
+for _ in range(1):
     a = time.perf_counter(); res = run(); warm.append(time.perf_counter() - a)
 res.to_parquet(out) if out.endswith(".parquet") else res.to_pickle(out)
 print(json.dumps({"read_s": t1 - t0, "cold_s": t2 - t1, "warm_s": min(warm), "warm_all_s": warm,

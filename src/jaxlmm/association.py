@@ -144,7 +144,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     """Statistics (name -> (T, n_snps) array) of every trait and marker, chunk by chunk."""
     import jax
 
-    from .core.scan import scan_chunk_program, trait_basis_program
+    from .core.scan import basis_from_eigen_program, host_eigen, scan_chunk_program, trait_basis_program
     from .sharding import put, resolve_devices, round_chunk, trait_mesh
 
     devices = resolve_devices(None, devices)
@@ -169,7 +169,12 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
         Yc = problem.Y[:, take].T
         per_trait = put((jax.numpy.asarray(np.nan_to_num(Yc)), jax.numpy.asarray((~np.isnan(Yc)).astype(float))),
                         mesh, True)
-        basis = trait_basis_program(K, X, *per_trait, center=center)
+        if on_cpu and mesh is None:
+            eig = [host_eigen(problem.K, o, center) for o in (~np.isnan(Yc)).astype(float)]
+            basis = basis_from_eigen_program(np.stack([u for u, _ in eig]), np.stack([d for _, d in eig]), X,
+                                             *per_trait)
+        else:
+            basis = trait_basis_program(K, X, *per_trait, center=center)
         for start, stop, G in cache:
             stats = jax.device_get(scan_chunk_program(basis, G, mode=mode, lrt=lrt))
             for name, values in stats._asdict().items():
