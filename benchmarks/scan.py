@@ -102,6 +102,18 @@ def accuracy(ours: pd.DataFrame, gemma: dict[str, pd.DataFrame]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def md_table(frame: pd.DataFrame, index: bool = False) -> str:
+    """A markdown table (pandas' to_markdown needs tabulate)."""
+    frame = frame.reset_index() if index else frame
+
+    def cell(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def causal_markers(n: int = 1000, m: int = 5000, T: int = 20) -> list[np.ndarray]:
     """The causal marker indices of each trait, re-drawn exactly as make_scan_data.py draws them."""
     rng = np.random.default_rng(11)
@@ -189,7 +201,7 @@ def main() -> None:
                     f"{total / runs['null']['warm_s']:.1f}x slower than null |")
         worst = acc.drop(columns=["trait", "markers"]).max()
         acc_md = ("\nAccuracy against GEMMA, worst over all traits and markers (tolerances 1e-3):\n\n"
-                  + worst.to_frame("max").to_markdown() + "\n\nPer trait:\n\n" + acc.to_markdown(index=False))
+                  + md_table(worst.to_frame("max"), index=True) + "\n\nPer trait:\n\n" + md_table(acc))
     ranks = causal_ranks(exact)
     payload["causal"] = ranks.to_dict(orient="records")
     md = f"""# Association scan benchmark ({payload['machine']['date']})
@@ -212,7 +224,7 @@ before the scan.
 Causal markers (5 per trait, re-drawn from make_scan_data.py's seed): rank of the best causal marker's Wald p
 among the 5000 (1 = the trait's smallest p):
 
-{ranks.to_markdown(index=False)}
+{md_table(ranks)}
 """
     write_results("scan_cpu", payload, md)
 

@@ -18,6 +18,8 @@ chunks of markers (a static size: one compiled program serves every chunk).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -85,12 +87,17 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
     return results_frame(problem, stats, test)
 
 
+@dataclass
 class ScanProblem:
     """What a scan needs, in K's level order: covariates, traits, K and the genotype rows."""
 
-    def __init__(self, X, Y, K, names, genotypes, rows, messages):
-        self.X, self.Y, self.K, self.names = X, Y, K, names
-        self.genotypes, self.rows, self.messages = genotypes, rows, messages
+    X: np.ndarray            # (n, c) covariates
+    Y: np.ndarray            # (n, T) traits, NaN = missing
+    K: np.ndarray            # (n, n) relationship matrix on the data's individuals
+    names: list
+    genotypes: object        # model.plink.Genotypes
+    rows: np.ndarray         # (n,) positions of the individuals in the genotypes
+    messages: list
 
     @property
     def n_traits(self) -> int:
@@ -151,7 +158,9 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     mesh = trait_mesh(devices)
     on_cpu = devices[0].platform == "cpu"
     snp_chunk = int(snp_chunk or (CPU_SNP_CHUNK if on_cpu else GPU_SNP_CHUNK))
-    trait_chunk = round_chunk(int(trait_chunk or (1 if on_cpu else 16)), devices)
+    trait_chunk = round_chunk(int(trait_chunk or (1 if on_cpu else default_trait_chunk(len(problem.rows),
+                                                                                        snp_chunk, devices))),
+                              devices)
     check = trait_checks(problem.X, problem.Y)
     todo = np.flatnonzero(check == 0)
     T, m = problem.n_traits, problem.genotypes.n_snps
@@ -183,7 +192,21 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
                 bar.update(1)
     if bar is not None:
         bar.close()
+    failed = (out["status"] == codes.CONVERGED) & ~np.isfinite(out["beta"]) & ~np.isnan(out["af"])
+    out["status"][failed] = codes.NONFINITE          # e.g. a null model that could not be fitted
     return out
+
+
+def default_trait_chunk(n: int, snp_chunk: int, devices) -> int:
+    """Traits per call on an accelerator: as many (up to 64) as a quarter of the free memory of a device
+    holds -- per trait its eigenvectors (n^2) and, per marker, the rotated markers, the Gram matrices'
+    Chebyshev coefficients and their forward-mode tangents."""
+    from .core.scan_expansion import N_CHEB
+    from .model.memory import available_bytes
+
+    per_trait = 8 * (3 * n * n + snp_chunk * (6 * n + 4 * 9 * N_CHEB))
+    fits = int(available_bytes(devices[0]) // 4 // per_trait) * len(devices)
+    return max(1, min(64, fits))
 
 
 class _GenotypeCache:
@@ -196,7 +219,7 @@ class _GenotypeCache:
         self.problem, self.width = problem, width
         self.n_snps = problem.genotypes.n_snps
         self.n_chunks = -(-self.n_snps // width)
-        small = len(problem.rows) * self.n_snps * 4 <= self.MAX_CACHE_BYTES
+        small = len(problem.rows) * self.n_snps * 8 <= self.MAX_CACHE_BYTES
         self.cached = [self._read(k) for k in range(self.n_chunks)] if small else None
 
     def _read(self, k: int):
@@ -204,12 +227,11 @@ class _GenotypeCache:
         G = self.problem.genotypes.read(self.problem.rows, start, stop)
         if G.shape[1] < self.width:
             G = np.concatenate([G, np.zeros((G.shape[0], self.width - G.shape[1]))], axis=1)
-        return start, stop, G.astype(np.float32)
+        return start, stop, G
 
     def __iter__(self):
         for k in range(self.n_chunks):
-            start, stop, G = self.cached[k] if self.cached is not None else self._read(k)
-            yield start, stop, G.astype(np.float64)
+            yield self.cached[k] if self.cached is not None else self._read(k)
 
 
 def _progress(total: int, enabled: bool | None):
