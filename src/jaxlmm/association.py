@@ -151,7 +151,8 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     """Statistics (name -> (T, n_snps) array) of every trait and marker, chunk by chunk."""
     import jax
 
-    from .core.scan import basis_from_eigen_program, host_eigen, scan_chunk_program, trait_basis_program
+    from .core.scan import (Markers, basis_from_eigen_program, host_eigen, host_impute_and_rotate,
+                            scan_chunk_program, scan_rotated_program, trait_basis_program)
     from .sharding import put, resolve_devices, round_chunk, trait_mesh
 
     devices = resolve_devices(None, devices)
@@ -178,14 +179,21 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
         Yc = problem.Y[:, take].T
         per_trait = put((jax.numpy.asarray(np.nan_to_num(Yc)), jax.numpy.asarray((~np.isnan(Yc)).astype(float))),
                         mesh, True)
-        if on_cpu and mesh is None:
-            eig = [host_eigen(problem.K, o, center) for o in (~np.isnan(Yc)).astype(float)]
+        host = on_cpu and mesh is None      # LAPACK and BLAS on the host: faster than XLA's on a CPU
+        observed = (~np.isnan(Yc)).astype(float)
+        if host:
+            eig = [host_eigen(problem.K, o, center) for o in observed]
             basis = basis_from_eigen_program(np.stack([u for u, _ in eig]), np.stack([d for _, d in eig]), X,
                                              *per_trait)
         else:
             basis = trait_basis_program(K, X, *per_trait, center=center)
         for start, stop, G in cache:
-            stats = jax.device_get(scan_chunk_program(basis, G, mode=mode, lrt=lrt))
+            if host:
+                parts = [host_impute_and_rotate(G, U, o) for (U, _), o in zip(eig, observed)]
+                markers = Markers(*(np.stack(a) for a in zip(*parts)))
+                stats = jax.device_get(scan_rotated_program(basis, markers, mode=mode, lrt=lrt))
+            else:
+                stats = jax.device_get(scan_chunk_program(basis, G, mode=mode, lrt=lrt))
             for name, values in stats._asdict().items():
                 out[name][sel, start:stop] = np.asarray(values)[:sel.size, :stop - start]
             if bar is not None:
