@@ -161,3 +161,31 @@ def test_covariate_matches_gemma(inputs):
     data, K = inputs
     ours = jaxlmm.scan("trait00 ~ x + (1 | id)", data, genotypes=REF / "small", relmat={"id": K}, snp_chunk=CHUNK)
     check_against_gemma(ours, gemma("trait00_cov"))
+
+
+SHARDED = r"""
+import sys, numpy as np, pandas as pd, jax, jaxlmm
+ref = sys.argv[1]
+data = pd.read_csv(ref + "/traits_small.csv", dtype={"id": str})
+K = pd.read_csv(ref + "/K_small.csv.gz", index_col=0)
+K.index = K.index.astype(str)
+kw = dict(genotypes=ref + "/small", relmat={"id": K}, responses=["trait00", "trait01", "trait02"], snp_chunk=128)
+one = jaxlmm.scan("~ 1 + (1 | id)", data, devices=jax.devices()[:1], **kw)      # host LAPACK/BLAS path
+two = jaxlmm.scan("~ 1 + (1 | id)", data, **kw)                                 # traits sharded over 2 devices
+assert len(jax.devices()) == 2 and (one["status"] == two["status"]).all()
+ok = one["status"] == "converged"
+for t in ("wald", "lrt", "score"):
+    assert np.max(np.abs(np.log10(one["p_" + t][ok]) - np.log10(two["p_" + t][ok]))) < 1e-4, t
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_sharded_over_two_devices_matches():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    out = subprocess.run([sys.executable, "-c", SHARDED, str(REF)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
