@@ -172,6 +172,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     out["n_obs"] = (~np.isnan(problem.Y)).sum(axis=0)
     K, X = put((jax.numpy.asarray(problem.K), jax.numpy.asarray(problem.X, float)), mesh, False)
     cache = _GenotypeCache(problem, snp_chunk)
+    eigen_cache = _EigenCache(host_eigen)
     bar = _progress(-(-todo.size // trait_chunk) * cache.n_chunks, progress)
     for lo in range(0, todo.size, trait_chunk):
         sel = todo[lo:lo + trait_chunk]
@@ -182,7 +183,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
         host = on_cpu and mesh is None      # LAPACK and BLAS on the host: faster than XLA's on a CPU
         observed = (~np.isnan(Yc)).astype(float)
         if host:
-            eig = [host_eigen(problem.K, o, center) for o in observed]
+            eig = [eigen_cache.get(problem.K, o, center) for o in observed]
             basis = basis_from_eigen_program(np.stack([u for u, _ in eig]), np.stack([d for _, d in eig]), X,
                                              *per_trait)
         else:
@@ -215,6 +216,24 @@ def default_trait_chunk(n: int, snp_chunk: int, devices) -> int:
     per_trait = 8 * (3 * n * n + snp_chunk * (6 * n + 4 * 9 * N_CHEB))
     fits = int(available_bytes(devices[0]) // 4 // per_trait) * len(devices)
     return max(1, min(64, fits))
+
+
+class _EigenCache:
+    """The last few eigendecompositions by set of observed individuals: traits observed on the same
+    individuals (often all of them) share one."""
+
+    SIZE = 4
+
+    def __init__(self, compute):
+        self.compute, self.entries = compute, {}
+
+    def get(self, K, observed, center):
+        key = (np.asarray(observed) > 0).tobytes()
+        if key not in self.entries:
+            if len(self.entries) >= self.SIZE:
+                self.entries.pop(next(iter(self.entries)))
+            self.entries[key] = self.compute(K, observed, center)
+        return self.entries[key]
 
 
 class _GenotypeCache:
