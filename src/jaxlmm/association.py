@@ -13,7 +13,11 @@ uses its own observed individuals -- a missing value drops the individual from
 that trait only -- and K restricted to them, exactly as GEMMA's one-trait runs.
 
 Work is split into chunks of traits (vmapped, sharded over ``devices``) times
-chunks of markers (a static size: one compiled program serves every chunk).
+chunks of markers (a static size: one compiled program serves every chunk).  On
+a single CPU device each trait's eigendecomposition and the rotation of the
+markers run in LAPACK/BLAS on the host (several times faster there than XLA's)
+and the compiled program does the rest; on accelerators everything runs in the
+programs.
 """
 
 from __future__ import annotations
