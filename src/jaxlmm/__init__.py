@@ -53,6 +53,8 @@ _EXPORTS = {
     "fit_function": "model.fit_function",
     "FitFunction": "model.fit_function",
     "FitState": "core.implicit",
+    "scan": "association",
+    "read_plink": "model.plink",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     multi.add_argument("--process-id", type=int, metavar="K", help="this process's index, 0..N-1")
     fit.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
     sub.add_parser("datasets", help="list the shipped example datasets")
+    from .scan_cli import add_parser as add_scan_parser
+
+    add_scan_parser(sub)
     return parser
 
 
@@ -252,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "fit":
         return _cmd_fit(args, parser)
+    if args.command == "scan":
+        from .scan_cli import run as run_scan
+
+        return run_scan(args)
     if args.command == "datasets":
         from .datasets import DATASETS
 

@@ -41,7 +41,11 @@ def write_tables(out: str | os.PathLike, tables: dict, force: bool = False) -> l
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for name, (frame, index) in tables.items():
-            frame.to_csv(tmp / name, index=index)
+            if hasattr(frame, "savefig"):  # a matplotlib figure (jaxlmm scan's plots)
+                frame.savefig(tmp / name, dpi=100)
+                _close(frame)
+            else:
+                frame.to_csv(tmp / name, index=index)
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
@@ -60,3 +64,9 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _close(figure) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

@@ -56,3 +56,10 @@ STATUS_MESSAGES = {
     X_RANK_DEFICIENT: "fixed-effects model matrix is rank deficient on this trait's rows",
     CONSTANT_RESPONSE: "the response is constant on this trait's rows: no variance to estimate",
 }
+
+# association scans (core/scan.py): per trait and marker
+MONOMORPHIC = 20
+NO_GENOTYPES = 21
+STATUS_NAMES.update({MONOMORPHIC: "monomorphic", NO_GENOTYPES: "no_genotypes"})
+STATUS_MESSAGES.update({MONOMORPHIC: "the marker does not vary on this trait's individuals: nothing to test",
+                        NO_GENOTYPES: "the marker has no genotype on this trait's individuals"})

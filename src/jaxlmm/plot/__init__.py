@@ -16,6 +16,8 @@ inside the functions, so ``import jaxlmm`` never needs it; install it with
 ``convergence(batch)``      overview of the optimizer's status over many traits
 ``convergence(fit)``        the optimizer's path of a fit with ``trace=True`` (or a dict
                             of fits / ``optimizer_trace`` frames to compare optimizers)
+``manhattan(results)``      ``qqman::manhattan`` of an association scan (``jaxlmm.scan``)
+``qq(results)``             ``qqman::qq`` of a scan's p-values, with lambda_GC
 ==========================  =========================================================
 """
 
@@ -25,6 +27,8 @@ from .batch_plots import batch_histogram, convergence, variance_ratio
 from .bootstrap_plots import bootstrap, parameter_estimates
 from .profile_plots import profile
 from .ranef_plots import caterpillar, residuals
+from .scan_plots import manhattan, qq
 from .shrinkage_plots import shrinkage, within_group_estimates
 
-__all__ = ["caterpillar", "shrinkage", "profile", "residuals", "bootstrap", "batch_histogram", "convergence"]
+__all__ = ["caterpillar", "shrinkage", "profile", "residuals", "bootstrap", "batch_histogram", "convergence",
+           "manhattan", "qq"]

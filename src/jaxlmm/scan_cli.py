@@ -1,0 +1,167 @@
+"""``jaxlmm scan``: an association scan from the command line (``jaxlmm.scan``).
+
+    jaxlmm scan --bfile geno --pheno traits.csv --relmat id=K.csv --responses 'trait*' --out results/
+
+writes, all at once (``output_dir.write_tables``), one table per trait
+(``TRAIT.assoc.csv``: the rows of ``jaxlmm.scan`` for that trait), a Manhattan
+and a QQ plot per trait (``TRAIT.manhattan.png``, ``TRAIT.qq.png``; needs
+matplotlib, skipped with a note otherwise) and ``summary.csv`` (per trait: the
+number of individuals, the markers tested and the best marker with its p-value).
+With ``--coordinator`` (``jax.distributed``), process K scans the K-th slice of
+the traits (``distributed.trait_slice``) and writes its files to ``DIR/processK``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    """Register the ``scan`` subcommand on the ``jaxlmm`` parser's subparsers ``sub``."""
+    p = sub.add_parser("scan", help="association scan: every marker x every trait (GEMMA -lmm 4)",
+                       description="Test every marker of a PLINK file set for association with every trait, "
+                                   "with a relationship matrix for relatedness (GEMMA's -lmm 4: Wald, "
+                                   "likelihood-ratio and score tests, lambda refitted by REML per marker).")
+    p.add_argument("--bfile", required=True, metavar="PREFIX", help="PLINK PREFIX.bed/.bim/.fam")
+    p.add_argument("--pheno", required=True, metavar="CSV", help="traits (and covariates), one row per individual")
+    p.add_argument("--relmat", required=True, metavar="ID=K.csv",
+                   help="the id column of --pheno and its relationship matrix (first column and header: ids)")
+    p.add_argument("--responses", metavar="PATTERN", help="traits to scan: a glob such as 'trait*' or a "
+                   "comma-separated list (default: every column except the id and covariates)")
+    p.add_argument("--covariates", metavar="COLS", default="", help="comma-separated covariate columns")
+    p.add_argument("--mode", choices=["exact", "null"], default="exact",
+                   help="exact: lambda refitted per marker (default); null: the null model's lambda (EMMAX)")
+    p.add_argument("--test", choices=["all", "wald", "lrt", "score"], default="all")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the tables and plots")
+    p.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out folder")
+    p.add_argument("--no-plots", action="store_true", help="write the tables only")
+    p.add_argument("--snp-chunk", type=int, metavar="N", help="markers per compiled call")
+    p.add_argument("--trait-chunk", type=int, metavar="N", help="traits per compiled call")
+    multi = p.add_argument_group("several hosts (jax.distributed)",
+                                 "run the same command on every host with its own --process-id; process K "
+                                 "scans its slice of the traits on its local devices and writes its files "
+                                 "to DIR/processK (DIR on a file system every host sees)")
+    multi.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
+    multi.add_argument("--num-processes", type=int, metavar="N")
+    multi.add_argument("--process-id", type=int, metavar="K")
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from .errors import JaxlmmError
+    from .output_dir import check_target, write_tables
+    from .association import scan
+
+    out = args.out
+    if args.coordinator:
+        if args.num_processes is None or args.process_id is None:
+            raise SystemExit("jaxlmm: error: --coordinator needs --num-processes and --process-id")
+        if not 0 <= args.process_id < args.num_processes:
+            raise SystemExit(f"jaxlmm: error: --process-id must be in 0..{args.num_processes - 1}")
+        out = str(Path(args.out) / f"process{args.process_id}")
+    try:
+        check_target(out, args.force)
+    except JaxlmmError as exc:
+        print(f"jaxlmm: error: {exc}", file=sys.stderr)
+        return 2
+    group = args.relmat.partition("=")[0].strip()
+    if not Path(args.pheno).exists():
+        raise SystemExit(f"jaxlmm: error: --pheno file {args.pheno!r} not found")
+    data = pd.read_csv(args.pheno, dtype={group: str})
+    covariates = [c.strip() for c in args.covariates.split(",") if c.strip()]
+    for col in [group] + covariates:
+        if col not in data.columns:
+            raise SystemExit(f"jaxlmm: error: column {col!r} not in {args.pheno}")
+    candidates = [c for c in data.columns if c not in [group] + covariates]
+    traits = _match(args.responses, candidates) if args.responses else candidates
+    formula = "~ " + " + ".join(["1"] + [f"`{c}`" for c in covariates]) + f" + (1 | {group})"
+    relmat = _read_relmat(args.relmat)
+    if args.coordinator:
+        import jax
+
+        from .distributed import trait_slice
+
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+        traits = trait_slice(traits, args.process_id, args.num_processes)
+        if not traits:
+            write_tables(out, {"summary.csv": (pd.DataFrame(columns=["trait"]), False)}, args.force)
+            return 0
+    try:
+        results = scan(formula, data, genotypes=args.bfile, relmat=relmat, responses=traits, test=args.test,
+                       mode=args.mode, snp_chunk=args.snp_chunk, trait_chunk=args.trait_chunk, progress=True)
+    except JaxlmmError as exc:
+        print(f"jaxlmm: error: {exc}", file=sys.stderr)
+        return 2
+    tables = per_trait_files(results, args.test, plots=not args.no_plots)
+    write_tables(out, tables, args.force)
+    print(f"scanned {len(traits)} trait{'s' if len(traits) > 1 else ''} x {results['snp'].nunique()} markers; "
+          f"wrote {len(tables)} files to {out}", file=sys.stderr)
+    return 0
+
+
+def per_trait_files(results, test: str, plots: bool = True) -> dict:
+    """``{file name: (table or figure, write_index)}``: per-trait tables and plots and ``summary.csv``."""
+    import pandas as pd
+
+    shown = "wald" if test == "all" else test
+    figures = _plot_module() if plots else None
+    files, summary = {}, []
+    for trait, rows in results.groupby("trait", sort=False, observed=True):
+        stem = _file_stem(str(trait))
+        files[f"{stem}.assoc.csv"] = (rows, False)
+        tested = rows[rows["status"] == "converged"]
+        best = tested.loc[tested[f"p_{shown}"].idxmin()] if len(tested) else None
+        summary.append({"trait": trait, "n_obs": int(rows["n_obs"].iloc[0]), "markers_tested": len(tested),
+                        "best_snp": None if best is None else best["snp"],
+                        f"best_p_{shown}": None if best is None else best[f"p_{shown}"]})
+        if figures is not None and len(tested):
+            files[f"{stem}.manhattan.png"] = (figures.manhattan(rows, test=shown), False)
+            files[f"{stem}.qq.png"] = (figures.qq(rows, test=shown), False)
+    files["summary.csv"] = (pd.DataFrame(summary), False)
+    return files
+
+
+def _plot_module():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import plot
+    except ImportError:
+        print("jaxlmm: note: matplotlib is not installed; no plots written", file=sys.stderr)
+        return None
+    return plot
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "trait"
+
+
+def _read_relmat(item: str) -> dict:
+    """``{"id": K}`` from ``ID=K.csv`` (ids as text on both axes, so 0001 keeps its zeros)."""
+    import pandas as pd
+
+    group, sep, file = item.partition("=")
+    if not sep or not group.strip() or not file:
+        raise SystemExit(f"jaxlmm: error: --relmat expects ID=FILE.csv, got {item!r}")
+    if not Path(file).exists():
+        raise SystemExit(f"jaxlmm: error: --relmat: file {file!r} not found")
+    K = pd.read_csv(file, converters={0: str})
+    return {group.strip(): K.set_index(K.columns[0])}
+
+
+def _match(pattern: str, columns) -> list[str]:
+    """Columns matching a glob or a comma-separated list (as ``jaxlmm fit --responses``)."""
+    import fnmatch
+
+    names = []
+    for piece in filter(None, (p.strip() for p in pattern.split(","))):
+        hits = [c for c in columns if fnmatch.fnmatchcase(str(c), piece)]
+        if not hits:
+            raise SystemExit(f"jaxlmm: error: --responses {piece!r} matches no column")
+        names.extend(h for h in hits if h not in names)
+    return names
