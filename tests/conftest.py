@@ -78,3 +78,7 @@ class FitCache:
 @pytest.fixture(scope="session")
 def fits() -> FitCache:
     return FitCache()
+
+
+# scripts that made the reference files are not tests (run them by hand; see their docstrings)
+collect_ignore_glob = ["reference/*"]

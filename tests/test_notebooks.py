@@ -31,6 +31,7 @@ def test_notebook_outputs_committed_cleared(path):
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: outputs not cleared"
 
 
+@pytest.mark.slow   # about two minutes of CPU: CI runs them with the slow tests (.ci/run)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
