@@ -275,3 +275,13 @@ def test_marginal_kenward_roger_and_satterthwaite_equal_pbkrtest_and_lmertest(ma
             np.testing.assert_allclose(b["Std. Error"], a["Std. Error"], rtol=1e-6)
     structured = jaxlmm.lmer("score ~ Machine + cs(0 + Machine | Worker)", machines).coef_table(ddf="kenward-roger")
     assert np.all(np.isfinite(structured["df"])) and np.all(structured["df"] > 1)
+
+
+def test_ml_fit_matches_glmmtmb():
+    """REML = FALSE (tests/reference/structured/ml/ml_refs.R)."""
+    ref, data = _structured_case("machines_cs_ml", "ml")
+    fit = jaxlmm.lmer(ref["formula"], data, reml=False)
+    assert fit.converged and not fit.reml
+    np.testing.assert_allclose(fit.criterion, ref["criterion"], rtol=1e-8)
+    np.testing.assert_allclose(fit.fixef[list(ref["beta"])], list(ref["beta"].values()), rtol=1e-6)
+    np.testing.assert_allclose(fit.sigma, ref["sigma"], rtol=1e-4)
