@@ -285,3 +285,31 @@ def test_ml_fit_matches_glmmtmb():
     np.testing.assert_allclose(fit.criterion, ref["criterion"], rtol=1e-8)
     np.testing.assert_allclose(fit.fixef[list(ref["beta"])], list(ref["beta"].values()), rtol=1e-6)
     np.testing.assert_allclose(fit.sigma, ref["sigma"], rtol=1e-4)
+
+
+def test_bootstrap_of_a_structured_model(machines):
+    """Replicates as lanes of one Newton loop (core/marginal_lanes.py): equal to refitting each replicate."""
+    from jaxlmm.core.marginal import evaluate
+    from jaxlmm.core.marginal_blocks import BlockLayout, block_terms, row_blocks
+    from jaxlmm.core.marginal_lanes import evaluate_lanes
+    from jaxlmm.inference.bootstrap import simulate
+
+    fit = jaxlmm.lmer("score ~ Machine + cs(0 + Machine | Worker)", machines)
+    table = fit.bootstrap(nsim=6, seed=3)
+    assert list(table.columns[:3]) == list(fit.fixef_names) and table.columns[-1] == "sigma"
+    Y = simulate(fit, 6, 3, False)
+    for i in (0, 5):
+        data = machines.assign(y=Y[:, i])
+        single = jaxlmm.lmer("y ~ Machine + cs(0 + Machine | Worker)", data)
+        np.testing.assert_allclose(table.loc[i, list(fit.fixef_names)], single.fixef, rtol=1e-7)
+        np.testing.assert_allclose(table.loc[i, "sigma"], single.sigma, rtol=1e-5)
+    mm, rows = fit.model.marginal, np.arange(fit.nobs)
+    layout = BlockLayout(row_blocks(mm, rows))
+    phis = np.tile(fit._phi, (2, 1)) * [[1.0], [1.1]]
+    v, g, H, _ = evaluate_lanes(mm, phis, Y[:, :2], rows, True, layout, block_terms(mm, rows, layout))
+    for b in range(2):
+        e = evaluate(mm, phis[b], Y[:, b], rows, True)
+        np.testing.assert_allclose([v[b], *g[b]], [e.value, *e.grad], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(H[b], e.hess, rtol=1e-10, atol=1e-10 * np.max(np.abs(e.hess)))
+    ci = fit.confint(method="boot", nsim=20, seed=1)
+    assert np.all(np.isfinite(ci.to_numpy()))

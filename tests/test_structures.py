@@ -136,7 +136,7 @@ def test_structured_inference_not_yet_supported_says_so():
     with pytest.raises(jaxlmm.JaxlmmError, match="not supported yet"):
         fit.confint(method="profile")
     with pytest.raises(jaxlmm.JaxlmmError, match="not supported yet"):
-        fit.bootstrap(nsim=10)
+        fit.bootstrap(nsim=10, func=lambda batch: batch.fixef)
 
 
 def test_ar1_needs_a_factor():

@@ -141,3 +141,24 @@ def parameter_covariance(hessian: np.ndarray, lower: np.ndarray, phi: np.ndarray
         except np.linalg.LinAlgError:
             pass
     return out
+
+
+def fit_lanes(model: MarginalModel, Y: np.ndarray, reml: bool, phi0: np.ndarray,
+              options: NewtonOptions = NewtonOptions()):
+    """Minimize the criterion of every column of ``Y`` (all rows observed) from ``phi0`` (B, k), the
+    lanes batched (``marginal_lanes.py``); the optimizer's result and each lane's beta."""
+    from .marginal_blocks import BlockLayout, block_terms, row_blocks
+    from .marginal_lanes import evaluate_lanes
+
+    rows = np.arange(Y.shape[0])
+    layout = BlockLayout(row_blocks(model, rows))
+    terms = block_terms(model, rows, layout)
+
+    def vgh(x, lanes):
+        return evaluate_lanes(model, x, Y[:, lanes], rows, reml, layout, terms)[:3]
+
+    with blas_threads(Y.shape[0]):
+        res = minimize_newton_host(vgh, None, np.asarray(phi0, float), model.lower(), options,
+                                   _reflections(model), upper=model.upper())
+        beta = evaluate_lanes(model, res.theta, Y, rows, reml, layout, terms)[3]
+    return res, beta

@@ -8,8 +8,9 @@ A simulated response is ``y* = offset + X beta-hat + Z b* + e*`` with
 - ``use_u=True``: the estimated random effects ``b* = b-hat`` (the conditional
   distribution given the BLUPs).
 
-``bootstrap`` refits every replicate with the batch path (one vmapped,
-jitted call for all replicates) and returns a table of replicate estimates.
+``bootstrap`` refits every replicate and returns a table of replicate estimates: with the batch
+path (one vmapped, jitted call for all replicates), or for a model with structured covariances
+as lanes of one host Newton loop on its marginal criterion (``bootstrap_lanes.py``).
 """
 
 from __future__ import annotations
@@ -36,13 +37,30 @@ def simulate(fit, nsim: int = 1, seed: int | None = None, use_u: bool = False) -
             b = fit._b(k)[codes]                                            # (n, S)
             sims += np.sum(z * b, axis=1)[:, None]
         else:
-            lam = fit.lambdas[k]
+            root = _square_root(fit.term_covariances[k])
             nlev, S = len(t.factor.levels), len(t.columns)
-            u = rng.standard_normal((nsim, nlev, S)) * fit.sigma
-            b = u @ lam.T                                                   # (nsim, nlev, S)
+            b = rng.standard_normal((nsim, nlev, S)) @ root.T                # (nsim, nlev, S)
+            if t.relmat is not None:                                         # Cov(b) = K kron Sigma
+                b = np.einsum("ml,jls->jms", np.asarray(t.relmat.factor, float), b)
             sims += np.einsum("ns,jns->nj", z, b[:, codes, :])
-    noise = rng.standard_normal((n, nsim)) * fit.sigma / np.sqrt(design.weights)[:, None]
+    noise = rng.standard_normal((n, nsim)) * (_residual_sd(fit) / np.sqrt(design.weights))[:, None]
     return sims + noise
+
+
+def _square_root(C: np.ndarray) -> np.ndarray:
+    """``R`` with ``R R^T = C`` for a positive semi-definite ``C`` (a Cholesky factor where one exists)."""
+    try:
+        return np.linalg.cholesky(C)
+    except np.linalg.LinAlgError:
+        vals, vecs = np.linalg.eigh(C)
+        return vecs * np.sqrt(np.maximum(vals, 0.0))
+
+
+def _residual_sd(fit) -> np.ndarray:
+    """The residual SD of every row (per ``dispformula`` level for a structured fit)."""
+    if hasattr(fit, "residual_sd"):
+        return np.asarray(fit.residual_sd, float)[np.asarray(fit.design.resid_codes)]
+    return np.full(fit.design.nobs, fit.sigma)
 
 
 def replicate_table(batch) -> pd.DataFrame:
@@ -72,6 +90,18 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False
     dropped (their count is in ``.attrs["failed"]``).
     """
     Y = simulate(fit, nsim, seed, use_u)
+    if func is None and fit.model.optimizer is None:
+        from .bootstrap_lanes import bootstrap_lanes
+
+        table = bootstrap_lanes(fit, Y)
+        if table is not None:
+            table.attrs.update(nsim=nsim, use_u=use_u)
+            return table
+    if hasattr(fit, "marginal_satterthwaite_parts"):
+        from ..errors import JaxlmmError
+
+        raise JaxlmmError("bootstrap(func=...) of models with structured covariances or dispformula is not "
+                          "supported yet; the default statistics are")
     model = fit.model.sibling(trace=False) if getattr(fit.model, "trace", False) else fit.model  # no paths
     batch = model.fit_many(Y, start=fit.theta, chunk_size=chunk_size, progress=progress)
     table = func(batch) if func is not None else replicate_table(batch)

@@ -172,11 +172,11 @@ class StructuredResult(LmerResult):
     def profile(self, level: float = 0.95):
         self._unsupported("profile()")
 
-    def bootstrap(self, *args, **kwargs):
-        self._unsupported("bootstrap()")
-
     def confint(self, method: str = "profile", level: float = 0.95, **kwargs) -> pd.DataFrame:
-        """Wald intervals of the fixed effects (``method="wald"``; profiles and bootstraps not yet)."""
+        """Wald intervals of the fixed effects (``method="wald"``) or percentile intervals of the parametric
+        bootstrap (``method="boot"``); profiles not yet."""
+        if method == "boot":
+            return super().confint(method, level, **kwargs)
         if method != "wald":
             self._unsupported(f"confint(method={method!r})")
         from scipy import stats
