@@ -240,6 +240,7 @@ def test_fit_function_of_a_structured_model_says_not_yet(machines):
         jaxlmm.fit_function("score ~ Machine + cs(0 + Machine | Worker)", machines)
 
 
+@pytest.mark.slow   # long on 2 cores; CI runs it with the slow tests
 def test_objective_of_a_structured_model_is_pure_jax(machines):
     """``Model.objective`` of a structured model: its criterion as a JAX function of every parameter;
     autodiff equals the closed-form derivatives the fit uses."""

@@ -329,6 +329,7 @@ def test_degenerate_relationship_matrix_is_refused(kind, message):
         jaxlmm.lmer("~ 1 + (1 | id)", data, relmat={"id": K}, responses=data[["y"]])
 
 
+@pytest.mark.slow   # long on 2 cores; CI runs it with the slow tests
 def test_perfect_fit_says_the_residual_variance_is_at_its_bound(data):
     """I.7: an exact fit drives sigma to 0; the fit says so instead of reporting a huge theta silently."""
     codes = data["Subject"].astype("category").cat.codes.to_numpy()

@@ -240,6 +240,7 @@ def test_satterthwaite_derivatives_match_finite_differences(fits):
     np.testing.assert_allclose(parts.A, A_fd, rtol=1e-3)
 
 
+@pytest.mark.slow   # long on 2 cores; CI runs it with the slow tests
 def test_kr_and_satterthwaite_at_n_20000():
     """N = 20,000 rows: no n x n matrix is formed (both use the blocked factorization's derivatives)."""
     rng = np.random.default_rng(5)

@@ -94,6 +94,7 @@ def test_pattern_is_taken_and_sparse(crossed):
     assert np.count_nonzero(dense_Cdb) <= data.sparse.nnz < 0.2 * dense_Cdb.size
 
 
+@pytest.mark.slow   # long on 2 cores; CI runs it with the slow tests
 @pytest.mark.parametrize("theta", [[1.0, 1.0, 1.0], [0.4, 0.7, 0.2], [0.4, 0.7, 0.0], [0.0, 0.5, 0.3]])
 def test_criterion_gradient_hessian(crossed, theta):
     *_, cps, cpd = crossed
@@ -124,6 +125,7 @@ def test_forward_over_forward_and_vmap(crossed):
     close(f(thetas, cps), f(thetas, cpd))
 
 
+@pytest.mark.slow   # long on 2 cores; CI runs it with the slow tests
 def test_fit_matches_dense_path(crossed):
     design, data, dense, *_ = crossed
     th0 = jnp.asarray(design.structure.theta0())
@@ -148,6 +150,7 @@ def test_fit_matches_dense_path(crossed):
         close(sol_s.cond_var[k], sol_d.cond_var[k])
 
 
+@pytest.mark.slow   # long on 2 cores; CI runs it with the slow tests
 def test_lmer_inference_on_sparse_path():
     frame = crossed_frame(seed=1, students=250, lecturers=130)
     fit = jaxlmm.lmer(FORMULA, frame)
