@@ -61,7 +61,10 @@ def _optimize(model, theta0: np.ndarray):
     from .core.optimize import NewtonOptions
 
     if model.optimizer is None and model.dense is not None and not model.trace:
-        return _dense_fit(model, theta0), "newton"
+        from .core.threads import small_blas
+
+        with small_blas():
+            return _dense_fit(model, theta0), "newton"
     start = jnp.asarray(theta0, model.dtype)
     if model.optimizer is None:
         options = NewtonOptions(max_iter=model.max_iter, trace=model.trace)

@@ -73,13 +73,10 @@ def fit_marginal(model: MarginalModel, Y: np.ndarray, observed: np.ndarray, reml
 
 
 def blas_threads(n: int):
-    """One BLAS thread for matrices below ``SMALL_N`` rows: OpenBLAS's threads cost far more than they
-    save there, and on a busy machine they slow each product by an order of magnitude."""
-    from contextlib import nullcontext
+    """One BLAS thread for matrices below ``SMALL_N`` rows (``threads.small_blas``)."""
+    from .threads import small_blas
 
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas") if n < SMALL_N else nullcontext()
+    return small_blas(n < SMALL_N)
 
 
 def estimates(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.ndarray, reml: bool):

@@ -239,7 +239,15 @@ def _wald_scale(H, w_hat):
 
 @float64_scope
 def profile(fit, level: float = 0.95) -> Profile:
-    """Profile every parameter of ``fit`` and find its profile confidence limits."""
+    """Profile every parameter of ``fit`` and find its profile confidence limits (a small model's host
+    loops with one BLAS thread, ``core/threads.py``)."""
+    from ..core.threads import small_blas
+
+    with small_blas(getattr(fit, "_dense", None) is not None):
+        return _profile(fit, level)
+
+
+def _profile(fit, level: float) -> Profile:
     from ..core import profile_params as core
 
     if fit.design.structure.structured:
