@@ -115,7 +115,7 @@ HELDOUT = ["oats_cs", "bodyweight_ou", pytest.param("chickweight_hetres", marks=
 
 @pytest.mark.parametrize("case", SHARED)
 def test_structures_match_glmmtmb(case):
-    """glmmTMB 1.1.5 REML fits (../shared): criterion, beta, SEs (glmmTMB's include the covariance
+    """glmmTMB 1.1.5 REML fits (the shared references, copied to tests/reference/structured): criterion, beta, SEs (glmmTMB's include the covariance
     parameters' uncertainty, ``Phi + J A J^T``), implied covariances, sigma or the residual SDs."""
     ref, data = _structured_case(case)
     fit = jaxlmm.lmer(ref["formula"], data, dispformula=ref.get("dispformula"))

@@ -89,7 +89,11 @@ def fit_model(model, *, start=None, warn: bool = True, verbose: bool = False):
         print(plan, flush=True)
     started = time.perf_counter()
     output, name = _optimize(model, _start(model, start))
-    fit = LmerResult(model, output, optimizer=name)
+    return _report(LmerResult(model, output, optimizer=name), name, started, warn, verbose)
+
+
+def _report(fit, name: str, started: float, warn: bool, verbose: bool):
+    """Print the optimizer's summary (``verbose``) and warn of its and the boundary's messages (``warn``)."""
     if verbose:
         print(f"{name} optimizer: {fit.n_iter} iterations, {'converged' if fit.converged else 'NOT converged'}, "
               f"criterion {fit.criterion:.6f}, {time.perf_counter() - started:.2f} s", flush=True)
@@ -110,12 +114,4 @@ def _fit_marginal(model, start, warn: bool, verbose: bool):
                                  "Newton method only (optimizer= and trace= are not available for them yet)")
     started = time.perf_counter()
     fit = StructuredResult(model, fit_marginal_model(model, start), optimizer="newton")
-    if verbose:
-        print(f"newton optimizer (marginal covariance): {fit.n_iter} iterations, "
-              f"{'converged' if fit.converged else 'NOT converged'}, criterion {fit.criterion:.6f}, "
-              f"{time.perf_counter() - started:.2f} s", flush=True)
-    if warn:
-        for msg in fit.messages:
-            if msg.startswith("optimizer") or msg.startswith("boundary"):
-                errors.warn(msg)
-    return fit
+    return _report(fit, "newton (marginal covariance)", started, warn, verbose)

@@ -56,8 +56,8 @@ class CovarianceFunction:
     natural: Callable | None = None
     key: tuple | None = None    # identifies the function across models (its compiled derivatives are shared)
 
-    def _program(self, many: bool):
-        key = (self.key or ("object", id(self)), many)
+    def _program(self):
+        key = self.key or ("object", id(self))
         prog = _DERIVATIVES.get(key)
         if prog is None:
             fn = self.fn
@@ -67,14 +67,12 @@ class CovarianceFunction:
                 J = jax.jacfwd(fn)(p)
                 H = jax.jacfwd(jax.jacfwd(fn))(p)
                 return C, jnp.moveaxis(J, -1, 0), jnp.moveaxis(H, (-2, -1), (0, 1))
-            prog = _DERIVATIVES[key] = jax.jit(jax.vmap(jets) if many else jets)
+            prog = _DERIVATIVES[key] = jax.jit(jax.vmap(jets))
         return prog
 
     def derivatives(self, phi: np.ndarray):
         """``C``, ``dC/dphi`` (k, S, S) and ``d2C/dphi^2`` (k, k, S, S) at ``phi`` (NumPy, float64)."""
-        with jax.enable_x64(True):
-            out = self._program(False)(jnp.asarray(phi, jnp.float64))
-            return tuple(np.asarray(a, float) for a in out)
+        return tuple(a[0] for a in self.derivatives_many(np.asarray(phi, float)[None]))
 
     def derivatives_many(self, phis: np.ndarray):
         """``derivatives`` of each row of ``phis`` (B, k), stacked on a leading axis; lanes padded to a power
@@ -84,7 +82,7 @@ class CovarianceFunction:
         pad = 1 << max(0, B - 1).bit_length()
         full = np.concatenate([phis, np.repeat(phis[-1:], pad - B, axis=0)]) if pad > B else phis
         with jax.enable_x64(True):
-            out = self._program(True)(jnp.asarray(full, jnp.float64))
+            out = self._program()(jnp.asarray(full, jnp.float64))
             return tuple(np.asarray(a, float)[:B] for a in out)
 
     def report(self, phi: np.ndarray, vcov: np.ndarray | None):

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 
-LOG_2PI = float(np.log(2.0 * np.pi))
-
-
 def row_blocks(model, rows: np.ndarray) -> list[np.ndarray]:
     """The connected sets of ``rows`` (positions into ``rows``), largest first."""
     n = len(rows)
@@ -83,121 +80,13 @@ def block_terms(model, rows, layout: BlockLayout):
     return out
 
 
-def _tr(A, B):
-    """``sum_k tr(A_k B_k)`` of stacks of blocks."""
-    return float(np.einsum("kab,kba->", A, B))
-
-
-def _times(M, D):
-    """``M A`` for a block-diagonal ``A`` given as ("diag", (nb, b)) or ("full", (nb, b, b))."""
-    kind, A = D
-    return M * A[:, None, :] if kind == "diag" else M @ A
-
-
-def _apply(D, v):
-    kind, A = D
-    return A * v if kind == "diag" else np.einsum("kab,kb->ka", A, v)
-
-
-def _apply_to_columns(D, M):
-    kind, A = D
-    return A[:, :, None] * M if kind == "diag" else A @ M
-
-
-def block_covariance(model, phi, rows, layout: BlockLayout, terms):
-    """``V`` (nb, b, b) and its first and second derivatives as block stacks (``marginal.covariance``)."""
-    inv_w = layout.gather(1.0 / model.w[rows])
-    s = phi[model.offsets[-1]:]
-    rc = model.resid_codes[rows]
-    resid = layout.gather(s[rc] ** 2 / model.w[rows], fill=1.0)
-    nb, b = layout.index.shape
-    V = np.zeros((nb, b, b))
-    V[:, np.arange(b), np.arange(b)] = resid
-    first, second = [], {}
-    for t, off, (z, G) in zip(model.terms, model.offsets, terms):
-        C, dC, d2C = t.cov.derivatives(phi[off:off + t.cov.n_params])
-        zt = np.swapaxes(z, 1, 2)
-
-        def spread(M):
-            return (z @ M) @ zt * G                # (z M z^T) o G, block by block
-
-        V += spread(C)
-        for a in range(t.cov.n_params):
-            first.append(("full", spread(dC[a])))
-            for c in range(a, t.cov.n_params):
-                if np.any(d2C[a, c]):
-                    second[(off + a, off + c)] = ("full", spread(d2C[a, c]))
-    base = model.offsets[-1]
-    rcb = layout.gather(rc.astype(float), fill=-1.0)
-    for r in range(model.n_resid):
-        mask = (rcb == r) * inv_w
-        first.append(("diag", 2.0 * s[r] * mask))
-        second[(base + r, base + r)] = ("diag", 2.0 * mask)
-    return V, first, second
-
-
 def evaluate_blocks(model, phi, y, rows, reml: bool, layout: BlockLayout, terms, extras: bool = False):
     """Criterion, gradient and Hessian of ``marginal.py``'s module docstring, block by block; with
-    ``extras`` also beta, ``Phi = Q^-1`` and ``d beta / d phi = -Q^-1 Z^T V_j P y``."""
-    k = model.n_params
-    V, first, second = block_covariance(model, phi, rows, layout, terms)
-    failed = (np.inf, np.zeros(k), np.eye(k)) + ((None, None, None) if extras else ())
-    try:
-        L = np.linalg.cholesky(V)
-    except np.linalg.LinAlgError:
-        return failed
-    Li = np.linalg.inv(L)
-    Vi = np.swapaxes(Li, 1, 2) @ Li
-    X, yb = layout.gather(model.X[rows]), layout.gather(y)
-    Z = Vi @ X
-    Q = np.einsum("kap,kaq->pq", X, Z)
-    try:
-        LQ = np.linalg.cholesky(Q)
-    except np.linalg.LinAlgError:
-        return failed
-    Qi = np.linalg.inv(Q)
-    beta = Qi @ np.einsum("kap,ka->p", Z, yb)
-    Py = np.einsum("kab,kb->ka", Vi, yb - X @ beta)
-    n, p = len(rows), X.shape[-1]
-    ld_V = 2.0 * float(np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
-    ld_Q = 2.0 * float(np.sum(np.log(np.diagonal(LQ))))
-    quad = float(np.sum(yb * Py))
-    value = (n - p) * LOG_2PI + ld_V + ld_Q + quad if reml else n * LOG_2PI + ld_V + quad
-    if not np.isfinite(value):
-        return failed
-    return _derivatives(first, second, Vi, Z, Qi, Py, reml, value, beta, extras)
+    ``extras`` also beta, ``Phi = Q^-1`` and ``d beta / d phi = -Q^-1 Z^T V_j P y``.  One lane of
+    ``marginal_lanes.evaluate_lanes`` (the one implementation of these formulas)."""
+    from .marginal_lanes import evaluate_lanes
 
-
-def _derivatives(first, second, Vi, Z, Qi, Py, reml, value, beta, extras):
-    k = len(first)
-    ViA = [_times(Vi, D) for D in first]
-    AZ = [_apply_to_columns(D, Z) for D in first]
-    ZAZ = [np.einsum("kap,kaq->pq", Z, az) for az in AZ]
-    u = [_apply(D, Py) for D in first]
-    Zu = [np.einsum("kap,ka->p", Z, uj) for uj in u]
-    Viu = [np.einsum("kab,kb->ka", Vi, uj) for uj in u]
-
-    def trace_M(D, ZDZ):
-        kind, A = D
-        tr_vi = float(np.einsum("kaa,ka->", Vi, A)) if kind == "diag" else _tr(Vi, A)
-        return tr_vi - float(np.sum(Qi * ZDZ)) if reml else tr_vi
-
-    grad = np.array([trace_M(D, ZAZ[j]) - float(np.sum(Py * u[j])) for j, D in enumerate(first)])
-    H = np.empty((k, k))
-    for j in range(k):
-        for l in range(j, k):
-            t = _tr(ViA[j], ViA[l])
-            if reml:
-                ViAZ_l = ViA[l] @ Z
-                t += -2.0 * float(np.sum(Qi * np.einsum("kap,kaq->pq", AZ[j], ViAZ_l)))
-                t += float(np.sum((Qi @ ZAZ[j]) * (Qi @ ZAZ[l]).T))
-            uPu = float(np.sum(u[j] * Viu[l])) - float(Zu[j] @ Qi @ Zu[l])
-            H[j, l] = -t + 2.0 * uPu
-            if (j, l) in second:
-                D = second[(j, l)]
-                ZDZ = np.einsum("kap,kaq->pq", Z, _apply_to_columns(D, Z))
-                H[j, l] += trace_M(D, ZDZ) - float(np.sum(Py * _apply(D, Py)))
-            H[l, j] = H[j, l]
-    if extras:
-        return value, grad, H, beta, Qi, -(Qi @ np.stack(Zu, axis=1))
-    return value, grad, H
+    out = evaluate_lanes(model, np.asarray(phi, float)[None], np.asarray(y, float)[:, None], rows, reml,
+                         layout, terms, extras=extras)
+    value, *rest = (a[0] for a in out)
+    return (float(value), *rest) if extras else (float(value), *rest[:2])

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .marginal_blocks import LOG_2PI, BlockLayout
+LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-def lane_covariance(model, phis: np.ndarray, rows, layout: BlockLayout, terms):
+def lane_covariance(model, phis: np.ndarray, rows, layout, terms):
     """``V`` (B, nb, b, b) and its first and second derivatives, per lane."""
     B = phis.shape[0]
     base = model.offsets[-1]
@@ -77,8 +77,9 @@ def _cholesky(V):
         return np.linalg.cholesky(V), bad
 
 
-def evaluate_lanes(model, phis, Y, rows, reml: bool, layout: BlockLayout, terms):
-    """Per lane: criterion (B,), gradient (B, k), Hessian (B, k, k), beta (B, p); inf where V is singular."""
+def evaluate_lanes(model, phis, Y, rows, reml: bool, layout, terms, extras: bool = False):
+    """Per lane: criterion (B,), gradient (B, k), Hessian (B, k, k), beta (B, p); inf where V is singular.
+    With ``extras`` also ``Phi = Q^-1`` (B, p, p) and ``d beta / d phi = -Q^-1 Z^T V_j P y`` (B, p, k)."""
     B, k = phis.shape
     V, first, second = lane_covariance(model, phis, rows, layout, terms)
     L, bad = _cholesky(V)
@@ -128,4 +129,6 @@ def evaluate_lanes(model, phis, Y, rows, reml: bool, layout: BlockLayout, terms)
     bad |= ~np.isfinite(value)
     value = np.where(bad, np.inf, value)
     grad[bad], H[bad] = 0.0, np.eye(k)
+    if extras:
+        return value, grad, H, beta, Qi, -np.einsum("Bpq,Bqj->Bpj", Qi, np.stack(Zu, axis=2))
     return value, grad, H, beta
