@@ -34,7 +34,7 @@ from .errors import DataError
 TESTS = ("wald", "lrt", "score")
 RESULT_COLUMNS = ["trait", "snp", "chrom", "pos", "allele1", "allele0", "af", "n_obs", "n_miss", "beta", "se",
                   "lambda", "p_wald", "p_lrt", "p_score", "status"]
-CPU_SNP_CHUNK = 512
+CPU_SNP_CHUNK = 2048
 GPU_SNP_CHUNK = 4096
 
 
@@ -155,16 +155,16 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     """Statistics (name -> (T, n_snps) array) of every trait and marker, chunk by chunk."""
     import jax
 
-    from .core.scan import (Markers, basis_from_eigen_program, host_eigen, host_impute_and_rotate,
-                            scan_chunk_program, scan_rotated_program, trait_basis_program)
+    from .core import scan as core
+    from .core import scan_data
     from .sharding import put, resolve_devices, round_chunk, trait_mesh
 
     devices = resolve_devices(None, devices)
     mesh = trait_mesh(devices)
-    on_cpu = devices[0].platform == "cpu"
-    snp_chunk = int(snp_chunk or (CPU_SNP_CHUNK if on_cpu else GPU_SNP_CHUNK))
-    trait_chunk = round_chunk(int(trait_chunk or (1 if on_cpu else default_trait_chunk(len(problem.rows),
-                                                                                        snp_chunk, devices))),
+    host = devices[0].platform == "cpu" and mesh is None   # LAPACK and BLAS on the host: faster than XLA's
+    snp_chunk = int(snp_chunk or (CPU_SNP_CHUNK if host else GPU_SNP_CHUNK))
+    trait_chunk = round_chunk(int(trait_chunk or (1 if host else default_trait_chunk(len(problem.rows),
+                                                                                      snp_chunk, devices))),
                               devices)
     check = trait_checks(problem.X, problem.Y)
     todo = np.flatnonzero(check == 0)
@@ -174,35 +174,44 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     out["n_miss"] = np.zeros((T, m), np.int64)
     out["status"] = np.repeat(check[:, None], m, axis=1)
     out["n_obs"] = (~np.isnan(problem.Y)).sum(axis=0)
-    K, X = put((jax.numpy.asarray(problem.K), jax.numpy.asarray(problem.X, float)), mesh, False)
-    cache = _GenotypeCache(problem, snp_chunk)
-    eigen_cache = _EigenCache(host_eigen)
-    bar = _progress(-(-todo.size // trait_chunk) * cache.n_chunks, progress)
+    X = np.asarray(problem.X, float)
+    chunks = _GenotypeCache(problem, snp_chunk, host)
+    traits = _TraitCache(problem.K, X, center)
+    bar = _progress(-(-todo.size // trait_chunk) * chunks.n_chunks, progress)
+    pending = None          # the last dispatched chunk: collected after the next one is prepared and dispatched
+
+    def collect(item):
+        stats, sel, start, stop = item
+        for name, values in jax.device_get(stats)._asdict().items():
+            out[name][sel, start:stop] = np.asarray(values)[:sel.size, :stop - start]
+        if bar is not None:
+            bar.update(1)
+
     for lo in range(0, todo.size, trait_chunk):
         sel = todo[lo:lo + trait_chunk]
         take = np.concatenate([sel, np.repeat(sel[:1], trait_chunk - sel.size)])
-        Yc = problem.Y[:, take].T
-        per_trait = put((jax.numpy.asarray(np.nan_to_num(Yc)), jax.numpy.asarray((~np.isnan(Yc)).astype(float))),
-                        mesh, True)
-        host = on_cpu and mesh is None      # LAPACK and BLAS on the host: faster than XLA's on a CPU
-        observed = (~np.isnan(Yc)).astype(float)
+        Y = np.nan_to_num(problem.Y[:, take].T)
+        observed = (~np.isnan(problem.Y[:, take].T)).astype(float)
         if host:
-            eig = [eigen_cache.get(problem.K, o, center) for o in observed]
-            basis = basis_from_eigen_program(np.stack([u for u, _ in eig]), np.stack([d for _, d in eig]), X,
-                                             *per_trait)
+            parts = traits.host(Y, observed)
+            series = _stack_series(*zip(*((b, g, o) for (b, _, _, g), o in zip(parts, observed))))
         else:
-            basis = trait_basis_program(K, X, *per_trait, center=center)
-        for start, stop, G in cache:
+            U, coef, Rb, series = traits.device(Y, observed, mesh)
+        null = core.null_program(series)
+        for start, stop, chunk in chunks:
             if host:
-                parts = [host_impute_and_rotate(G, U, o) for (U, _), o in zip(eig, observed)]
-                markers = Markers(*(np.stack(a) for a in zip(*parts)))
-                stats = jax.device_get(scan_rotated_program(basis, markers, mode=mode, lrt=lrt))
+                moments = [scan_data.host_moments(chunk, Ui, o, Rbi, b.coef, snp_chunk)
+                           for (b, Ui, Rbi, _), o in zip(parts, observed)]
+                moments = scan_data.MarkerMoments(*(np.stack(a) for a in zip(*moments)))
+                stats = core.scan_moments_program(series, null, moments, mode=mode, lrt=lrt)
             else:
-                stats = jax.device_get(scan_chunk_program(basis, G, mode=mode, lrt=lrt))
-            for name, values in stats._asdict().items():
-                out[name][sel, start:stop] = np.asarray(values)[:sel.size, :stop - start]
-            if bar is not None:
-                bar.update(1)
+                stats = core.scan_chunk_program(U, coef, Rb, put(jax.numpy.asarray(observed), mesh, True), series,
+                                                null, chunk, mode=mode, lrt=lrt)
+            if pending is not None:
+                collect(pending)
+            pending = (stats, sel, start, stop)
+    if pending is not None:
+        collect(pending)
     if bar is not None:
         bar.close()
     failed = (out["status"] == codes.CONVERGED) & ~np.isfinite(out["beta"]) & ~np.isnan(out["af"])
@@ -210,52 +219,101 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     return out
 
 
+def _stack_series(bases, gram_b, observed):
+    """One ``TraitSeries`` with a leading trait axis from per-trait weight bases (of one width), the
+    coefficients ``gram_b`` and the observed rows."""
+    from .core.scan import TraitSeries
+
+    return TraitSeries(np.stack([b.poles for b in bases]), np.stack([b.coef.sum(axis=0) for b in bases]),
+                       np.array([b.logdet0 for b in bases]), np.array([float(b.coef.shape[0]) for b in bases]),
+                       np.stack([np.asarray(g) for g in gram_b]), np.array([o.sum() for o in observed]))
+
+
+class _TraitCache:
+    """Each trait's eigendecomposition (of K restricted to, and centred on, its observed individuals),
+    weight basis and rotated ``[W, y]``.  The last few eigendecompositions are kept by set of observed
+    individuals: traits observed on the same individuals (often all of them) share one."""
+
+    SIZE = 4
+
+    def __init__(self, K: np.ndarray, X: np.ndarray, center: bool):
+        self.K, self.X, self.center, self.entries = K, X, center, {}
+
+    def _basis(self, observed: np.ndarray):
+        from .core.scan import LOG_RANGE
+        from .core.scan_data import host_eigen
+        from .core.scan_basis import weight_basis
+
+        key = (observed > 0).tobytes()
+        if key not in self.entries:
+            if len(self.entries) >= self.SIZE:
+                self.entries.pop(next(iter(self.entries)))
+            U, d = host_eigen(self.K, np.flatnonzero(observed > 0), self.center)
+            self.entries[key] = (U, weight_basis(d, *LOG_RANGE))
+        return self.entries[key]
+
+    def host(self, Y: np.ndarray, observed: np.ndarray) -> list:
+        """``(basis, U, Rb, gram_b)`` of each trait (rows of ``Y`` and ``observed``), on the host, the bases
+        padded to one width."""
+        from .core.scan_data import trait_pieces
+        from .core.scan_basis import common_width
+
+        eig = [self._basis(o) for o in observed]
+        bases = common_width([b for _, b in eig])
+        return [(b, U, *trait_pieces(U, b.coef, self.X[o > 0], y[o > 0], None, np))
+                for b, (U, _), y, o in zip(bases, eig, Y, observed)]
+
+    def device(self, Y: np.ndarray, observed: np.ndarray, mesh):
+        """``(U, coef, Rb, series)`` of a chunk of traits, in programs on the devices (the weight bases of
+        the eigenvalues on the host)."""
+        import jax
+
+        from .core.scan import LOG_RANGE, eigen_program, trait_program
+        from .core.scan_basis import common_width, weight_basis
+        from .sharding import put
+
+        K, X = put((jax.numpy.asarray(self.K), jax.numpy.asarray(self.X)), mesh, False)
+        Yd, od = put((jax.numpy.asarray(Y), jax.numpy.asarray(observed)), mesh, True)
+        U, d = eigen_program(K, od, center=self.center)
+        bases = common_width([weight_basis(di, *LOG_RANGE) for di in np.asarray(jax.device_get(d))])
+        coef = put(jax.numpy.asarray(np.stack([b.coef for b in bases])), mesh, True)
+        Rb, gram_b = trait_program(U, coef, X, Yd, od)
+        return U, coef, Rb, _stack_series(bases, list(jax.device_get(gram_b)), observed)
+
+
 def default_trait_chunk(n: int, snp_chunk: int, devices) -> int:
     """Traits per call on an accelerator: as many (up to 64) as a quarter of the free memory of a device
-    holds -- per trait its eigenvectors (n^2) and, per marker, the rotated markers, the Gram matrices'
-    Chebyshev coefficients and their forward-mode tangents."""
-    from .core.scan_expansion import N_CHEB
+    holds -- per trait its eigenvectors and their weight-basis coefficients (~n^2) and, per marker, the
+    imputed and rotated dosages (2n) and the Gram coefficients with their grid evaluation."""
     from .model.memory import available_bytes
 
-    per_trait = 8 * (3 * n * n + snp_chunk * (6 * n + 4 * 9 * N_CHEB))
+    per_trait = 8 * (2 * n * n + snp_chunk * (3 * n + 12 * 16 * 32))
     fits = int(available_bytes(devices[0]) // 4 // per_trait) * len(devices)
     return max(1, min(64, fits))
 
 
-class _EigenCache:
-    """The last few eigendecompositions by set of observed individuals: traits observed on the same
-    individuals (often all of them) share one."""
-
-    SIZE = 4
-
-    def __init__(self, compute):
-        self.compute, self.entries = compute, {}
-
-    def get(self, K, observed, center):
-        key = (np.asarray(observed) > 0).tobytes()
-        if key not in self.entries:
-            if len(self.entries) >= self.SIZE:
-                self.entries.pop(next(iter(self.entries)))
-            self.entries[key] = self.compute(K, observed, center)
-        return self.entries[key]
-
-
 class _GenotypeCache:
-    """Marker chunks of a static width (the last one padded with a constant marker), read once when
-    the whole matrix fits in ``MAX_CACHE_BYTES``, else read again for every chunk of traits."""
+    """Marker chunks of a static width, read once when the whole matrix fits in ``MAX_CACHE_BYTES``, else
+    read again for every chunk of traits.  For the host path a chunk is a ``core.scan.HostChunk`` (the
+    program's width is reached by padding the moments); for the programs, the dosages padded with a
+    constant marker."""
 
     MAX_CACHE_BYTES = 2 << 30
 
-    def __init__(self, problem: ScanProblem, width: int):
-        self.problem, self.width = problem, width
+    def __init__(self, problem: ScanProblem, width: int, host: bool):
+        self.problem, self.width, self.host = problem, width, host
         self.n_snps = problem.genotypes.n_snps
         self.n_chunks = -(-self.n_snps // width)
-        small = len(problem.rows) * self.n_snps * 8 <= self.MAX_CACHE_BYTES
+        small = 3 * len(problem.rows) * self.n_snps * 8 <= self.MAX_CACHE_BYTES
         self.cached = [self._read(k) for k in range(self.n_chunks)] if small else None
 
     def _read(self, k: int):
+        from .core.scan_data import HostChunk
+
         start, stop = k * self.width, min((k + 1) * self.width, self.n_snps)
         G = self.problem.genotypes.read(self.problem.rows, start, stop)
+        if self.host:
+            return start, stop, HostChunk(np.asarray(G, dtype=np.float64))
         if G.shape[1] < self.width:
             G = np.concatenate([G, np.zeros((G.shape[0], self.width - G.shape[1]))], axis=1)
         return start, stop, G

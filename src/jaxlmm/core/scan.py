@@ -11,39 +11,47 @@ diagonal of observed rows; double-centred on the observed rows, as GEMMA centres
 K, unless ``center=False``) has the eigenvalues of ``K_OO`` and a zero for each
 missing row, and every data column is zero on the missing rows, so the sums
 below over all n eigenpairs equal those over K_OO's.  With
-``K_t = U diag(d) U^T`` and the rotated columns ``r_a = U^T a``,
-``H = I + lambda diag(d)`` and the Gram matrix of ``Q = [W, x, y]``
+``K_t = U diag(d) U^T``, the rotated columns ``r_a = U^T a`` and the weights
+``w_i(t) = 1 / (1 + e^t d_i)`` (``t = log lambda``), the Gram matrix of ``Q = [W, x, y]``
 
-    M(lambda) = Q^T U H^{-1} U^T Q = sum_i r_i r_i^T / (1 + lambda d_i),
+    M(t) = Q^T U H^{-1} U^T Q = sum_i w_i(t) r_i r_i^T,      H = I + lambda diag(d),
 
-whose Cholesky factor ``[[R_W, 0, 0], [., a, 0], [., b, c]]`` gives (GEMMA's
+has the Cholesky factor ``[[R_W, 0, 0], [., a, 0], [., b, c]]`` that gives (GEMMA's
 ``P_xx = a^2``, ``P_xy = a b``, ``P_yy = b^2 + c^2`` after projecting out W,
 ``Px_yy = c^2`` after W and x):
 
-    REML log-lik = k_R - 1/2 sum_i log(1 + lambda d_i) - 1/2 log det(X^T V^{-1} X) - df_R/2 log Px_yy
-    ML log-lik   = k_M - 1/2 sum_i log(1 + lambda d_i) - n_O/2 log Px_yy,
+    REML log-lik = k_R - 1/2 L(t) - 1/2 log det(X^T V^{-1} X) - df_R/2 log Px_yy
+    ML log-lik   = k_M - 1/2 L(t) - n_O/2 log Px_yy,      L(t) = sum_i log(1 + e^t d_i),
     k_R = df_R/2 (log df_R - log 2 pi - 1),  k_M = n_O/2 (log n_O - log 2 pi - 1),
 
 ``X = [W, x]`` and ``df_R = n_O - c - 1`` (``n_O - c`` and ``X = W`` for the null
-model without x).  lambda maximizes these on ``log lambda in [log 1e-5, log 1e5]``
-(GEMMA's range): the derivative is evaluated on GEMMA's grid of ten intervals,
-the interval with a sign change (+ to -) whose ends have the largest
-log-likelihood is searched by Newton's method safeguarded by the secant step
-inside the shrinking bracket (started at the secant point; 4-5 steps to 1e-8), and the
-optimum is compared with both ends of the range.  The search runs on a Chebyshev
-expansion of the log-likelihood in ``log lambda`` (``scan_expansion.py``); the
-statistics are then computed from the exact weights at the optimum.  Then, with ``df = n_O - c - 1``:
+model without x).  Every entry of M and L is an n-long sum of the weights; the
+interpolative basis of ``scan_basis.py`` makes each an r-long one (r ~ 20):
+``M(t) = sum_j w_{J_j}(t) M_j`` with the coefficient matrices ``M_j`` computed once
+per marker chunk by matrix products, so the likelihood and its exact first and
+second derivatives in t cost O(r k^2) per marker.
+
+lambda maximizes these on ``log lambda in [log 1e-5, log 1e5]`` (GEMMA's range):
+the derivative is evaluated on GEMMA's grid of ten intervals, the interval with
+a sign change (+ to -) whose ends have the largest log-likelihood is searched by
+Newton's method safeguarded by the secant step inside the shrinking bracket
+(started at the secant point; 4-5 steps to 1e-8), and the optimum is compared
+with both ends of the range.  Then, with ``df = n_O - c - 1``:
 
     beta = b / a,   se = c / (a sqrt(df)),                    (at the REML lambda of the alternative)
     Wald  F = (beta / se)^2 ~ F(1, df)
-    score F = n_O b^2 / (b^2 + c^2) ~ F(1, df)                (at the null model's REML lambda)
+    score F = n_O b^2 / (b^2 + c^2) ~ F(1, df)                (at the null model's ML lambda)
     LRT   chi2 = 2 (ML log-lik(H1) - ML log-lik(H0)) ~ chi2(1) (each at its own ML lambda)
 
 (``mode="null"`` keeps lambda at the null model's REML value for beta, se and
 Wald, and the null's ML lambda for the LRT: EMMAX/P3D.)  Missing genotypes of
 an observed individual are set to the marker's mean over the trait's observed
-individuals, as GEMMA does.  Markers are processed in chunks of a static size,
-traits vmapped; the p-values are computed on the host from these statistics.
+individuals, as GEMMA does.
+
+On a CPU the eigendecomposition, the rotation ``U^T x`` and the coefficient
+products run in LAPACK/BLAS on the host (``host_*``; several times faster there
+than XLA's) and the compiled program -- whose shapes do not involve n -- does the
+search; on accelerators ``trait_program`` and ``scan_chunk_program`` do it all.
 """
 
 from __future__ import annotations
@@ -53,34 +61,38 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-
 import numpy as np
 
-from . import linalg
-from .scan_expansion import Expansion, evaluate, gram_coefficients, weight_coefficients, with_derivatives
+from .scan_data import MarkerMoments, impute, marker_moments, observed_relmat, trait_pieces
 from .status import CONVERGED as SNP_OK
-from .status import MONOMORPHIC as SNP_MONOMORPHIC
 from .status import NO_GENOTYPES as SNP_NO_GENOTYPES
 
 LAMBDA_MIN = 1e-5
 LAMBDA_MAX = 1e5
+LOG_RANGE = (float(np.log(LAMBDA_MIN)), float(np.log(LAMBDA_MAX)))
 N_REGION = 10
 NEWTON_ITER = 50
 NEWTON_TOL = 1e-8
 
 
-class TraitBasis(NamedTuple):
-    """One trait's eigenbasis and null model (a leading trait axis when batched)."""
+class TraitSeries(NamedTuple):
+    """One trait's marker-free pieces, as series in its weight basis (a leading trait axis when batched)."""
 
-    U: jnp.ndarray           # (n, n) eigenvectors of D_O K D_O
-    d: jnp.ndarray           # (n,) its eigenvalues (0 on the missing rows' directions)
-    Rb: jnp.ndarray          # (n, c + 1) U^T [W, y], zero on missing rows before rotating
-    observed: jnp.ndarray    # (n,) 1.0 where the trait is observed
-    n_obs: jnp.ndarray       # ()
-    lambda_reml: jnp.ndarray  # () null model's REML lambda
-    lambda_ml: jnp.ndarray   # () null model's ML lambda
-    loglik_ml: jnp.ndarray   # () null model's ML log-likelihood
-    beta0: jnp.ndarray       # (c,) null model's GLS coefficients at lambda_reml
+    poles: jnp.ndarray       # (r,) the basis's eigenvalues p_j
+    cbar: jnp.ndarray        # (r,) column sums of the basis coefficients
+    logdet0: jnp.ndarray     # () L(0) = sum_i log(1 + d_i)
+    n_eig: jnp.ndarray       # () n, the number of eigenpairs
+    gram_b: jnp.ndarray      # (c + 1, c + 1, r) coefficients of [W, y]^T V^{-1} [W, y]
+    n_obs: jnp.ndarray       # () observed individuals
+
+
+class NullModel(NamedTuple):
+    """The null model (no marker) of one trait."""
+
+    lambda_reml: jnp.ndarray
+    lambda_ml: jnp.ndarray
+    loglik_ml: jnp.ndarray
+    beta0: jnp.ndarray       # (c,) GLS coefficients at lambda_reml
 
 
 class ScanStats(NamedTuple):
@@ -97,70 +109,111 @@ class ScanStats(NamedTuple):
     status: jnp.ndarray
 
 
+# ---------------------------------------------------------------- the likelihood as a series in the basis
+
+def packed_index(k: int) -> np.ndarray:
+    """Positions (k, k) of a symmetric k x k matrix's entries in its packed lower triangle."""
+    rows, cols = np.tril_indices(k)
+    idx = np.zeros((k, k), dtype=np.int32)
+    idx[rows, cols] = idx[cols, rows] = np.arange(rows.size)
+    return idx
+
+
+def _cholesky_packed(M, k: int) -> list:
+    """Lower Cholesky factor, as nested lists of (..., S) arrays ``L[i][j]``, of the symmetric matrices whose
+    packed lower triangles are ``M`` (..., P, S): unrolled, every operation along vectors of markers."""
+    idx = packed_index(k)
+    L = [[None] * k for _ in range(k)]
+    for j in range(k):
+        d = M[..., idx[j, j], :]
+        for m in range(j):
+            d = d - L[j][m] ** 2
+        L[j][j] = jnp.sqrt(d)
+        for i in range(j + 1, k):
+            v = M[..., idx[i, j], :]
+            for m in range(j):
+                v = v - L[i][m] * L[j][m]
+            L[i][j] = v / L[j][j]
+    return L
+
+
+def _series(t, trait: TraitSeries, coef, k: int, order: int):
+    """``M(t)`` (..., P, S), packed, from its packed coefficients ``coef`` (P, r, S; the lower triangle's entries,
+    markers last so that the sums over the basis run along vectors of markers) and ``L(t)`` (..., S), with
+    their first ``order`` derivatives in t: a list ``[(M, L), (M', L'), (M'', L'')]``.  ``t`` is (S,), one
+    value per marker, or (G, 1), values shared by every marker (a grid: the sums are then one matrix
+    product)."""
+    shared = t.shape[-1] == 1 and coef.shape[-1] != 1
+    tv = t[..., 0] if shared else t
+    ep = jnp.exp(tv)[..., None] * trait.poles if shared else jnp.exp(t)[..., None, :] * trait.poles[:, None]
+    w = 1.0 / (1.0 + ep)
+    ws = [w]
+    if order >= 1:
+        ws.append(-w * (1.0 - w))
+    if order >= 2:
+        ws.append(w * (1.0 - w) * (1.0 - 2.0 * w))
+    W = jnp.stack(ws)                                                        # (o, G, r) or (o, r, S)
+    if shared:
+        grams = jnp.einsum("ogj,pjs->ogps", W, coef)
+        sums = W @ trait.cbar                                                # (o, G)
+        logs = jnp.sum(trait.cbar * (jnp.log1p(ep) - jnp.log1p(trait.poles)), axis=-1)[..., None]
+        sums = sums[..., None]
+    else:
+        grams = jnp.sum(coef * W[..., None, :, :], axis=-2)                   # (o, ..., P, S)
+        sums = jnp.sum(trait.cbar[:, None] * W, axis=-2)                     # (o, S)
+        logs = jnp.sum(trait.cbar[:, None] * (jnp.log1p(ep) - jnp.log1p(trait.poles)[:, None]), axis=-2)
+    cb = jnp.sum(trait.cbar)
+    L = trait.logdet0 + (trait.n_eig - cb) * t + logs
+    out = [(grams[0], L)]
+    if order >= 1:
+        out.append((grams[1], trait.n_eig - sums[0]))
+    if order >= 2:
+        out.append((grams[2], -sums[1]))
+    return out
+
+
 def _constants(n, df, reml: bool):
     m = df if reml else n
     return 0.5 * m * (jnp.log(m) - jnp.log(2.0 * jnp.pi) - 1.0)
 
 
-def _weights(t, d):
-    """``w_i = 1 / (1 + e^t d_i)`` (n, S) and ``sum_i log(1 + e^t d_i)`` (S,) at ``t`` (S,)."""
-    lam_d = jnp.exp(t)[None, :] * d[:, None]
-    return 1.0 / (1.0 + lam_d), jnp.sum(jnp.log1p(lam_d), axis=0)
-
-
-def _gram(w, Rb, rx):
-    """``sum_i w_i q_i q_i^T`` (S, k, k) of the columns ``[W, x, y]`` (``[W, y]`` when ``rx`` is None)."""
-    c1 = Rb.shape[1]
-    pairs = (Rb[:, :, None] * Rb[:, None, :]).reshape(Rb.shape[0], c1 * c1)
-    Mbb = (pairs.T @ w).T.reshape(-1, c1, c1)                               # (S, c+1, c+1)
-    if rx is None:
-        return Mbb
-    rxw = rx * w
-    Mxb = rxw.T @ Rb                                                        # (S, c+1)
-    Mxx = jnp.sum(rx * rxw, axis=0)                                         # (S,)
-    c = c1 - 1
-    col_w = jnp.concatenate([Mbb[:, :c, :c], Mxb[:, None, :c], Mbb[:, c:, :c]], axis=1)   # rows W, x, y
-    col_x = jnp.concatenate([Mxb[:, :c], Mxx[:, None], Mxb[:, c:]], axis=1)[:, :, None]
-    col_y = jnp.concatenate([Mbb[:, :c, c:], Mxb[:, None, c:], Mbb[:, c:, c:]], axis=1)
-    return jnp.concatenate([col_w, col_x, col_y], axis=2)
-
-
-def _loglik_from_gram(M, logdet_h, n_obs, reml: bool):
-    """REML or ML log-likelihood (GEMMA's) from ``M`` (S, k, k) whose last column is y."""
-    L = linalg.cholesky(M)
-    k = M.shape[-1]
-    diag = linalg.diag(L)
-    px_yy = diag[:, k - 1] ** 2
+def _loglik_from_gram(M, logdet_h, n_obs, k: int, reml: bool):
+    """REML or ML log-likelihood (GEMMA's) from the packed Gram matrices ``M`` (..., P, S) of k columns, the
+    last one y."""
+    L = _cholesky_packed(M, k)
+    px_yy = L[k - 1][k - 1] ** 2
     df = n_obs - (k - 1)
     if reml:
-        logdet_x = 2.0 * jnp.sum(jnp.log(diag[:, :k - 1]), axis=1)
+        logdet_x = 2.0 * sum(jnp.log(L[i][i]) for i in range(k - 1))
         return _constants(n_obs, df, True) - 0.5 * logdet_h - 0.5 * logdet_x - 0.5 * df * jnp.log(px_yy)
     return _constants(n_obs, df, False) - 0.5 * logdet_h - 0.5 * n_obs * jnp.log(px_yy)
 
 
-def loglik(t, d, Rb, rx, n_obs, reml: bool):
-    """Log-likelihood of each lane (marker) at ``log lambda = t`` (S,) from the exact weights;
-    ``rx`` None for the null model."""
-    w, logdet_h = _weights(t, d)
-    return _loglik_from_gram(_gram(w, Rb, rx), logdet_h, n_obs, reml)
+def series_loglik(trait: TraitSeries, coef, k: int, reml: bool):
+    """``f(t, order=k)``: the log-likelihood at ``t`` (..., S) and its first k (0-2) derivatives, exact in
+    the basis: ``f = g(M(t), L(t))``, ``f' = Dg[M', L']`` and ``f'' = D^2 g[(M', L'), (M', L')] + Dg[M'', L'']``
+    (by forward differentiation of ``g`` along ``M + e M' + e^2/2 M''``)."""
 
+    def g(M, L):
+        return _loglik_from_gram(M, L, trait.n_obs, k, reml)
 
-def expansion(d, Rb, rx) -> Expansion:
-    """The Chebyshev expansion (``scan_expansion.py``) of the Gram matrices on GEMMA's lambda range."""
-    lo, hi = float(np.log(LAMBDA_MIN)), float(np.log(LAMBDA_MAX))
-    Wc, ld = weight_coefficients(d, lo, hi)
-    return Expansion(gram_coefficients(Wc, Rb, rx), ld, lo, hi)
+    def f(t, order=0):
+        parts = _series(t, trait, coef, k, order)
+        if order == 0:
+            return g(*parts[0])
+        if order == 1:
+            return jax.jvp(g, parts[0], parts[1])
+        (M0, L0), (M1, L1), (M2, L2) = parts
 
+        def along(e):
+            e2 = 0.5 * e * e
+            return g(M0 + e[..., None, :] * M1 + e2[..., None, :] * M2, L0 + e * L1 + e2 * L2)
 
-def expanded_loglik(exp: Expansion, n_obs, reml: bool):
-    """``f(t, order=k)``: the log-likelihood and its first k derivatives from the expansion, for the
-    search of lambda (REML and ML share one expansion)."""
+        zero, one = jnp.zeros_like(t), jnp.ones_like(t)
+        (v, d1), (_, d2) = jax.jvp(lambda e: jax.jvp(along, (e,), (one,)), (zero,), (one,))
+        return v, d1, d2
 
-    def value(t):
-        M, logdet_h = evaluate(t, exp)
-        return _loglik_from_gram(M, logdet_h, n_obs, reml)
-
-    return lambda t, order=0: with_derivatives(value, t, order)
+    return f
 
 
 def maximize_log_lambda(f, n_lanes: int, dtype):
@@ -168,10 +221,9 @@ def maximize_log_lambda(f, n_lanes: int, dtype):
 
     ``f(t, order=k)`` gives the log-likelihood and its first ``order`` derivatives.  Returns ``(t, f(t))``.
     """
-    lo, hi = jnp.log(LAMBDA_MIN), jnp.log(LAMBDA_MAX)
+    lo, hi = LOG_RANGE
     grid = jnp.linspace(lo, hi, N_REGION + 1, dtype=dtype)
-    ones = jnp.ones((n_lanes,), dtype)
-    vals, ders = jax.lax.map(lambda s: f(s * ones, order=1), grid)                # (G, S)
+    vals, ders = f(grid[:, None], order=1)                                  # (G, S)
     rising = (ders[:-1] > 0) & (ders[1:] <= 0)
     height = jnp.where(rising, jnp.maximum(vals[:-1], vals[1:]), -jnp.inf)
     j = jnp.argmax(height, axis=0)
@@ -190,7 +242,7 @@ def maximize_log_lambda(f, n_lanes: int, dtype):
         a, ga = jnp.where(up, t, a), jnp.where(up, g, ga)
         b, gb = jnp.where(up, b, t), jnp.where(up, gb, g)
         newton = t - g / jnp.where(h < 0, h, -1.0)
-        inside = (h < 0) & (newton > a) & (newton < b)
+        inside = (h < 0) & (newton >= a) & (newton <= b)
         t_new = jnp.where(inside, newton, secant(a, b, ga, gb))
         moved = jnp.max(jnp.where(found & jnp.isfinite(t_new), jnp.abs(t_new - t), 0.0))
         return t_new, a, b, ga, gb, it + 1, moved
@@ -207,164 +259,137 @@ def maximize_log_lambda(f, n_lanes: int, dtype):
     return jnp.where(best_end, ends, t), jnp.where(best_end, f_ends, ft)
 
 
-def observed_relmat(K, observed, center: bool):
-    """``D_O K D_O``, double-centred on the observed individuals when ``center`` (GEMMA centres K:
-    ``P K_OO P`` with ``P = I - 1 1^T / n_O``; REML, beta, se and the Wald test do not change with an
-    intercept in the model, the ML likelihood and so the LRT and score tests do)."""
-    Kt = K * observed[:, None] * observed[None, :]
-    if not center:
-        return Kt
-    n_obs = observed.sum()
-    r = Kt @ observed / n_obs
-    g = observed @ r / n_obs
-    return Kt - r[:, None] * observed[None, :] - observed[:, None] * r[None, :] + g * (observed[:, None] * observed[None, :])
+# ---------------------------------------------------------------- null model and markers
+
+def null_model(trait: TraitSeries) -> NullModel:
+    """REML and ML fits of the model without a marker (its Gram series is ``gram_b``)."""
+    k = trait.gram_b.shape[0]
+    rows, cols = np.tril_indices(k)
+    coef = trait.gram_b[rows, cols][..., None]                              # (P, r, 1)
+    dtype = trait.poles.dtype
+    t_reml, _ = maximize_log_lambda(series_loglik(trait, coef, k, True), 1, dtype)
+    t_ml, ll_ml = maximize_log_lambda(series_loglik(trait, coef, k, False), 1, dtype)
+    M = _series(t_reml, trait, coef, k, 0)[0][0][:, 0][packed_index(k)]
+    c = k - 1
+    beta0 = jnp.linalg.solve(M[:c, :c], M[:c, c])
+    return NullModel(jnp.exp(t_reml[0]), jnp.exp(t_ml[0]), ll_ml[0], beta0)
 
 
-def trait_basis(K, W, y, observed, center: bool = True) -> TraitBasis:
-    """One trait's ``TraitBasis``: ``K`` (n, n), covariates ``W`` (n, c), ``y`` (n,) with 0 where missing,
-    ``observed`` (n,) 0/1; K double-centred on the observed individuals when ``center``."""
-    d, U = jnp.linalg.eigh(observed_relmat(K, observed, center))
-    return basis_from_eigen(U, d, W, y, observed)
+def marker_gram(trait: TraitSeries, moments: MarkerMoments):
+    """Packed coefficients (P, r, S) of the Gram matrix of ``[W, x, y]`` (k = c + 2 columns, P = k (k + 1) / 2
+    entries of its lower triangle, ``np.tril_indices`` order) for each marker of the chunk."""
+    Mbb, Mxb, Mxx = trait.gram_b, moments.xb, moments.xx
+    c, S = Mbb.shape[0] - 1, Mxx.shape[-1]
+    col = list(range(c)) + [None, c]            # the columns W_1..W_c, x, y as rows of gram_b / xb
+
+    def entry(i, j):
+        a, b = col[i], col[j]
+        if a is None and b is None:
+            return Mxx
+        if a is None or b is None:
+            return Mxb[b if a is None else a]
+        return jnp.broadcast_to(Mbb[a, b][:, None], (Mbb.shape[-1], S))
+
+    return jnp.stack([entry(i, j) for i, j in zip(*np.tril_indices(c + 2))])
 
 
-def host_eigen(K: np.ndarray, observed: np.ndarray, center: bool = True):
-    """``(U, d)`` of ``observed_relmat`` by LAPACK on the host (NumPy): on a CPU several times faster
-    than XLA's eigendecomposition."""
-    d, U = np.linalg.eigh(observed_relmat(K, observed, center))
-    return U, d
-
-
-def basis_from_eigen(U, d, W, y, observed) -> TraitBasis:
-    """``TraitBasis`` from the eigenpairs of ``observed_relmat``: the rotated ``[W, y]`` and the null model."""
-    d = jnp.maximum(d, 0.0)
-    Rb = U.T @ (jnp.concatenate([W, y[:, None]], axis=1) * observed[:, None])
-    n_obs = jnp.sum(observed)
-    exp = expansion(d, Rb, None)
-    t_reml, _ = maximize_log_lambda(expanded_loglik(exp, n_obs, True), 1, d.dtype)
-    t_ml, _ = maximize_log_lambda(expanded_loglik(exp, n_obs, False), 1, d.dtype)
-    ll_ml = loglik(t_ml, d, Rb, None, n_obs, False)
-    M = _gram(_weights(t_reml, d)[0], Rb, None)
-    c = W.shape[1]
-    beta0 = jnp.linalg.solve(M[0, :c, :c], M[0, :c, c])
-    return TraitBasis(U, d, Rb, observed, n_obs, jnp.exp(t_reml[0]), jnp.exp(t_ml[0]), ll_ml[0], beta0)
-
-
-class Markers(NamedTuple):
-    """A chunk of markers on one trait's individuals: rotated dosages and per-marker facts."""
-
-    rx: jnp.ndarray       # (n, S) U^T x
-    af: jnp.ndarray       # (S,) frequency of allele1 on the observed individuals
-    n_miss: jnp.ndarray   # (S,) missing genotypes among them
-    status: jnp.ndarray   # (S,) SNP_OK, SNP_MONOMORPHIC or SNP_NO_GENOTYPES
-
-
-def _impute(G, observed, xp):
-    """Dosages on the observed rows, missing values set to the marker's observed mean (``xp``: numpy or
-    jax.numpy): ``(x, af, n_miss, status)``."""
-    obs = observed[:, None] > 0
-    known = obs & ~xp.isnan(G)
-    count = xp.sum(known, axis=0)
-    mean = xp.sum(xp.where(known, G, 0.0), axis=0) / xp.maximum(count, 1)
-    x = xp.where(known, G, mean[None, :]) * observed[:, None]
-    spread = xp.max(xp.where(known, G, -xp.inf), axis=0) - xp.min(xp.where(known, G, xp.inf), axis=0)
-    status = xp.where(count == 0, SNP_NO_GENOTYPES, xp.where(spread > 0, SNP_OK, SNP_MONOMORPHIC))
-    return x, mean / 2.0, xp.sum(obs & xp.isnan(G), axis=0), status
-
-
-def impute_and_rotate(G, basis: TraitBasis) -> Markers:
-    """Markers ``G`` (n, S; NaN = missing) imputed on one trait's observed rows and rotated (in the program)."""
-    x, af, n_miss, status = _impute(G, basis.observed, jnp)
-    return Markers(basis.U.T @ x, af, n_miss, status)
-
-
-def host_impute_and_rotate(G: np.ndarray, U: np.ndarray, observed: np.ndarray) -> Markers:
-    """``impute_and_rotate`` by NumPy on the host: on a CPU, BLAS's matrix product is several times
-    faster than XLA's for the rotation ``U^T x``."""
-    x, af, n_miss, status = _impute(G, observed, np)
-    return Markers(U.T @ x, af, n_miss, status)
-
-
-def _tests_at(t, basis: TraitBasis, rx):
+def _tests_at(t, trait: TraitSeries, coef, k: int):
     """beta, se, the Wald F and the score F at ``log lambda = t`` (S,)."""
-    M = _gram(_weights(t, basis.d)[0], basis.Rb, rx)
-    L = linalg.cholesky(M)
-    k = M.shape[-1]
-    a, b, c = L[:, k - 2, k - 2], L[:, k - 1, k - 2], L[:, k - 1, k - 1]
-    df = basis.n_obs - (k - 2) - 1
+    L = _cholesky_packed(_series(t, trait, coef, k, 0)[0][0], k)
+    a, b, c = L[k - 2][k - 2], L[k - 1][k - 2], L[k - 1][k - 1]
+    df = trait.n_obs - (k - 2) - 1
     beta = b / a
     se = c / (a * jnp.sqrt(df))
-    return beta, se, (beta / se) ** 2, basis.n_obs * b ** 2 / (b ** 2 + c ** 2)
+    return beta, se, (beta / se) ** 2, trait.n_obs * b ** 2 / (b ** 2 + c ** 2)
 
 
-def scan_one(basis: TraitBasis, G, mode: str, lrt: bool) -> ScanStats:
-    """One trait's statistics for the markers ``G`` (n, S)."""
-    return scan_markers(basis, impute_and_rotate(G, basis), mode, lrt)
-
-
-def scan_markers(basis: TraitBasis, markers: Markers, mode: str, lrt: bool) -> ScanStats:
-    """One trait's statistics for a chunk of imputed and rotated markers."""
-    rx, af, n_miss, status = markers
-    S = rx.shape[1]
-    dtype = basis.d.dtype
-    t_null = jnp.full((S,), jnp.log(basis.lambda_reml), dtype)
-    _, _, _, f_score = _tests_at(jnp.full((S,), jnp.log(basis.lambda_ml), dtype), basis, rx)
-    exp = expansion(basis.d, basis.Rb, rx) if mode == "exact" else None
+def scan_markers(trait: TraitSeries, null: NullModel, moments: MarkerMoments, mode: str, lrt: bool) -> ScanStats:
+    """One trait's statistics for a chunk of markers."""
+    coef = marker_gram(trait, moments)
+    S, k = coef.shape[-1], trait.gram_b.shape[0] + 1
+    dtype = coef.dtype
+    t_null = jnp.full((S,), jnp.log(null.lambda_reml), dtype)
+    t_null_ml = jnp.full((S,), jnp.log(null.lambda_ml), dtype)
+    _, _, _, f_score = _tests_at(t_null_ml, trait, coef, k)
     if mode == "exact":
-        t_alt, _ = maximize_log_lambda(expanded_loglik(exp, basis.n_obs, True), S, dtype)
+        t_alt, _ = maximize_log_lambda(series_loglik(trait, coef, k, True), S, dtype)
     else:
         t_alt = t_null
-    beta, se, f_wald, _ = _tests_at(t_alt, basis, rx)
+    beta, se, f_wald, _ = _tests_at(t_alt, trait, coef, k)
     chi2 = jnp.full((S,), jnp.nan, dtype)
     if lrt:
+        ml = series_loglik(trait, coef, k, False)
         if mode == "exact":
-            t_ml, _ = maximize_log_lambda(expanded_loglik(exp, basis.n_obs, False), S, dtype)
+            _, ll1 = maximize_log_lambda(ml, S, dtype)
         else:
-            t_ml = jnp.full((S,), jnp.log(basis.lambda_ml), dtype)
-        ll1 = loglik(t_ml, basis.d, basis.Rb, rx, basis.n_obs, False)
-        chi2 = jnp.maximum(2.0 * (ll1 - basis.loglik_ml), 0.0)
-    ok = status == SNP_OK
-    nan = jnp.nan
+            ll1 = ml(t_null_ml)
+        chi2 = jnp.maximum(2.0 * (ll1 - null.loglik_ml), 0.0)
+    ok = moments.status == SNP_OK
 
     def keep(v):
-        return jnp.where(ok, v, nan)
+        return jnp.where(ok, v, jnp.nan)
 
     return ScanStats(keep(beta), keep(se), keep(jnp.exp(t_alt)), keep(f_wald), keep(f_score), keep(chi2),
-                     jnp.where(status == SNP_NO_GENOTYPES, nan, af), n_miss, status)
+                     jnp.where(moments.status == SNP_NO_GENOTYPES, jnp.nan, moments.af), moments.n_miss,
+                     moments.status)
 
 
-@partial(jax.jit, static_argnames=("center",))
-def trait_basis_program(K, W, Y, observed, center: bool = True) -> TraitBasis:
-    """``trait_basis`` for T traits: ``Y`` and ``observed`` (T, n)."""
-    if Y.shape[0] == 1:  # one trait (a CPU's chunk): no batch dimension in the products
-        return _lead(trait_basis(K, W, Y[0], observed[0], center))
-    return jax.vmap(trait_basis, in_axes=(None, None, 0, 0, None))(K, W, Y, observed, center)
-
-
-@jax.jit
-def basis_from_eigen_program(U, d, W, Y, observed) -> TraitBasis:
-    """``basis_from_eigen`` for T traits: ``U`` (T, n, n), ``d``, ``Y`` and ``observed`` (T, n)."""
-    if Y.shape[0] == 1:
-        return _lead(basis_from_eigen(U[0], d[0], W, Y[0], observed[0]))
-    return jax.vmap(basis_from_eigen, in_axes=(0, 0, None, 0, 0))(U, d, W, Y, observed)
-
-
-@partial(jax.jit, static_argnames=("mode", "lrt"))
-def scan_chunk_program(basis: TraitBasis, G, mode: str = "exact", lrt: bool = True) -> ScanStats:
-    """``scan_one`` for a chunk of traits (leading axis of ``basis``) and markers ``G`` (n, S)."""
-    if basis.d.shape[0] == 1:
-        return _lead(scan_one(jax.tree_util.tree_map(lambda a: a[0], basis), G, mode, lrt))
-    return jax.vmap(scan_one, in_axes=(0, None, None, None))(basis, G, mode, lrt)
-
-
-@partial(jax.jit, static_argnames=("mode", "lrt"))
-def scan_rotated_program(basis: TraitBasis, markers: Markers, mode: str = "exact", lrt: bool = True) -> ScanStats:
-    """``scan_markers`` for a chunk of traits, each with its own rotated markers (leading trait axis)."""
-    if basis.d.shape[0] == 1:
-        first = partial(jax.tree_util.tree_map, lambda a: a[0])
-        return _lead(scan_markers(first(basis), first(markers), mode, lrt))
-    return jax.vmap(scan_markers, in_axes=(0, 0, None, None))(basis, markers, mode, lrt)
-
+# ---------------------------------------------------------------- compiled programs (leading trait axis)
 
 def _lead(tree):
     """``tree`` with a leading trait axis of length 1."""
     return jax.tree_util.tree_map(lambda a: a[None], tree)
+
+
+def _first(tree):
+    return jax.tree_util.tree_map(lambda a: a[0], tree)
+
+
+def _per_trait(fn, n_traits: int, *args):
+    """``fn`` over the leading trait axis of every argument: a plain call for one trait (no batch
+    dimension in the products), else ``vmap``."""
+    if n_traits == 1:
+        return _lead(fn(*map(_first, args)))
+    return jax.vmap(fn)(*args)
+
+
+@partial(jax.jit, static_argnames=("center",))
+def eigen_program(K, observed, center: bool = True):
+    """``(U, d)`` of ``observed_relmat`` for T traits (``observed`` (T, n)), by XLA (accelerators)."""
+    def one(o):
+        d, U = jnp.linalg.eigh(observed_relmat(K, o, center))
+        return U, d
+
+    return jax.vmap(one)(observed)
+
+
+@jax.jit
+def trait_program(U, coef, W, Y, observed):
+    """``trait_pieces`` for T traits (``U`` (T, n, n), ``coef`` (T, n, r), ``Y`` and ``observed`` (T, n))."""
+    return jax.vmap(trait_pieces, in_axes=(0, 0, None, 0, 0))(U, coef, W, Y, observed)
+
+
+@jax.jit
+def null_program(trait: TraitSeries) -> NullModel:
+    """``null_model`` for T traits (leading axis of ``trait``)."""
+    return _per_trait(null_model, trait.poles.shape[0], trait)
+
+
+@partial(jax.jit, static_argnames=("mode", "lrt"))
+def scan_moments_program(trait: TraitSeries, null: NullModel, moments: MarkerMoments, mode: str = "exact",
+                         lrt: bool = True) -> ScanStats:
+    """``scan_markers`` for a chunk of traits, each with its markers' moments (leading trait axis)."""
+    return _per_trait(lambda a, b, m: scan_markers(a, b, m, mode, lrt), trait.poles.shape[0], trait, null, moments)
+
+
+@partial(jax.jit, static_argnames=("mode", "lrt"))
+def scan_chunk_program(U, coef, Rb, observed, trait: TraitSeries, null: NullModel, G, mode: str = "exact",
+                       lrt: bool = True) -> ScanStats:
+    """Imputation, rotation, moments and ``scan_markers`` in one program, for a chunk of traits (leading
+    axis) and markers ``G`` (n, S; NaN = missing)."""
+    def one(U, coef, Rb, observed, trait, null):
+        x, af, n_miss, status = impute(G, observed)
+        xx, xb = marker_moments(U.T @ x, Rb, coef)
+        return scan_markers(trait, null, MarkerMoments(xx, xb, af, n_miss, status), mode, lrt)
+
+    return _per_trait(one, U.shape[0], U, coef, Rb, observed, trait, null)
