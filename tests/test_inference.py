@@ -182,6 +182,20 @@ def test_bootstrap_sd_within_monte_carlo_error(case, use_u, fits):
     assert reps.attrs["failed"] == 0
 
 
+@pytest.mark.parametrize("case", ["sleepstudy_slope_reml", "penicillin_crossed", "dyestuff2_singular"])
+def test_bootstrap_host_loop_equals_batch_path(case, fits):
+    """The default bootstrap (host Newton loop over chunks of replicates) and the batch path (taken
+    with ``func=``) fit the same replicates to the same estimates."""
+    from jaxlmm.inference.bootstrap import replicate_table
+
+    fit = fits.get(case)
+    ours = fit.bootstrap(300, seed=5, progress=False)
+    batch = fit.bootstrap(300, seed=5, func=replicate_table, progress=False)
+    assert ours.attrs["failed"] == batch.attrs["failed"] == 0
+    assert list(ours.columns) == list(batch.columns)
+    np.testing.assert_allclose(ours.to_numpy(), batch.to_numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_simulate_shapes_and_means(fits):
     fit = fits.get("sleepstudy_slope_reml")
     sims = fit.simulate(400, seed=3)

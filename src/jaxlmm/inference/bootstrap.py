@@ -8,9 +8,11 @@ A simulated response is ``y* = offset + X beta-hat + Z b* + e*`` with
 - ``use_u=True``: the estimated random effects ``b* = b-hat`` (the conditional
   distribution given the BLUPs).
 
-``bootstrap`` refits every replicate and returns a table of replicate estimates: with the batch
-path (one vmapped, jitted call for all replicates), or for a model with structured covariances
-as lanes of one host Newton loop on its marginal criterion (``bootstrap_lanes.py``).
+``bootstrap`` refits every replicate and returns a table of replicate estimates: lme4's models
+by the host-driven Newton loop over chunks of replicates (``bootstrap_host.py``: small compiled
+programs, no loop in them), a model with structured covariances as lanes of one host Newton
+loop on its marginal criterion (``bootstrap_lanes.py``), and ``func=`` (which receives a
+``BatchResult``) with the batch path (one vmapped, jitted call for all replicates).
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .._x64 import float64_scope
-from ..core.structure import reported_positions
-from ..model.naming import confint_names
+from .replicates import replicate_statistics
 
 
 @float64_scope
@@ -65,17 +66,8 @@ def _residual_sd(fit) -> np.ndarray:
 
 def replicate_table(batch) -> pd.DataFrame:
     """Default statistic of a bootstrap batch: fixed effects, then sd/cor of each term and sigma."""
-    sigma = batch.sigma.to_numpy()
-    cols = {}
-    for t, L in zip(batch.design.terms, batch.lambdas):
-        cov = sigma[:, None, None] ** 2 * np.einsum("tij,tkj->tik", L, L)
-        sd = np.sqrt(np.maximum(np.einsum("tii->ti", cov), 0.0))
-        rows, columns = reported_positions(t.spec)
-        for name, i, j in zip(confint_names(t.group, t.columns, t.cov), rows, columns):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cols[name] = sd[:, i] if i == j else cov[:, i, j] / (sd[:, i] * sd[:, j])
-    cols["sigma"] = sigma
-    return pd.concat([batch.fixef.reset_index(drop=True), pd.DataFrame(cols)], axis=1)
+    return replicate_statistics(batch.design, batch.fixef.reset_index(drop=True), batch.sigma.to_numpy(),
+                                batch.lambdas)
 
 
 @float64_scope
@@ -91,9 +83,13 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False
     """
     Y = simulate(fit, nsim, seed, use_u)
     if func is None and fit.model.optimizer is None:
+        from . import bootstrap_host
         from .bootstrap_lanes import bootstrap_lanes
 
-        table = bootstrap_lanes(fit, Y)
+        if bootstrap_host.applies(fit):
+            table = bootstrap_host.bootstrap_host(fit, Y, chunk_size)
+        else:
+            table = bootstrap_lanes(fit, Y)
         if table is not None:
             table.attrs.update(nsim=nsim, use_u=use_u)
             return table
