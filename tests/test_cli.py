@@ -115,3 +115,17 @@ def test_relmat_batch_and_single(tmp_path, capsys):
     assert "Heritability h2 = 0.3838" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["fit", str(src), "y ~ 1 + (1 | id)", "--relmat", "id", "--no-cache"])
+
+
+def test_command_exits_fast_with_its_status(tmp_path):
+    """``python -m jaxlmm`` (``cli.run``): the summary is written and flushed before the fast exit, the
+    exit status is main's (0), an argparse error's (2) or a failed fit's (2)."""
+    ok = subprocess.run([sys.executable, "-m", "jaxlmm", "fit", "--example", "sleepstudy", "--no-cache"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "Linear mixed model fit by REML" in ok.stdout and ok.stdout.rstrip().endswith("-0.138")
+    bad = subprocess.run([sys.executable, "-m", "jaxlmm", "fit", "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "jaxlmm", "fit", str(tmp_path / "nope.csv"), "y ~ x + (1 | g)"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "error" in missing.stderr

@@ -103,6 +103,8 @@ def cache_dir(tmp_path):
 
 
 def _run():
+    """One call in a new process: the entry is read from the folder again (``aot.forget``)."""
+    aot.forget()
     return aot.call("test_program", _program, (jnp.arange(3.0),), {"scale": 2.0})
 
 

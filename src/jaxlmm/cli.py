@@ -269,5 +269,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The ``jaxlmm`` command: ``main``, then a fast exit.
+
+    When ``main`` returns every result is written (atomically) and the output is flushed here;
+    what is left is the interpreter's teardown -- freeing JAX's and pandas' objects and shutting
+    the XLA client down -- which took about 0.3 s of a 1.4 s ``jaxlmm fit`` on a 2-core CPU.  The
+    command skips it with ``os._exit``; ``main`` called from Python (tests, notebooks) returns
+    normally.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except SystemExit as exc:          # argparse errors and --help
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BrokenPipeError:            # the reader went away (``jaxlmm fit ... | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = 141
+    sys.stderr.flush()
+    os._exit(int(code or 0))
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -34,6 +34,7 @@ from .cache_safety import make_private_dir, owned_by_user, write_atomic
 
 _DIR: Path | None = None
 _REGISTERED: set[type] = set()
+_LOADED: dict = {}           # key -> the jitted call of a deserialized program (one load per process)
 
 
 def enable(directory: str | os.PathLike) -> bool:
@@ -47,6 +48,13 @@ def enable(directory: str | os.PathLike) -> bool:
 def disable() -> None:
     global _DIR
     _DIR = None
+    forget()
+
+
+def forget() -> None:
+    """Drop the programs loaded in this process: the next call reads its entry again, as a new
+    process would."""
+    _LOADED.clear()
 
 
 def enabled() -> bool:
@@ -79,14 +87,15 @@ def _key(name: str, leaves, treedef, static) -> str:
     return h.hexdigest()[:32]
 
 
-def call(name: str, fn, args: tuple, static: dict):
-    """``jit(fn)(*args, **static)``, through the ahead-of-time cache when it is enabled."""
+def call(name: str, fn, args: tuple, static: dict, compiler_options: dict | None = None):
+    """``jit(fn, compiler_options=...)(*args, **static)``, through the ahead-of-time cache when it is
+    enabled."""
     if _DIR is None:
-        return jax.jit(fn, static_argnames=tuple(static))(*args, **static)
+        return jax.jit(fn, static_argnames=tuple(static), compiler_options=compiler_options)(*args, **static)
     try:
-        return _cached_call(name, fn, args, static)
+        return _cached_call(name, fn, args, static, compiler_options)
     except Exception:  # the cache is an optimization only
-        return jax.jit(fn, static_argnames=tuple(static))(*args, **static)
+        return jax.jit(fn, static_argnames=tuple(static), compiler_options=compiler_options)(*args, **static)
 
 
 def _load(blob: Path):
@@ -106,17 +115,20 @@ def _load(blob: Path):
         return None
 
 
-def _cached_call(name, fn, args, static):
+def _cached_call(name, fn, args, static, compiler_options=None):
     from jax import export
 
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    key = _key(name, leaves, treedef, sorted(static.items()))
-    blob = _DIR / f"{key}.exported"
-    exported = _load(blob)
-    if exported is None:
-        def flat(*flat_args):
-            return fn(*jax.tree_util.tree_unflatten(treedef, flat_args), **static)
+    key = _key(name, leaves, treedef, (sorted(static.items()), sorted((compiler_options or {}).items())))
+    run = _LOADED.get(key)
+    if run is None:
+        blob = _DIR / f"{key}.exported"
+        exported = _load(blob)
+        if exported is None:
+            def flat(*flat_args):
+                return fn(*jax.tree_util.tree_unflatten(treedef, flat_args), **static)
 
-        exported = export.export(jax.jit(flat))(*leaves)
-        write_atomic(blob, exported.serialize())
-    return exported.call(*leaves)
+            exported = export.export(jax.jit(flat))(*leaves)
+            write_atomic(blob, exported.serialize())
+        run = _LOADED[key] = jax.jit(exported.call, compiler_options=compiler_options)
+    return run(*leaves)

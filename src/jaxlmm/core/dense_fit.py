@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .dense import DenseSolution, DenseSystem, block_derivatives, criterion_weights, dense_solve
+from .parts import DevianceParts
 from .fit import CPU_COMPILER_OPTIONS
 from .newton_host import minimize_newton_host
 from .optimize import NewtonOptions, OptimResult
@@ -50,9 +51,32 @@ def compiler_options(batch: int = 1) -> str:
 OPTIONS = {"fast": FAST_COMPILE, "cpu": CPU_COMPILER_OPTIONS, "default": None}
 
 
+class _Variants(dict):
+    """``fn`` jitted once per entry of ``OPTIONS`` (compiled lazily, on first use); while the
+    ahead-of-time cache is enabled (``aot.py``: the command line) a program is served from it, so a
+    new process neither traces nor lowers it again."""
+
+    def __init__(self, fn):
+        super().__init__({kind: jax.jit(fn, compiler_options=opts) for kind, opts in OPTIONS.items()})
+        self.fn = fn
+
+    def __getitem__(self, kind):
+        from . import aot
+
+        if not aot.enabled():
+            return super().__getitem__(kind)
+        aot.register_output_types(DenseSolution, DevianceParts)
+        name = f"{self.fn.__module__}.{self.fn.__qualname__}"
+
+        def run(*args):
+            return aot.call(name, self.fn, args, {}, OPTIONS[kind])
+
+        return run
+
+
 def jit_variants(fn) -> dict:
-    """``fn`` jitted once per entry of ``OPTIONS`` (compiled lazily, on first use)."""
-    return {kind: jax.jit(fn, compiler_options=opts) for kind, opts in OPTIONS.items()}
+    """``fn`` jitted once per entry of ``OPTIONS`` (``_Variants``)."""
+    return _Variants(fn)
 
 
 def _blocks(thetas, systems: DenseSystem, row_of):
