@@ -189,3 +189,16 @@ def test_sharded_over_two_devices_matches():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     out = subprocess.run([sys.executable, "-c", SHARDED, str(REF)], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_host_chunks_follow_free_memory(monkeypatch):
+    """On the host, markers per chunk shrink (to multiples of 64) when n x chunk arrays would not fit."""
+    import jaxlmm.model.memory as memory
+    from jaxlmm.association import CPU_SNP_CHUNK, host_snp_chunk
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 8 << 30)
+    assert host_snp_chunk(1000) == CPU_SNP_CHUNK
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 1 << 30)
+    small = host_snp_chunk(20_000)
+    assert small % 64 == 0 and 64 <= small < CPU_SNP_CHUNK
+    assert 5 * 8 * 20_000 * small <= (1 << 30) // 8

@@ -162,7 +162,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     devices = resolve_devices(None, devices)
     mesh = trait_mesh(devices)
     host = devices[0].platform == "cpu" and mesh is None   # LAPACK and BLAS on the host: faster than XLA's
-    snp_chunk = int(snp_chunk or (CPU_SNP_CHUNK if host else GPU_SNP_CHUNK))
+    snp_chunk = int(snp_chunk or (host_snp_chunk(len(problem.rows)) if host else GPU_SNP_CHUNK))
     trait_chunk = round_chunk(int(trait_chunk or (1 if host else default_trait_chunk(len(problem.rows),
                                                                                       snp_chunk, devices))),
                               devices)
@@ -281,6 +281,16 @@ class _TraitCache:
         return U, coef, Rb, _stack_series(bases, list(jax.device_get(gram_b)), observed)
 
 
+def host_snp_chunk(n: int) -> int:
+    """Markers per chunk on the host: ``CPU_SNP_CHUNK``, or fewer (a multiple of 64) where its working
+    arrays -- the dosages, their squares, the missing mask, the imputed and the rotated markers, each
+    n x chunk in float64 -- would take more than an eighth of the free memory."""
+    from .model.memory import available_bytes
+
+    fits = available_bytes() // 8 // (5 * 8 * max(n, 1))
+    return int(max(64, min(CPU_SNP_CHUNK, fits // 64 * 64)))
+
+
 def default_trait_chunk(n: int, snp_chunk: int, devices) -> int:
     """Traits per call on an accelerator: as many (up to 64) as a quarter of the free memory of a device
     holds -- per trait its eigenvectors and their weight-basis coefficients (~n^2) and, per marker, the
@@ -293,18 +303,22 @@ def default_trait_chunk(n: int, snp_chunk: int, devices) -> int:
 
 
 class _GenotypeCache:
-    """Marker chunks of a static width, read once when the whole matrix fits in ``MAX_CACHE_BYTES``, else
-    read again for every chunk of traits.  For the host path a chunk is a ``core.scan.HostChunk`` (the
+    """Marker chunks of a static width, read once when the whole matrix (with its squares and missing
+    mask) fits in ``MAX_CACHE_BYTES`` and a quarter of the free memory, else read again for every chunk of
+    traits.  For the host path a chunk is a ``core.scan.HostChunk`` (the
     program's width is reached by padding the moments); for the programs, the dosages padded with a
     constant marker."""
 
     MAX_CACHE_BYTES = 2 << 30
 
     def __init__(self, problem: ScanProblem, width: int, host: bool):
+        from .model.memory import available_bytes
+
         self.problem, self.width, self.host = problem, width, host
         self.n_snps = problem.genotypes.n_snps
         self.n_chunks = -(-self.n_snps // width)
-        small = 3 * len(problem.rows) * self.n_snps * 8 <= self.MAX_CACHE_BYTES
+        limit = min(self.MAX_CACHE_BYTES, available_bytes() // 4)
+        small = 3 * len(problem.rows) * self.n_snps * 8 <= limit
         self.cached = [self._read(k) for k in range(self.n_chunks)] if small else None
 
     def _read(self, k: int):
