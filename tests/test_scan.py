@@ -202,3 +202,40 @@ def test_host_chunks_follow_free_memory(monkeypatch):
     small = host_snp_chunk(20_000)
     assert small % 64 == 0 and 64 <= small < CPU_SNP_CHUNK
     assert 5 * 8 * 20_000 * small <= (1 << 30) // 8
+
+
+@pytest.mark.slow
+def test_cli_two_processes_split_the_traits(tmp_path, inputs):
+    """``jaxlmm scan --coordinator``: two ``jax.distributed`` processes on loopback each scan their slice
+    of the traits and write their own folder; together they give the one-process tables."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    data, K = inputs
+    K.rename_axis("id").to_csv(tmp_path / "K.csv")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for pid in range(2):
+        cmd = [sys.executable, "-m", "jaxlmm", "scan", "--bfile", str(REF / "small"), "--pheno",
+               str(REF / "traits_small.csv"), "--relmat", f"id={tmp_path / 'K.csv'}", "--responses", "trait*",
+               "--out", str(tmp_path / "dist"), "--snp-chunk", str(CHUNK), "--no-plots",
+               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(pid)]
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=dict(env, JAX_PLATFORMS="cpu")))
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    written = {f.name: f for d in sorted((tmp_path / "dist").iterdir()) for f in d.glob("*.assoc.csv")}
+    assert sorted(written) == [f"{t}.assoc.csv" for t in TRAITS]
+    one = jaxlmm.scan("~ 1 + (1 | id)", data, genotypes=REF / "small", relmat={"id": K}, responses=TRAITS,
+                      snp_chunk=CHUNK)
+    for t in TRAITS:
+        table = pd.read_csv(written[f"{t}.assoc.csv"])
+        ref = one[one["trait"] == t].reset_index(drop=True)
+        np.testing.assert_allclose(table["p_wald"], ref["p_wald"], rtol=1e-9)
+        np.testing.assert_allclose(table["p_lrt"], ref["p_lrt"], rtol=1e-9)
