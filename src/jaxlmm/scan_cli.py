@@ -53,7 +53,6 @@ def run(args) -> int:
 
     from .errors import JaxlmmError
     from .output_dir import check_target, write_tables
-    from .association import scan
 
     out = args.out
     if args.coordinator:
@@ -79,17 +78,30 @@ def run(args) -> int:
     traits = _match(args.responses, candidates) if args.responses else candidates
     formula = "~ " + " + ".join(["1"] + [f"`{c}`" for c in covariates]) + f" + (1 | {group})"
     relmat = _read_relmat(args.relmat)
-    if args.coordinator:
-        import jax
+    if not args.coordinator:
+        return _scan_and_write(args, formula, data, traits, relmat, out)
+    import jax
 
-        from .distributed import trait_slice
+    from .distributed import trait_slice
 
-        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
-                                   process_id=args.process_id)
+    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+    try:
         traits = trait_slice(traits, args.process_id, args.num_processes)
         if not traits:
             write_tables(out, {"summary.csv": (pd.DataFrame(columns=["trait"]), False)}, args.force)
             return 0
+        return _scan_and_write(args, formula, data, traits, relmat, out)
+    finally:
+        jax.distributed.shutdown()      # a barrier: process 0's coordinator outlives the others
+
+
+def _scan_and_write(args, formula, data, traits, relmat, out) -> int:
+    """Scan ``traits`` and write their tables and plots (and ``summary.csv``) to ``out``."""
+    from .association import scan
+    from .errors import JaxlmmError
+    from .output_dir import write_tables
+
     try:
         results = scan(formula, data, genotypes=args.bfile, relmat=relmat, responses=traits, test=args.test,
                        mode=args.mode, snp_chunk=args.snp_chunk, trait_chunk=args.trait_chunk, progress=True)
