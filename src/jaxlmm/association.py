@@ -239,27 +239,25 @@ class _TraitCache:
     def __init__(self, K: np.ndarray, X: np.ndarray, center: bool):
         self.K, self.X, self.center, self.entries = K, X, center, {}
 
-    def _basis(self, observed: np.ndarray):
-        from .core.scan import LOG_RANGE
+    def _eigen(self, observed: np.ndarray):
         from .core.scan_data import host_eigen
-        from .core.scan_basis import weight_basis
 
         key = (observed > 0).tobytes()
         if key not in self.entries:
             if len(self.entries) >= self.SIZE:
                 self.entries.pop(next(iter(self.entries)))
-            U, d = host_eigen(self.K, np.flatnonzero(observed > 0), self.center)
-            self.entries[key] = (U, weight_basis(d, *LOG_RANGE))
+            self.entries[key] = host_eigen(self.K, np.flatnonzero(observed > 0), self.center)
         return self.entries[key]
 
     def host(self, Y: np.ndarray, observed: np.ndarray) -> list:
-        """``(basis, U, Rb, gram_b)`` of each trait (rows of ``Y`` and ``observed``), on the host, the bases
-        padded to one width."""
+        """``(basis, U, Rb, gram_b)`` of each trait (rows of ``Y`` and ``observed``), on the host; the
+        traits share one set of poles."""
+        from .core.scan import LOG_RANGE
+        from .core.scan_basis import weight_bases
         from .core.scan_data import trait_pieces
-        from .core.scan_basis import common_width
 
-        eig = [self._basis(o) for o in observed]
-        bases = common_width([b for _, b in eig])
+        eig = [self._eigen(o) for o in observed]
+        bases = weight_bases([d for _, d in eig], *LOG_RANGE)
         return [(b, U, *trait_pieces(U, b.coef, self.X[o > 0], y[o > 0], None, np))
                 for b, (U, _), y, o in zip(bases, eig, Y, observed)]
 
@@ -269,13 +267,13 @@ class _TraitCache:
         import jax
 
         from .core.scan import LOG_RANGE, eigen_program, trait_program
-        from .core.scan_basis import common_width, weight_basis
+        from .core.scan_basis import weight_bases
         from .sharding import put
 
         K, X = put((jax.numpy.asarray(self.K), jax.numpy.asarray(self.X)), mesh, False)
         Yd, od = put((jax.numpy.asarray(Y), jax.numpy.asarray(observed)), mesh, True)
         U, d = eigen_program(K, od, center=self.center)
-        bases = common_width([weight_basis(di, *LOG_RANGE) for di in np.asarray(jax.device_get(d))])
+        bases = weight_bases(list(np.asarray(jax.device_get(d))), *LOG_RANGE)   # one set of poles per chunk
         coef = put(jax.numpy.asarray(np.stack([b.coef for b in bases])), mesh, True)
         Rb, gram_b = trait_program(U, coef, X, Yd, od)
         return U, coef, Rb, _stack_series(bases, list(jax.device_get(gram_b)), observed)

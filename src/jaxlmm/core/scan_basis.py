@@ -24,8 +24,10 @@ so, integrating the basis from 0 (``int w_j = t - log(1 + e^t p_j)``),
     L(t) = L(0) + n t - sum_j cbar_j [t - log(1 + e^t p_j) + log(1 + p_j)],   cbar_j = sum_k C_kj,
 
 with ``L(0) = sum_k log(1 + d_k)`` exact.  The basis is built on the host (NumPy and
-SciPy's pivoted QR, a few milliseconds); its width is padded to a multiple of
-``WIDTH_STEP`` (poles 0 with zero coefficients) so that few programs are compiled.
+SciPy's pivoted QR, a few milliseconds); a chunk of traits shares one set of poles
+(``weight_bases``: picked among all their eigenvalues, each trait with its own
+coefficients), and its width is padded to a multiple of ``WIDTH_STEP`` (poles 0 with
+zero coefficients) so that few programs are compiled.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ TOLERANCE = 1e-13
 GRID = 129
 WIDTH_STEP = 8
 MIN_WIDTH = 16
+SPACING = 1e-3
 
 
 class WeightBasis(NamedTuple):
@@ -57,45 +60,60 @@ def _weights(t: np.ndarray, d: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(t)[:, None] * d[None, :])
 
 
-def weight_basis(d, lo: float, hi: float, tol: float = TOLERANCE) -> WeightBasis:
-    """The interpolative basis of the weights of the eigenvalues ``d`` (negative ones taken as 0) on
-    ``t in [lo, hi]``, accurate to ``tol`` (absolute; the weights lie in (0, 1])."""
+def _candidates(spectra: list[np.ndarray], hi: float, tol: float) -> np.ndarray:
+    """The poles to choose from: every eigenvalue of the spectra, thinned to a relative spacing of
+    ``SPACING`` (the weights of closer eigenvalues differ by less than the basis resolves), with those
+    whose weight is 1 within ``tol`` on the whole range (``e^hi d < tol``) taken as 0."""
+    d = np.concatenate(spectra)
+    d = np.where(d * np.exp(hi) < tol, 0.0, d)
+    pos = np.unique(d[d > 0])
+    keep = [] if pos.size == 0 else [0]
+    for i in range(1, pos.size):
+        if pos[i] > pos[keep[-1]] * (1.0 + SPACING):
+            keep.append(i)
+    return np.concatenate([[0.0] if np.any(d == 0) else [], pos[keep]])
+
+
+def weight_bases(spectra, lo: float, hi: float, tol: float = TOLERANCE) -> list[WeightBasis]:
+    """One interpolative basis of the weights shared by several spectra (a chunk of traits): the poles
+    are picked by a pivoted QR among all their eigenvalues (``_candidates``), each spectrum gets its own
+    coefficients (least squares on the grid: exact for the picked eigenvalues themselves); every
+    weight of every spectrum is checked to ``tol`` on the grid and between its points, and the basis
+    grows until it is."""
     from scipy.linalg import qr, solve_triangular
 
     from .threads import small_blas
 
-    d = np.maximum(np.asarray(d, dtype=np.float64), 0.0)
-    n = d.size
+    spectra = [np.maximum(np.asarray(d, dtype=np.float64), 0.0) for d in spectra]
     t = _chebyshev_points(lo, hi, GRID)
-    A = _weights(t, d)                                                    # (G, n)
-    check = _weights(0.5 * (t[1:] + t[:-1]), d)                           # between the grid's points
+    mid = 0.5 * (t[1:] + t[:-1])
+    cand = _candidates(spectra, hi, tol)
+    A = _weights(t, cand)                                                 # (G, candidates)
     with small_blas():
         R, piv = qr(A, mode="r", pivoting=True, check_finite=False)
-    size = np.abs(np.diag(R))
-    rank = max(1, int(np.sum(size > tol * size[0])))
-    while True:
-        T = solve_triangular(R[:rank, :rank], R[:rank, :], check_finite=False)   # (r, n) in pivoted order
-        J = piv[:rank]
-        coef = np.empty((n, rank))
-        coef[piv] = T.T
-        err = max(np.max(np.abs(A[:, piv] - A[:, J] @ T)), np.max(np.abs(check - check[:, J] @ coef.T)))
-        if err <= tol or rank >= min(size.size, n):
-            break
-        rank = min(rank + 2, size.size, n)
+        size = np.abs(np.diag(R))
+        rank = max(1, int(np.sum(size > tol * size[0])))
+        grids = [(_weights(t, d), _weights(mid, d)) for d in spectra]
+        while True:
+            J = piv[:rank]
+            Q, R11 = np.linalg.qr(A[:, J])
+            coefs, err = [], 0.0
+            for on, between in grids:
+                c = solve_triangular(R11, Q.T @ on, check_finite=False).T             # (n, r)
+                err = max(err, np.max(np.abs(on - A[:, J] @ c.T)),
+                          np.max(np.abs(between - _weights(mid, cand[J]) @ c.T)))
+                coefs.append(c)
+            if err <= tol or rank >= min(size.size, cand.size):
+                break
+            rank = min(rank + 2, size.size, cand.size)
     width = max(MIN_WIDTH, -(-rank // WIDTH_STEP) * WIDTH_STEP)
     poles = np.zeros(width)
-    poles[:rank] = d[J]
-    padded = np.zeros((n, width))
-    padded[:, :rank] = coef
-    return WeightBasis(poles, padded, float(np.sum(np.log1p(d))), rank)
+    poles[:rank] = cand[J]
+    return [WeightBasis(poles, np.pad(c, ((0, 0), (0, width - rank))), float(np.sum(np.log1p(d))), rank)
+            for c, d in zip(coefs, spectra)]
 
 
-def common_width(bases: list[WeightBasis]) -> list[WeightBasis]:
-    """The bases padded to one width (the widest), to stack traits in one program."""
-    width = max(b.poles.size for b in bases)
-    out = []
-    for b in bases:
-        extra = width - b.poles.size
-        out.append(b if not extra else WeightBasis(np.concatenate([b.poles, np.zeros(extra)]),
-                                                   np.pad(b.coef, ((0, 0), (0, extra))), b.logdet0, b.rank))
-    return out
+def weight_basis(d, lo: float, hi: float, tol: float = TOLERANCE) -> WeightBasis:
+    """The interpolative basis of the weights of the eigenvalues ``d`` (negative ones taken as 0) on
+    ``t in [lo, hi]``, accurate to ``tol`` (absolute; the weights lie in (0, 1]): ``weight_bases([d])``."""
+    return weight_bases([d], lo, hi, tol)[0]
