@@ -175,7 +175,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     out["status"] = np.repeat(check[:, None], m, axis=1)
     out["n_obs"] = (~np.isnan(problem.Y)).sum(axis=0)
     X = np.asarray(problem.X, float)
-    chunks = _GenotypeCache(problem, snp_chunk, host)
+    chunks = _GenotypeCache(problem, snp_chunk, host, (~np.isnan(problem.Y.T)).astype(float))
     traits = _TraitCache(problem.K, X, center)
     bar = _progress(-(-todo.size // trait_chunk) * chunks.n_chunks, progress)
     pending = None          # the last dispatched chunk: collected after the next one is prepared and dispatched
@@ -200,8 +200,8 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
         null = core.null_program(series)
         for start, stop, chunk in chunks:
             if host:
-                moments = [scan_data.host_moments(chunk, Ui, o, Rbi, b.coef, snp_chunk)
-                           for (b, Ui, Rbi, _), o in zip(parts, observed)]
+                moments = [scan_data.host_moments(chunk, j, Ui, np.flatnonzero(o > 0), Rbi, b.coef, snp_chunk)
+                           for j, (b, Ui, Rbi, _), o in zip(take, parts, observed)]
                 moments = scan_data.MarkerMoments(*(np.stack(a) for a in zip(*moments)))
                 stats = core.scan_moments_program(series, null, moments, mode=mode, lrt=lrt)
             else:
@@ -246,20 +246,24 @@ class _TraitCache:
         if key not in self.entries:
             if len(self.entries) >= self.SIZE:
                 self.entries.pop(next(iter(self.entries)))
-            self.entries[key] = host_eigen(self.K, np.flatnonzero(observed > 0), self.center)
+            rows = np.flatnonzero(observed > 0)
+            U, d = host_eigen(self.K, rows, self.center)
+            U_rows = np.zeros((observed.size, rows.size))
+            U_rows[rows] = U
+            self.entries[key] = (U_rows, d, U)
         return self.entries[key]
 
     def host(self, Y: np.ndarray, observed: np.ndarray) -> list:
-        """``(basis, U, Rb, gram_b)`` of each trait (rows of ``Y`` and ``observed``), on the host; the
-        traits share one set of poles."""
+        """``(basis, U_rows, Rb, gram_b)`` of each trait (rows of ``Y`` and ``observed``), on the host
+        (``U_rows``: ``scan_data.host_moments``); the traits share one set of poles."""
         from .core.scan import LOG_RANGE
         from .core.scan_basis import weight_bases
         from .core.scan_data import trait_pieces
 
         eig = [self._eigen(o) for o in observed]
-        bases = weight_bases([d for _, d in eig], *LOG_RANGE)
-        return [(b, U, *trait_pieces(U, b.coef, self.X[o > 0], y[o > 0], None, np))
-                for b, (U, _), y, o in zip(bases, eig, Y, observed)]
+        bases = weight_bases([d for _, d, _ in eig], *LOG_RANGE)
+        return [(b, U_rows, *trait_pieces(U, b.coef, self.X[o > 0], y[o > 0], None, np))
+                for b, (U_rows, _, U), y, o in zip(bases, eig, Y, observed)]
 
     def device(self, Y: np.ndarray, observed: np.ndarray, mesh):
         """``(U, coef, Rb, series)`` of a chunk of traits, in programs on the devices (the weight bases of
@@ -309,10 +313,10 @@ class _GenotypeCache:
 
     MAX_CACHE_BYTES = 2 << 30
 
-    def __init__(self, problem: ScanProblem, width: int, host: bool):
+    def __init__(self, problem: ScanProblem, width: int, host: bool, observed: np.ndarray):
         from .model.memory import available_bytes
 
-        self.problem, self.width, self.host = problem, width, host
+        self.problem, self.width, self.host, self.observed = problem, width, host, observed
         self.n_snps = problem.genotypes.n_snps
         self.n_chunks = -(-self.n_snps // width)
         limit = min(self.MAX_CACHE_BYTES, available_bytes() // 4)
@@ -325,7 +329,7 @@ class _GenotypeCache:
         start, stop = k * self.width, min((k + 1) * self.width, self.n_snps)
         G = self.problem.genotypes.read(self.problem.rows, start, stop)
         if self.host:
-            return start, stop, HostChunk(np.asarray(G, dtype=np.float64))
+            return start, stop, HostChunk(np.asarray(G, dtype=np.float64), self.observed)
         if G.shape[1] < self.width:
             G = np.concatenate([G, np.zeros((G.shape[0], self.width - G.shape[1]))], axis=1)
         return start, stop, G

@@ -44,10 +44,12 @@ def host_eigen(K: np.ndarray, rows: np.ndarray, center: bool = True):
     """``(U, d)`` of ``K_OO`` (the observed ``rows``; double-centred when ``center``) by LAPACK on the host:
     on a CPU several times faster than XLA's eigendecomposition.  The host path works with n_O
     eigenpairs (``observed_relmat``'s without its zeros)."""
-    Ko = K[np.ix_(rows, rows)]
+    Ko = np.take(np.take(K, rows, axis=0), rows, axis=1)
     if center:
         mean = Ko.mean(axis=0)
-        Ko = Ko - mean[None, :] - mean[:, None] + mean.mean()
+        Ko -= mean[None, :]
+        Ko -= mean[:, None]
+        Ko += mean.mean()
     d, U = np.linalg.eigh(Ko)
     return U, d
 
@@ -85,25 +87,27 @@ def impute(G, observed, xp=jnp):
 
 class HostChunk:
     """A chunk of markers prepared once on the host for every trait: dosages with missing values as 0,
-    the missing mask (None when complete) and their squares."""
+    the missing mask (None when complete), and each trait's count, sum and sum of squares of the
+    known dosages of its observed individuals (``observed``: traits x individuals, 0/1) -- three
+    matrix products for all traits at once."""
 
-    def __init__(self, G: np.ndarray):
+    def __init__(self, G: np.ndarray, observed: np.ndarray):
         missing = np.isnan(G)
         self.any_missing = bool(missing.any())
         self.G0 = np.where(missing, 0.0, G) if self.any_missing else G
         self.known = (~missing).astype(G.dtype) if self.any_missing else None
-        self.G0sq = self.G0 * self.G0
+        O = np.asarray(observed, dtype=G.dtype)
+        self.count = O @ self.known if self.any_missing else np.repeat(O.sum(axis=1)[:, None], G.shape[1], 1)
+        self.s1, self.s2 = O @ self.G0, O @ (self.G0 * self.G0)
 
-    def impute(self, observed: np.ndarray, rows: np.ndarray):
-        """``impute`` for one trait, on its observed ``rows`` only (``x`` is n_O x S): counts, sums and sums
-        of squares by matrix-vector products; the exact spread is checked only where the variance is ~0."""
+    def impute(self, trait: int, rows: np.ndarray):
+        """``impute`` for one trait (its row of ``observed``, its observed ``rows``): ``x`` on every row
+        (the rotation's factor is zero on the others), its mean, the missing count and the status; the
+        exact spread is checked only where the variance is ~0."""
         G0, n = self.G0, rows.size
-        count = observed @ self.known if self.any_missing else np.full(G0.shape[1], n)
-        s1, s2 = observed @ G0, observed @ self.G0sq
+        count, s1, s2 = self.count[trait], self.s1[trait], self.s2[trait]
         mean = s1 / np.maximum(count, 1)
-        x = G0[rows]
-        if self.any_missing:
-            x += (1.0 - self.known[rows]) * mean[None, :]
+        x = G0 + (1.0 - self.known) * mean[None, :] if self.any_missing else G0
         var = s2 - count * mean * mean
         status = np.where(count == 0, SNP_NO_GENOTYPES, SNP_OK)
         near = np.flatnonzero((count > 0) & (var <= 1e-9 * (s2 + 1.0)))
@@ -116,12 +120,14 @@ class HostChunk:
         return x, mean / 2.0, n_miss, status
 
 
-def host_moments(chunk: HostChunk, U: np.ndarray, observed: np.ndarray, Rb: np.ndarray, coef: np.ndarray,
-                 width: int) -> MarkerMoments:
-    """``MarkerMoments`` of a chunk for one trait on the host (BLAS; ``U``, ``Rb`` and ``coef`` on the
-    trait's n_O observed rows), padded to ``width`` markers with monomorphic ones."""
-    x, af, n_miss, status = chunk.impute(observed, np.flatnonzero(observed > 0))
-    xx, xb = marker_moments(U.T @ x, Rb, coef, np)
+def host_moments(chunk: HostChunk, trait: int, U_rows: np.ndarray, rows: np.ndarray, Rb: np.ndarray,
+                 coef: np.ndarray, width: int) -> MarkerMoments:
+    """``MarkerMoments`` of a chunk for one trait on the host (BLAS), padded to ``width`` markers with
+    monomorphic ones.  ``U_rows`` (n x n_O) holds the eigenvectors of ``K_OO`` in the observed ``rows``
+    and zeros elsewhere, so ``U_rows^T x`` rotates the observed dosages without gathering them;
+    ``Rb`` and ``coef`` are on the n_O eigenpairs."""
+    x, af, n_miss, status = chunk.impute(trait, rows)
+    xx, xb = marker_moments(U_rows.T @ x, Rb, coef, np)
     pad = width - x.shape[1]
     if pad:
         xx = np.pad(xx, ((0, 0), (0, pad)))
