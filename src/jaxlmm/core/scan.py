@@ -35,7 +35,8 @@ lambda maximizes these on ``log lambda in [log 1e-5, log 1e5]`` (GEMMA's range):
 the derivative is evaluated on GEMMA's grid of ten intervals, the interval with
 a sign change (+ to -) whose ends have the largest log-likelihood is searched by
 Newton's method safeguarded by the secant step inside the shrinking bracket
-(started at the secant point; 4-5 steps to 1e-8), and the optimum is compared
+(started at the secant point; 3-4 steps to 1e-8: a marker stops after a Newton step shorter than
+1e-4, which leaves an error of order 1e-8), and the optimum is compared
 with both ends of the range.  Then, with ``df = n_O - c - 1``:
 
     beta = b / a,   se = c / (a sqrt(df)),                    (at the REML lambda of the alternative)
@@ -73,6 +74,7 @@ LOG_RANGE = (float(np.log(LAMBDA_MIN)), float(np.log(LAMBDA_MAX)))
 N_REGION = 10
 NEWTON_ITER = 50
 NEWTON_TOL = 1e-8
+NEWTON_QUAD = 1e-4
 
 
 class TraitSeries(NamedTuple):
@@ -216,6 +218,19 @@ def series_loglik(trait: TraitSeries, coef, k: int, reml: bool):
     return f
 
 
+def hermite_start(a, b, fa, fb, ga, gb, fallback):
+    """The maximizer on ``[a, b]`` of the cubic with values ``fa, fb`` and slopes ``ga > 0 >= gb`` at the
+    ends (the cubic interpolation step of line searches, Nocedal and Wright eq. 3.59, for -f); ``fallback``
+    where the cubic has no turning point inside."""
+    d1 = (3.0 * (fa - fb) / (a - b)) - ga - gb
+    disc = d1 * d1 - ga * gb
+    d2 = jnp.sqrt(jnp.maximum(disc, 0.0))
+    den = ga - gb + 2.0 * d2
+    t = b - (b - a) * (d2 - gb - d1) / jnp.where(den != 0, den, 1.0)
+    ok = (disc >= 0) & (den != 0) & jnp.isfinite(t) & (t >= a) & (t <= b)
+    return jnp.where(ok, t, fallback)
+
+
 def maximize_log_lambda(f, n_lanes: int, dtype):
     """GEMMA's search for the maximum over ``log lambda`` in ``[log 1e-5, log 1e5]``, per lane.
 
@@ -236,7 +251,7 @@ def maximize_log_lambda(f, n_lanes: int, dtype):
         return jnp.clip(a + (b - a) * ga / jnp.where(ga - gb > 0, ga - gb, 1.0), a, b)
 
     def step(carry):
-        t, a, b, ga, gb, it, _ = carry
+        t, a, b, ga, gb, it, done = carry
         _, g, h = f(t, order=2)
         up = g > 0
         a, ga = jnp.where(up, t, a), jnp.where(up, g, ga)
@@ -244,14 +259,19 @@ def maximize_log_lambda(f, n_lanes: int, dtype):
         newton = t - g / jnp.where(h < 0, h, -1.0)
         inside = (h < 0) & (newton >= a) & (newton <= b)
         t_new = jnp.where(inside, newton, secant(a, b, ga, gb))
-        moved = jnp.max(jnp.where(found & jnp.isfinite(t_new), jnp.abs(t_new - t), 0.0))
-        return t_new, a, b, ga, gb, it + 1, moved
+        step = jnp.abs(t_new - t)
+        # a Newton step of size e leaves an error of order e^2 (quadratic convergence): below NEWTON_QUAD
+        # the lane is done with this step; a secant or clipped step must itself be below NEWTON_TOL
+        settled = ~jnp.isfinite(t_new) | (step <= NEWTON_TOL) | (inside & (step <= NEWTON_QUAD))
+        return jnp.where(done, t, t_new), a, b, ga, gb, it + 1, done | settled
 
     def running(carry):
-        return (carry[5] < NEWTON_ITER) & (carry[6] > NEWTON_TOL)
+        return (carry[5] < NEWTON_ITER) & ~jnp.all(carry[6])
 
-    t0 = secant(a0, b0, ga0, gb0)
-    t, *_ = jax.lax.while_loop(running, step, (t0, a0, b0, ga0, gb0, 0, jnp.asarray(jnp.inf, dtype)))
+    fa0 = jnp.take_along_axis(vals, j[None, :], axis=0)[0]
+    fb0 = jnp.take_along_axis(vals, j[None, :] + 1, axis=0)[0]
+    t0 = hermite_start(a0, b0, fa0, fb0, ga0, gb0, secant(a0, b0, ga0, gb0))
+    t, *_ = jax.lax.while_loop(running, step, (t0, a0, b0, ga0, gb0, 0, ~found))
     ft = jnp.where(found, f(t, order=0), -jnp.inf)
     ends = jnp.where(vals[0] >= vals[-1], lo, hi)
     f_ends = jnp.maximum(vals[0], vals[-1])
