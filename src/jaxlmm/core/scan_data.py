@@ -65,10 +65,15 @@ def trait_pieces(U, coef, W, y, observed, xp=jnp):
 
 
 def marker_moments(rx, Rb, coef, xp=jnp):
-    """``(xx, xb)`` of ``MarkerMoments`` for rotated markers ``rx`` (n, S): one matrix product each."""
+    """``(xx, xb)`` of ``MarkerMoments`` for rotated markers ``rx`` (n, S): one matrix product each (on
+    the host ``rx`` is squared in place after ``xb``: it is not used again)."""
     n, r = coef.shape
-    xx = coef.T @ (rx * rx)
     xb = (Rb.T[:, None, :] * coef.T[None, :, :]).reshape(-1, n) @ rx
+    if xp is np:
+        np.multiply(rx, rx, out=rx)
+        xx = coef.T @ rx
+    else:
+        xx = coef.T @ (rx * rx)
     return xx, xb.reshape(Rb.shape[1], r, rx.shape[1])
 
 
