@@ -152,39 +152,18 @@ def _write_tables(fit, out: Path, force: bool) -> list[Path]:
 
 
 def _relmats(args, parser) -> dict | None:
-    import pandas as pd
+    from .cli_inputs import read_relmat
 
-    out = {}
-    for item in args.relmat:
-        group, sep, file = item.partition("=")
-        if not sep or not group or not file:
-            parser.error(f"--relmat expects GROUP=FILE.csv, got {item!r}")
-        if not Path(file).exists():
-            parser.error(f"--relmat: file {file!r} not found")
-        # level names are text on both axes (ids such as 0001 keep their zeros)
-        K = pd.read_csv(file, converters={0: str})
-        out[group.strip()] = K.set_index(K.columns[0])
-    return out or None
-
-
-def _match_responses(pattern: str, columns) -> list[str]:
-    import fnmatch
-
-    names = []
-    for piece in filter(None, (p.strip() for p in pattern.split(","))):
-        hits = [c for c in columns if fnmatch.fnmatchcase(str(c), piece)]
-        if not hits:
-            raise SystemExit(f"jaxlmm: error: --responses {piece!r} matches no column")
-        names.extend(h for h in hits if h not in names)
-    return names
+    return dict(read_relmat(item, parser.error) for item in args.relmat) or None
 
 
 def _cmd_batch(args, data, formula, name) -> int:
+    from .cli_inputs import match_columns
     from .errors import JaxlmmError
     from .fitting import lmer
 
     used = _formula_columns(formula, data.columns) | {c for c in (args.weights, args.offset) if c}
-    traits = _match_responses(args.responses, [c for c in data.columns if c not in used])
+    traits = match_columns(args.responses, [c for c in data.columns if c not in used])
     if args.coordinator:
         from .distributed import run_distributed_batch
 

@@ -51,6 +51,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import pandas as pd
 
+    from .cli_inputs import match_columns, read_relmat
     from .errors import JaxlmmError
     from .output_dir import check_target, write_tables
 
@@ -75,9 +76,9 @@ def run(args) -> int:
         if col not in data.columns:
             raise SystemExit(f"jaxlmm: error: column {col!r} not in {args.pheno}")
     candidates = [c for c in data.columns if c not in [group] + covariates]
-    traits = _match(args.responses, candidates) if args.responses else candidates
+    traits = match_columns(args.responses, candidates) if args.responses else candidates
     formula = "~ " + " + ".join(["1"] + [f"`{c}`" for c in covariates]) + f" + (1 | {group})"
-    relmat = _read_relmat(args.relmat)
+    relmat = dict([read_relmat(args.relmat)])
     if not args.coordinator:
         return _scan_and_write(args, formula, data, traits, relmat, out)
     import jax
@@ -153,27 +154,3 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "trait"
 
 
-def _read_relmat(item: str) -> dict:
-    """``{"id": K}`` from ``ID=K.csv`` (ids as text on both axes, so 0001 keeps its zeros)."""
-    import pandas as pd
-
-    group, sep, file = item.partition("=")
-    if not sep or not group.strip() or not file:
-        raise SystemExit(f"jaxlmm: error: --relmat expects ID=FILE.csv, got {item!r}")
-    if not Path(file).exists():
-        raise SystemExit(f"jaxlmm: error: --relmat: file {file!r} not found")
-    K = pd.read_csv(file, converters={0: str})
-    return {group.strip(): K.set_index(K.columns[0])}
-
-
-def _match(pattern: str, columns) -> list[str]:
-    """Columns matching a glob or a comma-separated list (as ``jaxlmm fit --responses``)."""
-    import fnmatch
-
-    names = []
-    for piece in filter(None, (p.strip() for p in pattern.split(","))):
-        hits = [c for c in columns if fnmatch.fnmatchcase(str(c), piece)]
-        if not hits:
-            raise SystemExit(f"jaxlmm: error: --responses {piece!r} matches no column")
-        names.extend(h for h in hits if h not in names)
-    return names

@@ -222,6 +222,21 @@ class ReStructure:
             out.append(lam)
         return out
 
+    def lambdas_stacked(self, theta) -> list[np.ndarray]:
+        """``lambdas_numpy`` of every row of ``theta`` (B, k): per term an array (B, S, S)."""
+        th = np.asarray(theta, dtype=float)
+        if self.structured:
+            rows = [self.lambdas_numpy(row) for row in th]
+            return [np.stack([r[k] for r in rows]) if len(rows) else np.zeros((0, t.ncols, t.ncols))
+                    for k, t in enumerate(self.terms)]
+        out = []
+        for t, off in zip(self.terms, self.theta_offsets):
+            rows, cols = theta_positions(t)
+            lam = np.zeros((th.shape[0], t.ncols, t.ncols))
+            lam[:, rows, cols] = th[:, off:off + len(rows)]
+            out.append(lam)
+        return out
+
     def lambdas(self, theta) -> list:
         """The relative covariance factors ``lambda_k`` (S_k x S_k) from theta.
 

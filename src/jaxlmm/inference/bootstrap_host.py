@@ -79,7 +79,6 @@ def bootstrap_host(fit, Y: np.ndarray, chunk_size: int | None = None) -> pd.Data
 
     from ..core.newton_host import minimize_newton_host
     from ..core.optimize import NewtonOptions
-    from ..core.structure import theta_positions
     from ..model.design import bucket
     from ..model.memory import available_bytes, batch_bytes_per_trait
     from .replicates import replicate_statistics
@@ -121,12 +120,7 @@ def bootstrap_host(fit, Y: np.ndarray, chunk_size: int | None = None) -> pd.Data
                                NewtonOptions(max_iter=model.max_iter), structure.reflections(), dtype=dtype)
     theta, status = np.asarray(res.theta), np.asarray(res.status)
     est = run(theta, np.arange(B))[1]
-    lambdas = []
-    for t, off in zip(structure.terms, structure.theta_offsets):
-        rows, cols = theta_positions(t)
-        lam = np.zeros((B, t.ncols, t.ncols))
-        lam[:, rows, cols] = theta[:, off:off + len(rows)]
-        lambdas.append(lam)
+    lambdas = structure.lambdas_stacked(theta)
     table = replicate_statistics(design, pd.DataFrame(np.asarray(est.beta), columns=list(design.fixef_names)),
                                  np.asarray(est.sigma, float), lambdas)
     ok = status == 0

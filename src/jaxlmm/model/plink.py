@@ -115,13 +115,9 @@ def match_individuals(genotypes: Genotypes, levels: list[str], name: str) -> tup
 
     A ``DataError`` names the levels that have no genotypes.
     """
-    index = {v: i for i, v in enumerate(genotypes.ids)}
-    absent = [lv for lv in levels if lv not in index]
-    if absent:
-        shown = ", ".join(map(repr, absent[:5])) + (" ..." if len(absent) > 5 else "")
-        raise DataError(f"{len(absent)} level{'s' if len(absent) > 1 else ''} of grouping factor {name!r} "
-                        f"not in the genotypes: {shown}")
-    rows = np.asarray([index[lv] for lv in levels], dtype=np.int64)
+    from .relmat import level_positions
+
+    rows = level_positions(levels, genotypes.ids, name, "the genotypes")
     return rows, len(genotypes.ids) - len(set(levels))
 
 

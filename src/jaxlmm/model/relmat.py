@@ -43,14 +43,20 @@ class RelationshipMatrix:
 
     def restrict(self, levels: list[str]) -> "RelationshipMatrix":
         """K on ``levels`` (in that order); an error names levels K does not have."""
-        index = {lv: i for i, lv in enumerate(self.levels)}
-        absent = [lv for lv in levels if lv not in index]
-        if absent:
-            shown = ", ".join(map(repr, absent[:5])) + (" ..." if len(absent) > 5 else "")
-            raise DataError(f"{len(absent)} level{'s' if len(absent) > 1 else ''} of grouping factor "
-                            f"{self.name!r} not in its relationship matrix: {shown}")
-        pos = np.asarray([index[lv] for lv in levels], dtype=np.int64)
+        pos = level_positions(levels, self.levels, self.name, "its relationship matrix")
         return RelationshipMatrix(self.name, tuple(levels), self.K[np.ix_(pos, pos)])
+
+
+def level_positions(levels, known, name: str, where: str) -> np.ndarray:
+    """Positions in ``known`` of each of the grouping factor ``name``'s ``levels``; a ``DataError`` names
+    the levels missing from ``where`` (its relationship matrix, the genotypes)."""
+    index = {lv: i for i, lv in enumerate(known)}
+    absent = [lv for lv in levels if lv not in index]
+    if absent:
+        shown = ", ".join(map(repr, absent[:5])) + (" ..." if len(absent) > 5 else "")
+        raise DataError(f"{len(absent)} level{'s' if len(absent) > 1 else ''} of grouping factor {name!r} "
+                        f"not in {where}: {shown}")
+    return np.asarray([index[lv] for lv in levels], dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import pandas as pd
 
 from .._x64 import float64_methods
 from ..core.status import STATUS_MESSAGES, STATUS_NAMES
-from ..core.structure import theta_positions
 from ..model.design import Design
 from ..model.naming import theta_names as _theta_names
 from .lmer_result import SINGULAR_TOL
@@ -179,19 +178,7 @@ class BatchResult:
     @cached_property
     def lambdas(self) -> list[np.ndarray]:
         """Per term an array (T, S, S) of relative covariance factors."""
-        th = np.asarray(self._out["theta"])
-        out = []
-        s = self.design.structure
-        per_trait = [s.lambdas_numpy(row) for row in th] if s.structured else None
-        for k, (t, off) in enumerate(zip(s.terms, s.theta_offsets)):
-            lam = np.zeros((th.shape[0], t.ncols, t.ncols))
-            if per_trait is not None:
-                lam[:] = [lams[k] for lams in per_trait] if len(per_trait) else 0.0
-            else:
-                rows, cols = theta_positions(t)
-                lam[:, rows, cols] = th[:, off:off + len(rows)]
-            out.append(lam)
-        return out
+        return self.design.structure.lambdas_stacked(self._out["theta"])
 
     @cached_property
     def varcorr(self) -> pd.DataFrame:
