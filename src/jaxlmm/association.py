@@ -178,7 +178,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     chunks = _GenotypeCache(problem, snp_chunk, host, (~np.isnan(problem.Y.T)).astype(float))
     traits = _TraitCache(problem.K, X, center)
     bar = _progress(-(-todo.size // trait_chunk) * chunks.n_chunks, progress)
-    pending = None          # the last dispatched chunk: collected after the next one is prepared and dispatched
+    pending = None          # host path: the last dispatched chunk, collected once the next one is dispatched
 
     def collect(item):
         stats, sel, start, stop = item
@@ -210,6 +210,9 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
             if pending is not None:
                 collect(pending)
             pending = (stats, sel, start, stop)
+            if not host:                # sharded programs: one in flight at a time
+                collect(pending)
+                pending = None
     if pending is not None:
         collect(pending)
     if bar is not None:
