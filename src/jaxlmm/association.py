@@ -178,7 +178,8 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     chunks = _GenotypeCache(problem, snp_chunk, host, (~np.isnan(problem.Y.T)).astype(float))
     traits = _TraitCache(problem.K, X, center)
     bar = _progress(-(-todo.size // trait_chunk) * chunks.n_chunks, progress)
-    pending = None          # host path: the last dispatched chunk, collected once the next one is dispatched
+    pending = None          # the last dispatched chunk, collected once the next one is dispatched
+    program = None if host else core.scan_chunk_program(mesh, mode, lrt)
 
     def collect(item):
         stats, sel, start, stop = item
@@ -205,14 +206,10 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
                 moments = scan_data.MarkerMoments(*(np.stack(a) for a in zip(*moments)))
                 stats = core.scan_moments_program(series, null, moments, mode=mode, lrt=lrt)
             else:
-                stats = core.scan_chunk_program(U, coef, Rb, put(jax.numpy.asarray(observed), mesh, True), series,
-                                                null, chunk, mode=mode, lrt=lrt)
+                stats = program(U, coef, Rb, put(jax.numpy.asarray(observed), mesh, True), series, null, chunk)
             if pending is not None:
                 collect(pending)
             pending = (stats, sel, start, stop)
-            if not host:                # sharded programs: one in flight at a time
-                collect(pending)
-                pending = None
     if pending is not None:
         collect(pending)
     if bar is not None:
@@ -279,10 +276,10 @@ class _TraitCache:
 
         K, X = put((jax.numpy.asarray(self.K), jax.numpy.asarray(self.X)), mesh, False)
         Yd, od = put((jax.numpy.asarray(Y), jax.numpy.asarray(observed)), mesh, True)
-        U, d = eigen_program(K, od, center=self.center)
+        U, d = eigen_program(mesh, self.center)(K, od)
         bases = weight_bases(list(np.asarray(jax.device_get(d))), *LOG_RANGE)   # one set of poles per chunk
         coef = put(jax.numpy.asarray(np.stack([b.coef for b in bases])), mesh, True)
-        Rb, gram_b = trait_program(U, coef, X, Yd, od)
+        Rb, gram_b = trait_program(mesh)(U, coef, X, Yd, od)
         return U, coef, Rb, _stack_series(bases, list(jax.device_get(gram_b)), observed)
 
 

@@ -57,13 +57,14 @@ search; on accelerators ``trait_program`` and ``scan_chunk_program`` do it all.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..sharding import per_device_program
 from .scan_data import MarkerMoments, impute, marker_moments, observed_relmat, trait_pieces
 from .status import CONVERGED as SNP_OK
 from .status import NO_GENOTYPES as SNP_NO_GENOTYPES
@@ -373,20 +374,32 @@ def _per_trait(fn, n_traits: int, *args):
     return jax.vmap(fn)(*args)
 
 
-@partial(jax.jit, static_argnames=("center",))
-def eigen_program(K, observed, center: bool = True):
-    """``(U, d)`` of ``observed_relmat`` for T traits (``observed`` (T, n)), by XLA (accelerators)."""
+def _eigen(K, observed, center: bool):
+    """``(U, d)`` of ``observed_relmat`` for T traits (``observed`` (T, n)), one trait after another
+    (``lax.map``): one LAPACK or cuSOLVER call per trait, never a batched call that fans out on the
+    thread pool of XLA's CPU devices (see ``sharding.per_device_program``)."""
     def one(o):
         d, U = jnp.linalg.eigh(observed_relmat(K, o, center))
         return U, d
 
-    return jax.vmap(one)(observed)
+    return jax.lax.map(one, observed)
 
 
-@jax.jit
-def trait_program(U, coef, W, Y, observed):
+@lru_cache(maxsize=8)
+def eigen_program(mesh=None, center: bool = True):
+    """The jitted ``_eigen``: ``program(K, observed)``, K replicated, the traits split over ``mesh``."""
+    return per_device_program(partial(_eigen, center=center), mesh, (False, True))
+
+
+def _trait_pieces(U, coef, W, Y, observed):
     """``trait_pieces`` for T traits (``U`` (T, n, n), ``coef`` (T, n, r), ``Y`` and ``observed`` (T, n))."""
     return jax.vmap(trait_pieces, in_axes=(0, 0, None, 0, 0))(U, coef, W, Y, observed)
+
+
+@lru_cache(maxsize=8)
+def trait_program(mesh=None):
+    """The jitted ``_trait_pieces``: ``program(U, coef, W, Y, observed)``, W replicated."""
+    return per_device_program(_trait_pieces, mesh, (True, True, False, True, True))
 
 
 @jax.jit
@@ -402,14 +415,20 @@ def scan_moments_program(trait: TraitSeries, null: NullModel, moments: MarkerMom
     return _per_trait(lambda a, b, m: scan_markers(a, b, m, mode, lrt), trait.poles.shape[0], trait, null, moments)
 
 
-@partial(jax.jit, static_argnames=("mode", "lrt"))
-def scan_chunk_program(U, coef, Rb, observed, trait: TraitSeries, null: NullModel, G, mode: str = "exact",
-                       lrt: bool = True) -> ScanStats:
-    """Imputation, rotation, moments and ``scan_markers`` in one program, for a chunk of traits (leading
-    axis) and markers ``G`` (n, S; NaN = missing)."""
+def _scan_chunk(U, coef, Rb, observed, trait: TraitSeries, null: NullModel, G, mode: str, lrt: bool) -> ScanStats:
+    """Imputation, rotation, moments and ``scan_markers`` for a chunk of traits (leading axis) and
+    markers ``G`` (n, S; NaN = missing)."""
     def one(U, coef, Rb, observed, trait, null):
         x, af, n_miss, status = impute(G, observed)
         xx, xb = marker_moments(U.T @ x, Rb, coef)
         return scan_markers(trait, null, MarkerMoments(xx, xb, af, n_miss, status), mode, lrt)
 
     return _per_trait(one, U.shape[0], U, coef, Rb, observed, trait, null)
+
+
+@lru_cache(maxsize=8)
+def scan_chunk_program(mesh=None, mode: str = "exact", lrt: bool = True):
+    """The jitted ``_scan_chunk``: ``program(U, coef, Rb, observed, trait, null, G)``, G replicated and
+    everything else split over ``mesh``; each device searches its own markers' lambdas
+    (``sharding.per_device_program``)."""
+    return per_device_program(partial(_scan_chunk, mode=mode, lrt=lrt), mesh, (True,) * 6 + (False,))
