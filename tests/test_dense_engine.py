@@ -83,46 +83,6 @@ def test_dense_and_block_paths_agree():
         np.testing.assert_allclose(fit._cond_var(k), np.asarray(block.solution.cond_var[k])[:18], rtol=1e-6)
 
 
-def test_profile_derivatives_in_w_equal_finite_differences():
-    """The ML deviance in (sd, atanh cor, log sigma): jets through the Cholesky of the correlations."""
-    from jaxlmm.core.dense_layout import compact_system
-    from jaxlmm.core.dense_profile import VarianceProfile
-    from jaxlmm.core.profile_params import w_from_theta_sigma
-
-    data = jaxlmm.load_dataset("sleepstudy")
-    fit = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", data, reml=False)
-    layout, system = fit._dense
-    system, row_of = compact_system(system, layout)
-    profile = VarianceProfile(system, row_of, fit.design.structure)
-    w = w_from_theta_sigma(fit.theta, fit.sigma, fit.design.structure) + np.array([3.0, 0.3, -1.0, 0.1])
-    D, g, H = profile.derivatives(w[None])
-    np.testing.assert_allclose(D[0], fit.criterion + 0.0, rtol=0.05)   # near the optimum
-    eps = 1e-5
-    steps = np.eye(4) * eps
-    g_fd = [(profile.derivatives((w + e)[None])[0][0] - profile.derivatives((w - e)[None])[0][0]) / (2 * eps)
-            for e in steps]
-    H_fd = [(profile.derivatives((w + e)[None])[1][0] - profile.derivatives((w - e)[None])[1][0]) / (2 * eps)
-            for e in steps]
-    np.testing.assert_allclose(g[0], g_fd, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(H[0], H_fd, rtol=1e-5, atol=1e-5)
-
-
-def test_profile_of_a_small_model_runs_on_one_new_program():
-    """A profile adds the block program at its chunk size and nothing else; the limits match lme4's."""
-    data = jaxlmm.load_dataset("sleepstudy")
-    fit = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", data)
-    fit.refit_ml()
-    before = _compiled_programs()
-    ci = fit.confint(method="profile")
-    assert _compiled_programs() <= before + 1
-    after = _compiled_programs()
-    jaxlmm.lmer("Reaction ~ Days + (Days || Subject)", data).confint(method="profile")   # same sizes
-    assert _compiled_programs() == after
-    # lme4 1.1-31: confint(fm1) for sleepstudy
-    np.testing.assert_allclose(ci.iloc[:, 0], [14.3814, -0.4815, 3.8012, 22.8982, 237.6807, 7.3587], atol=2e-3)
-    np.testing.assert_allclose(ci.iloc[:, 1], [37.7160, 0.6850, 8.7534, 28.8580, 265.1295, 13.5759], atol=2e-3)
-
-
 @pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (1 | Subject) + (1 | DaysF)"])
 def test_kenward_roger_derivatives_equal_autodiff(formula):
     """M = X^T V^-1 X and log|V|: closed-form first and second derivatives in gamma equal autodiff's."""

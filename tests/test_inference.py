@@ -136,15 +136,6 @@ def test_profile_confint_slow(case, fits):
     _check_profile(case, fits)
 
 
-@pytest.mark.slow
-def test_profile_on_the_blocked_path_agrees(fits, monkeypatch):
-    """Models too large for the dense programs profile on the blocked path's programs: same limits."""
-    from jaxlmm.inference import profile as profile_module
-
-    monkeypatch.setattr(profile_module, "_dense_runners", profile_module._block_runners)
-    _check_profile("sleepstudy_slope_reml", fits)
-
-
 def test_profile_frame(fits):
     prof = fits.get("dyestuff").profile()
     frame = prof.frame

@@ -46,6 +46,21 @@ def _jitted(name: str):
 _JITTED: dict = {}
 
 
+def _cross_products_program(small: bool):
+    """``crossprod.cross_products`` jitted; for a small model (the dense path's, which needs the blocked
+    cross-products only for a profile) with ``dense_fit``'s quick-compile options: it runs once, on
+    a few hundred rows."""
+    import jax
+
+    key = ("cross_products", small)
+    if key not in _JITTED:
+        from .core.crossprod import cross_products
+        from .core.dense_fit import OPTIONS, compiler_options
+
+        _JITTED[key] = jax.jit(cross_products, compiler_options=OPTIONS[compiler_options(1)] if small else None)
+    return _JITTED[key]
+
+
 def dense_eligible(design: Design) -> bool:
     """Small models go through the dense program shared by all structures (``core/dense.py``)."""
     from .core.dense_layout import fits_dense
@@ -169,10 +184,8 @@ class Model:
         if self._cross_products is None:
             import jax
 
-            from .core.crossprod import cross_products
-
             with jax.enable_x64(True):
-                self._cross_products = jax.jit(cross_products)(self.data)
+                self._cross_products = _cross_products_program(self.is_dense)(self.data)
         return self._cross_products
 
     @property

@@ -5,7 +5,7 @@ with ``NamedSharding(mesh, P("traits"))``, the shared design is replicated,
 and the same jitted, vmapped program runs: XLA's SPMD partitioner gives each
 device its slice of the traits (the vmapped optimizer loop's stopping test is
 the one place devices meet).  Scans build their programs with
-``per_device_program`` (``shard_map``): each device runs its own slice with no
+``core.per_device.per_device_program`` (``shard_map``): each device runs its own slice with no
 collective at all.  Chunk sizes are
 rounded up to a multiple of the number of devices.
 
@@ -66,23 +66,3 @@ def chunks(idx: np.ndarray, size: int):
         sel = idx[lo:lo + size]
         yield sel, np.concatenate([sel, np.repeat(sel[:1], size - sel.size)])
 
-
-def per_device_program(body, mesh, split: tuple, out_split: bool = True):
-    """``jax.jit(body)``; on a mesh, each device runs ``body`` on its own slice of the traits
-    (``shard_map``): ``split[i]`` says whether argument ``i`` is split along its leading (trait) axis or
-    replicated.
-
-    Nothing in a per-trait program couples traits, but plain SPMD partitioning of a vmapped loop turns
-    its condition (any lane still running) into an all-reduce at every iteration; and a batched LAPACK
-    call on XLA's CPU devices fans its batch out on the thread pool that runs the devices' programs,
-    which can deadlock when several devices wait at once (jaxlib's ``ParallelBatchMap``).  Under
-    ``shard_map`` loops stop per device, with no collective."""
-    import jax
-
-    if mesh is None:
-        return jax.jit(body)
-    from jax.sharding import PartitionSpec
-
-    spec = {True: PartitionSpec("traits"), False: PartitionSpec()}
-    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=tuple(spec[bool(s)] for s in split),
-                                 out_specs=spec[bool(out_split)], check_vma=False))

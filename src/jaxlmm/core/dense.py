@@ -165,9 +165,8 @@ def block_derivatives(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarr
 
     Returns ``(logdets (3,), grads (3, k), hessians (3, k, k))`` in the original units of X and y
     (the scaling constants of ``DenseSystem`` added back).  Every criterion of the model is a
-    function of these three: the REML and ML criteria (``combine``) and the ML deviance at a
-    given sigma (``dense_profile``), so one compiled program serves fits, profiles and
-    bootstraps alike.
+    function of these three (the REML and ML criteria, ``combine``), so one compiled program
+    serves the fits of every model of a size bucket.
 
     ``Lambda = sum_i theta_i E_i`` with 0/1 matrices ``E_i``; ``row_of[i, c]`` is the row of
     ``E_i``'s only nonzero in column c (``q`` where the column has none).  With

@@ -2,12 +2,11 @@
 
 Two compiled programs, each shared by every model whose padded sizes fall in
 one bucket (``dense.py``) and by every use of those models -- REML and ML fits
-and profiles: ``blocks`` (the three block log-determinants of
+alike: ``blocks`` (the three block log-determinants of
 ``dense.block_derivatives`` with their closed-form gradients and Hessians) and
 ``estimates`` (``dense.dense_solve``), each for a stack of (theta, system)
 pairs.  The host combines the blocks into whichever criterion it minimizes
-(``host_criterion``; the profile's ML deviance at a held sigma in
-``dense_profile``), and ``newton_host`` runs the loop.
+(``host_criterion``), and ``newton_host`` runs the loop.
 
 Stacks are evaluated in chunks of a fixed number of lanes (``DenseStack``),
 so a stack of any length reuses one compiled program per chunk size.
@@ -17,7 +16,7 @@ with the newer fusion emitters a vmapped second derivative through a batched
 Cholesky factor can hang.  Programs for a handful of problems also turn XLA's
 backend optimizations off (``FAST_COMPILE``): they compile several times faster
 and run slower, the right trade for a fit of a few iterations; larger stacks
-(profiles) keep the optimizations, since they run many times.
+keep the optimizations, since they run many times.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Per term, in lme4's order (the lower triangle of its covariance, column by
 column), an sd for each diagonal element and ``atanh`` of the correlation for
-each off-diagonal one; ``log sigma`` last.  NumPy only: the profiles on both
-paths (``profile.py``, ``dense_profile.py``) use these layouts.
+each off-diagonal one; ``log sigma`` last.  NumPy only: the profile
+(``profile.py``, ``profile_block.py``) uses these layouts.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def w_reflections(structure: ReStructure) -> np.ndarray:
 
 
 def w_from_theta_sigma(theta: np.ndarray, sigma: float, structure: ReStructure) -> np.ndarray:
-    """Inverse of ``theta_sigma_from_w`` (NumPy, at an estimate)."""
+    """w at an estimate (theta, sigma) (NumPy; ``profile_block.theta_sigma`` maps back, with the
+    correlations themselves in place of their atanh)."""
     out = []
     for lam, t in zip(structure.lambdas_numpy(theta), structure.terms):
         sd, cor = sd_and_cor(term_covariance(lam, sigma))

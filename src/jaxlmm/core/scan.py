@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..sharding import per_device_program
+from .per_device import per_device_program
 from .scan_data import MarkerMoments, impute, marker_moments, observed_relmat, trait_pieces
 from .status import CONVERGED as SNP_OK
 from .status import NO_GENOTYPES as SNP_NO_GENOTYPES

@@ -68,7 +68,7 @@ def lam_t_times(lam, C: list) -> list:
 def cholesky(M: list, sqrt=jnp.sqrt) -> list:
     """Lower Cholesky factor (nested list; entries above the diagonal are None).
 
-    Entries may be any numbers with ``+ - * /`` and a ``sqrt`` (e.g. ``jets.Jet``)."""
+    Entries may be any numbers with ``+ - * /`` and a ``sqrt`` (JAX or NumPy scalars and arrays)."""
     S = len(M)
     L = [[None] * S for _ in range(S)]
     for j in range(S):

@@ -12,8 +12,9 @@ Hessian), then rounds of bracketed secant steps, each round one stack for all
 parameters and both sides, every lane starting from the solution at the
 nearest value already profiled.  Where a bounded parameter (an sd at 0, a
 correlation at -/+1) is reached before |zeta| does, that bound is the limit.
-Small models run on the fit's dense block program (``core/dense_profile.py``),
-larger ones on the blocked path's vmapped programs (``core/profile.py``).
+Every minimization is a lane of the host Newton loop (``core/newton_host.py``)
+and every evaluation one call of a small loop-free program for a stack of
+lanes (``core/profile_block.py``): one pair of programs serves every model.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from scipy import special
 
 from .._x64 import float64_methods, float64_scope
 from ..errors import JaxlmmError
-from ..model.design import bucket
 from ..model.naming import confint_names
 
 GRID = np.array([-4.0, -3.0, -2.25, -1.5, -0.75, 0.75, 1.5, 2.25, 3.0, 4.0])
@@ -171,63 +171,86 @@ def _variance_names(ml):
     return names
 
 
-def _lanes(index, values, size, fill):
-    idx = np.zeros(size, np.int32)
-    val = np.full(size, fill, dtype=float)
-    idx[:len(index)], val[:len(values)] = index, values
-    return idx, val
+LANES = 16  # lanes per program call: one compiled pair of programs serves every round of a profile
+# the optimizer moves free correlations themselves, within R_MAX of -/+1: where a profiled fit's optimum
+# is a correlation of -/+1 it reaches that bound in a few Newton steps (in atanh(cor), at infinity, every
+# step would gain only a constant 0.5 on an exponentially flat criterion)
+R_MAX = 1.0 - 1e-8
 
 
-def _block_runners(ml, w_hat, size):
-    """The deviance at w-hat, its Hessian in w, and the two runners on the blocked path's programs."""
+def _runners(ml, w_hat):
+    """The ML deviance at w-hat, its Hessian in w and the two runners (variance parameters, fixed
+    effects): host Newton loops over lanes, each evaluation one call of ``core/profile_block.py``'s
+    ``lane_program`` per ``LANES`` lanes."""
     import jax
-    import jax.numpy as jnp
 
-    from ..core import profile_block as core
+    from ..core.newton_host import minimize_newton_host
+    from ..core.profile_block import lane_program
+    from ..core.profile_params import varpar_kinds, w_reflections
 
-    cp = ml.cross_products
-    theta_hat = jnp.asarray(ml.theta)
-    beta0 = float(ml.fixef.to_numpy()[0])
+    cp, structure = ml.cross_products, ml.design.structure
+    dtype = np.dtype(ml.model.dtype)
+    kinds = varpar_kinds(structure)
+    cor = kinds == 1
+    k = structure.ntheta
 
-    def lanes_of(program, first, fill):
-        def run(index, values, starts):
-            out_d, out_x = [], []
-            for at in range(0, len(index), size):
-                idx, val = _lanes(index[at:at + size], values[at:at + size], size, fill)
-                fun, _, x = jax.device_get(program(cp, first, jnp.asarray(idx), jnp.asarray(val)))
-                n = min(size, len(index) - at)
-                out_d.append(np.asarray(fun)[:n])
-                out_x.append(np.asarray(x)[:n])
-            return np.concatenate(out_d), np.concatenate(out_x)
-        return run
+    def call(z, j, c, fixed):
+        """``lane_program`` in chunks of ``LANES`` lanes (the last one padded with its last lane)."""
+        n, out = len(z), []
+        for lo in range(0, n, LANES):
+            sel = np.minimum(np.arange(lo, lo + LANES), n - 1)
+            res = jax.device_get(lane_program(z[sel].astype(dtype), j[sel].astype(np.int32), c[sel].astype(dtype),
+                                              fixed[sel], cp))
+            out.append([np.asarray(r, float)[:min(LANES, n - lo)] for r in res])
+        return tuple(np.concatenate(part) for part in zip(*out))
 
-    run_w = lanes_of(core.profile_varpar_program, jnp.asarray(w_hat), w_hat[0])
-    run_b = lanes_of(core.profile_beta_program, theta_hat, beta0)
-    dev_w = float(core.ml_deviance_w(jnp.asarray(w_hat), cp))
-    return dev_w, np.asarray(core.hessian_w(cp, jnp.asarray(w_hat))), run_w, run_b
-
-
-def _dense_runners(ml, w_hat, size):
-    """The same four as ``_block_runners``, on the fit's dense block program (``core/dense_profile.py``)."""
-    from ..core.dense_layout import compact_system
-    from ..core.dense_profile import FixedEffectProfile, VarianceProfile
-
-    layout, system = ml._dense
-    system, row_of = compact_system(system, layout)
-    structure = ml.design.structure
-    variance = VarianceProfile(system, row_of, structure)
-    dev_w, _, H = variance.derivatives(w_hat[None])
-    beta = FixedEffectProfile(system, row_of, structure)
+    def variance(x, rows=None):
+        n = len(x)
+        return call(np.asarray(x, float), np.full(n, -1), np.zeros(n), np.zeros(n, bool))
 
     def run_w(index, values, starts):
-        res = variance.minimize(index, values, starts)
-        return res.fun, res.theta
+        """Minimize lane b from ``starts[b]`` with ``w[index[b]] = values[b]`` held (w in and out)."""
+        lower = np.where(kinds == 0, 0.0, np.where(cor, -R_MAX, -np.inf))
+        upper = np.where(cor, R_MAX, np.inf)
+        lanes = np.arange(len(index))
+        x0 = np.array(starts, float)
+        x0[:, cor] = np.tanh(x0[:, cor])
+        x0 = np.clip(x0, lower, upper)
+        x0[lanes, index] = np.where(cor[index], np.clip(np.tanh(values), -R_MAX, R_MAX), values)
+        held = np.arange(k + 1)[None, :] == np.asarray(index)[:, None]
+        res = minimize_newton_host(variance, None, x0, lower, reflections=w_reflections(structure).astype(float),
+                                   fixed=held, dtype=dtype, upper=upper)
+        w = np.array(res.theta)
+        w[:, cor] = np.arctanh(w[:, cor])
+        w[lanes, index] = values
+        return res.fun, w
 
     def run_b(index, values, starts):
-        res = beta.minimize(index, values, starts)
-        return res.fun, res.theta
+        """Minimize lane b over theta from ``starts[b]`` with ``beta[index[b]] = values[b]`` held
+        (``z = (theta, 0)``, its last component unused and held)."""
+        index, values = np.asarray(index), np.asarray(values, float)
+        lanes = len(index)
+        z0 = np.zeros((lanes, k + 1))
+        z0[:, :k] = np.asarray(starts, float)[:, :k]
+        lower = np.append(structure.lower_bounds(), -np.inf)
+        reflections = np.zeros((k + 1, k + 1))
+        reflections[:k, :k] = structure.reflections()
+        held = np.zeros((lanes, k + 1), bool)
+        held[:, k] = True
 
-    return float(dev_w[0]), H[0], run_w, run_b
+        def vgh(z, rows):
+            return call(np.asarray(z, float), index[rows], values[rows], np.ones(len(rows), bool))
+
+        res = minimize_newton_host(vgh, None, z0, lower, reflections=reflections, fixed=held, dtype=dtype)
+        return res.fun, res.theta[:, :k]
+
+    # the deviance and its Hessian at w-hat on lme4's atanh(cor) scale: r = tanh(w), dr/dw = 1 - r^2
+    r = np.where(cor, np.tanh(w_hat), w_hat)
+    D, g, H = variance(r[None])
+    dr = np.where(cor, 1.0 - r ** 2, 1.0)
+    d2r = np.where(cor, -2.0 * r * (1.0 - r ** 2), 0.0)
+    H_w = dr[:, None] * H[0] * dr[None, :] + np.diag(g[0] * d2r)
+    return float(D[0]), H_w, run_w, run_b
 
 
 def _wald_scale(H, w_hat):
@@ -259,9 +282,7 @@ def _profile(fit, level: float) -> Profile:
     kinds = core.varpar_kinds(structure)
     z = special.ndtri(0.5 + level / 2)
     var_names, beta_names = _variance_names(ml), list(ml.fixef_names)
-    size = bucket(max(len(GRID) * len(var_names), len(GRID) * len(beta_names), 1))
-    runners = _dense_runners if getattr(ml, "_dense", None) is not None else _block_runners
-    dev_w, H, run_w, run_b = runners(ml, w_hat, size)
+    dev_w, H, run_w, run_b = _runners(ml, w_hat)
 
     def natural(i, v):
         return v if kinds[i] == 0 else (np.tanh(v) if kinds[i] == 1 else np.exp(v))
