@@ -46,10 +46,12 @@ def _newton_direction(x, g, H, free, at_bound, at_upper):
 
 
 def _reflect(x, g, H, at_bound, flat, held, R):
-    """Flip the columns whose diagonal element sits at 0 with an outward gradient (``f(R x) = f(x)``)."""
-    flip = (at_bound & (g > flat[:, None]) & ((x != 0).astype(float) @ R.T > 0) & ~held
-            & (held.astype(float) @ R.T == 0))
-    sign = np.where(flip.astype(float) @ R > 0, -1.0, 1.0)
+    """Flip the columns whose diagonal element sits at 0 with an outward gradient (``f(R x) = f(x)``;
+    ``R`` (k, k), or (B, k, k): one per problem)."""
+    R = np.broadcast_to(R, (x.shape[0],) + R.shape[-2:])
+    flip = (at_bound & (g > flat[:, None]) & (np.einsum("bj,bij->bi", (x != 0).astype(float), R) > 0) & ~held
+            & (np.einsum("bj,bij->bi", held.astype(float), R) == 0))
+    sign = np.where(np.einsum("bi,bij->bj", flip.astype(float), R) > 0, -1.0, 1.0)
     return sign * x, sign * g, sign[:, :, None] * H * sign[:, None, :]
 
 
@@ -114,7 +116,8 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
 
     ``vgh(x, rows)`` returns ``(f, g, H)`` of the problems ``rows`` at ``x`` (their rows).  Only the first
     ``active_k`` components are optimized (the rest are shape padding, held
-    where they are).  ``fixed`` (B, k) holds components at their start (profiles).  ``dtype`` is
+    where they are).  ``fixed`` (B, k) holds components at their start (profiles); ``lower``,
+    ``upper`` and ``reflections`` may differ by problem (a leading B axis).  ``dtype`` is
     the precision the programs compute in (default ``x0``'s): the tolerances follow it, while the
     iterate itself is kept in float64 on the host.
     """
@@ -126,7 +129,7 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
     upper = np.broadcast_to(np.asarray(np.inf if upper is None else upper, float), (B, k_all))[:, :k]
     bounded, bounded_up = np.isfinite(lower), np.isfinite(upper)
     held = np.zeros((B, k), bool) if fixed is None else np.asarray(fixed, bool)[:, :k]
-    R = None if reflections is None else np.asarray(reflections, float)[:k, :k]
+    R = None if reflections is None else np.asarray(reflections, float)[..., :k, :k]
     tol = Tolerances.of(opt, np.asarray(x0).dtype if dtype is None else dtype)
     f_out, g_out = np.full(B, np.inf), np.zeros((B, k))
     step_out = np.full(B, np.inf)

@@ -12,9 +12,10 @@ Hessian), then rounds of bracketed secant steps, each round one stack for all
 parameters and both sides, every lane starting from the solution at the
 nearest value already profiled.  Where a bounded parameter (an sd at 0, a
 correlation at -/+1) is reached before |zeta| does, that bound is the limit.
-Every minimization is a lane of the host Newton loop (``core/newton_host.py``)
-and every evaluation one call of a small loop-free program for a stack of
-lanes (``core/profile_block.py``): one pair of programs serves every model.
+Every minimization of a round, variance parameters and fixed effects alike,
+is a lane of one host Newton loop (``profile_lanes.py``), and every evaluation
+one call of a small loop-free program for a stack of lanes
+(``core/profile_block.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from scipy import special
 from .._x64 import float64_methods, float64_scope
 from ..errors import JaxlmmError
 from ..model.naming import confint_names
+from .profile_lanes import ProfileLanes
 
 GRID = np.array([-4.0, -3.0, -2.25, -1.5, -0.75, 0.75, 1.5, 2.25, 3.0, 4.0])
 ROUNDS = 6
@@ -57,10 +59,6 @@ class Profile:
         hi = [self._limits[p][1] for p in self.params]
         a = (1 - self.level) / 2
         return pd.DataFrame({f"{100 * a:.1f} %": lo, f"{100 * (1 - a):.1f} %": hi}, index=self.params)
-
-
-# a runner profiles lanes: (index, values, starts (lanes, d) or None) -> (deviances, solutions (lanes, d))
-Runner = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class _Side:
@@ -100,7 +98,8 @@ class _Family:
     scale: np.ndarray           # Wald SE: the grid's and the outward steps' unit
     lower: np.ndarray           # the bound of each parameter (-inf if none)
     natural: Callable           # (i, value) -> the reported value
-    run: Runner
+    lanes: Callable             # (index, values, starts) -> the round's problems (profile_lanes.LaneSet)
+    solutions: Callable         # (index, values, z) -> the solutions, as the starts of later rounds
     dev_min: float
     start: np.ndarray           # the solution at the estimate
     points: dict = field(default_factory=dict)
@@ -149,18 +148,24 @@ def _next_values(family: _Family, sides):
     return np.asarray(index, int), np.asarray(values, float), np.asarray(starts)
 
 
-def _search(family: _Family, z: float) -> dict:
-    """The limits (natural scale) of every parameter of ``family``."""
-    sides = family.sides(z)
-    index, values, starts = _grid(family)
+def _search(families: list[_Family], z: float, minimize: Callable) -> dict:
+    """The limits (natural scale) of every parameter of ``families``; each round's problems of all
+    families go to ``minimize`` together (``ProfileLanes.minimize``: one host loop)."""
+    sides = [family.sides(z) for family in families]
+    todo = [_grid(family) for family in families]
     for _ in range(ROUNDS + 1):
-        if index.size == 0:
+        live = [(f, s, t) for f, s, t in zip(families, sides, todo) if t[0].size]
+        if not live:
             break
-        devs, solutions = family.run(index, values, starts)
-        family.record(sides, index, values, devs, solutions)
-        index, values, starts = _next_values(family, sides)
-    return {name: tuple(family.natural(i, side.limit()) for side in sides[i])
-            for i, name in enumerate(family.names)}
+        devs, solutions = minimize([f.lanes(*t) for f, _, t in live])
+        at = 0
+        for family, side, (index, values, _) in live:
+            n = index.size
+            family.record(side, index, values, devs[at:at + n], family.solutions(index, values, solutions[at:at + n]))
+            at += n
+        todo = [_next_values(f, s) for f, s in zip(families, sides)]
+    return {name: tuple(family.natural(i, side.limit()) for side in family_sides[i])
+            for family, family_sides in zip(families, sides) for i, name in enumerate(family.names)}
 
 
 def _variance_names(ml):
@@ -169,88 +174,6 @@ def _variance_names(ml):
         names.extend(confint_names(t.group, t.columns, t.cov))
     names.append("sigma")
     return names
-
-
-LANES = 16  # lanes per program call: one compiled pair of programs serves every round of a profile
-# the optimizer moves free correlations themselves, within R_MAX of -/+1: where a profiled fit's optimum
-# is a correlation of -/+1 it reaches that bound in a few Newton steps (in atanh(cor), at infinity, every
-# step would gain only a constant 0.5 on an exponentially flat criterion)
-R_MAX = 1.0 - 1e-8
-
-
-def _runners(ml, w_hat):
-    """The ML deviance at w-hat, its Hessian in w and the two runners (variance parameters, fixed
-    effects): host Newton loops over lanes, each evaluation one call of ``core/profile_block.py``'s
-    ``lane_program`` per ``LANES`` lanes."""
-    import jax
-
-    from ..core.newton_host import minimize_newton_host
-    from ..core.profile_block import lane_program
-    from ..core.profile_params import varpar_kinds, w_reflections
-
-    cp, structure = ml.cross_products, ml.design.structure
-    dtype = np.dtype(ml.model.dtype)
-    kinds = varpar_kinds(structure)
-    cor = kinds == 1
-    k = structure.ntheta
-
-    def call(z, j, c, fixed):
-        """``lane_program`` in chunks of ``LANES`` lanes (the last one padded with its last lane)."""
-        n, out = len(z), []
-        for lo in range(0, n, LANES):
-            sel = np.minimum(np.arange(lo, lo + LANES), n - 1)
-            res = jax.device_get(lane_program(z[sel].astype(dtype), j[sel].astype(np.int32), c[sel].astype(dtype),
-                                              fixed[sel], cp))
-            out.append([np.asarray(r, float)[:min(LANES, n - lo)] for r in res])
-        return tuple(np.concatenate(part) for part in zip(*out))
-
-    def variance(x, rows=None):
-        n = len(x)
-        return call(np.asarray(x, float), np.full(n, -1), np.zeros(n), np.zeros(n, bool))
-
-    def run_w(index, values, starts):
-        """Minimize lane b from ``starts[b]`` with ``w[index[b]] = values[b]`` held (w in and out)."""
-        lower = np.where(kinds == 0, 0.0, np.where(cor, -R_MAX, -np.inf))
-        upper = np.where(cor, R_MAX, np.inf)
-        lanes = np.arange(len(index))
-        x0 = np.array(starts, float)
-        x0[:, cor] = np.tanh(x0[:, cor])
-        x0 = np.clip(x0, lower, upper)
-        x0[lanes, index] = np.where(cor[index], np.clip(np.tanh(values), -R_MAX, R_MAX), values)
-        held = np.arange(k + 1)[None, :] == np.asarray(index)[:, None]
-        res = minimize_newton_host(variance, None, x0, lower, reflections=w_reflections(structure).astype(float),
-                                   fixed=held, dtype=dtype, upper=upper)
-        w = np.array(res.theta)
-        w[:, cor] = np.arctanh(w[:, cor])
-        w[lanes, index] = values
-        return res.fun, w
-
-    def run_b(index, values, starts):
-        """Minimize lane b over theta from ``starts[b]`` with ``beta[index[b]] = values[b]`` held
-        (``z = (theta, 0)``, its last component unused and held)."""
-        index, values = np.asarray(index), np.asarray(values, float)
-        lanes = len(index)
-        z0 = np.zeros((lanes, k + 1))
-        z0[:, :k] = np.asarray(starts, float)[:, :k]
-        lower = np.append(structure.lower_bounds(), -np.inf)
-        reflections = np.zeros((k + 1, k + 1))
-        reflections[:k, :k] = structure.reflections()
-        held = np.zeros((lanes, k + 1), bool)
-        held[:, k] = True
-
-        def vgh(z, rows):
-            return call(np.asarray(z, float), index[rows], values[rows], np.ones(len(rows), bool))
-
-        res = minimize_newton_host(vgh, None, z0, lower, reflections=reflections, fixed=held, dtype=dtype)
-        return res.fun, res.theta[:, :k]
-
-    # the deviance and its Hessian at w-hat on lme4's atanh(cor) scale: r = tanh(w), dr/dw = 1 - r^2
-    r = np.where(cor, np.tanh(w_hat), w_hat)
-    D, g, H = variance(r[None])
-    dr = np.where(cor, 1.0 - r ** 2, 1.0)
-    d2r = np.where(cor, -2.0 * r * (1.0 - r ** 2), 0.0)
-    H_w = dr[:, None] * H[0] * dr[None, :] + np.diag(g[0] * d2r)
-    return float(D[0]), H_w, run_w, run_b
 
 
 def _wald_scale(H, w_hat):
@@ -282,16 +205,18 @@ def _profile(fit, level: float) -> Profile:
     kinds = core.varpar_kinds(structure)
     z = special.ndtri(0.5 + level / 2)
     var_names, beta_names = _variance_names(ml), list(ml.fixef_names)
-    dev_w, H, run_w, run_b = _runners(ml, w_hat)
+    lanes = ProfileLanes(ml)
+    dev_w, H = lanes.at_estimate(w_hat)
 
     def natural(i, v):
         return v if kinds[i] == 0 else (np.tanh(v) if kinds[i] == 1 else np.exp(v))
 
     variance = _Family(var_names, w_hat, _wald_scale(H, w_hat), np.where(kinds == 0, 0.0, -np.inf), natural,
-                       run_w, dev_w, w_hat)
+                       lanes.variance_lanes, lanes.variance_solutions, dev_w, w_hat)
     beta_hat = ml.fixef.to_numpy()
     fixed = _Family(beta_names, beta_hat, ml.se.to_numpy(), np.full(len(beta_names), -np.inf),
-                    lambda i, v: v, run_b, ml.criterion, np.asarray(ml.theta, float))
-    limits = {**_search(variance, z), **_search(fixed, z)}
+                    lambda i, v: v, lanes.fixed_lanes, lanes.fixed_solutions, ml.criterion,
+                    np.asarray(ml.theta, float))
+    limits = _search([variance, fixed], z, lanes.minimize)
     estimates = np.concatenate([[natural(i, w) for i, w in enumerate(w_hat)], beta_hat])
     return Profile(fit, var_names + beta_names, estimates, {**variance.points, **fixed.points}, limits, level)
