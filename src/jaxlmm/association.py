@@ -351,14 +351,14 @@ def _progress(total: int, enabled: bool | None):
 
 
 def results_frame(problem: ScanProblem, stats: dict, test: str = "all") -> pd.DataFrame:
-    """The tidy table: one row per (trait, marker), p-values from the statistics (``scipy.stats``)."""
-    from scipy import stats as st
+    """The tidy table: one row per (trait, marker), p-values from the statistics (``scipy.special``)."""
+    from scipy import special
 
     T, m = stats["beta"].shape
     df = (stats["n_obs"] - problem.X.shape[1] - 1)[:, None].astype(float)
     want = TESTS if test == "all" else (test,)
-    p = {"wald": st.f.sf(stats["f_wald"], 1, df), "lrt": st.chi2.sf(stats["chi2_lrt"], 1),
-         "score": st.f.sf(stats["f_score"], 1, df)}
+    p = {"wald": special.fdtrc(1, df, stats["f_wald"]), "lrt": special.chdtrc(1, stats["chi2_lrt"]),
+         "score": special.fdtrc(1, df, stats["f_score"])}
     snps = problem.genotypes.snps
     frame = pd.DataFrame({
         "trait": np.repeat(np.asarray(problem.names, dtype=object), m),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .._x64 import float64_scope
 from .ddf import f_test, normalize_ddf
@@ -169,7 +169,7 @@ def lrt(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataFra
         if prev is not None:
             chisq = max(prev.deviance - f.deviance, 0.0)
             df = f.df_model - prev.df_model
-            row.update({"Chisq": chisq, "Df": df, "Pr(>Chisq)": stats.chi2.sf(chisq, df) if df > 0 else np.nan})
+            row.update({"Chisq": chisq, "Df": df, "Pr(>Chisq)": special.chdtrc(df, chisq) if df > 0 else np.nan})
         rows.append(row)
         prev = f
     table = pd.DataFrame(rows, index=[names[i] for i in order])

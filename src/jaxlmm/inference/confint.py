@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .._x64 import float64_scope
 
@@ -27,7 +27,7 @@ def confint(fit, method: str = "profile", level: float = 0.95, nsim: int = 500, 
     method = method.lower()
     lo, hi = _labels(level)
     if method == "wald":
-        z = stats.norm.ppf(0.5 + level / 2)
+        z = special.ndtri(0.5 + level / 2)
         est, se = fit.fixef.to_numpy(), fit.se.to_numpy()
         return pd.DataFrame({lo: est - z * se, hi: est + z * se}, index=fit.fixef_names)
     if method == "profile":

@@ -15,7 +15,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .._x64 import float64_methods, float64_scope
 from .ddf import contrast_rows, normalize_ddf
@@ -93,7 +93,7 @@ def emmeans(fit, specs, ddf: str | None = None, level: float = 0.95) -> EMMeans:
     table["emmean"] = tests["Estimate"].to_numpy()
     table["SE"] = tests["Std. Error"].to_numpy()
     table["df"] = tests["df"].to_numpy()
-    crit = stats.t.ppf(0.5 + level / 2, table["df"])
+    crit = special.stdtrit(np.asarray(table["df"], float), 0.5 + level / 2)
     table["lower.CL"] = table["emmean"] - crit * table["SE"]
     table["upper.CL"] = table["emmean"] + crit * table["SE"]
     return EMMeans(fit, specs, table, L, ddf, level)
@@ -121,6 +121,8 @@ def pairs(emm: EMMeans, adjust: str = "tukey") -> pd.DataFrame:
     elif adjust == "bonferroni":
         p = np.minimum(1.0, tests["Pr(>|t|)"].to_numpy() * len(idx))
     else:
+        from scipy import stats          # scipy.stats takes 0.3 s to import: only for Tukey
+
         p = stats.studentized_range.sf(np.abs(t) * np.sqrt(2.0), k, df)
     return pd.DataFrame({"contrast": [f"{labels[i]} - {labels[j]}" for i, j in idx],
                          "estimate": tests["Estimate"].to_numpy(), "SE": tests["Std. Error"].to_numpy(),

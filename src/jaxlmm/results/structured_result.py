@@ -179,9 +179,9 @@ class StructuredResult(LmerResult):
             return super().confint(method, level, **kwargs)
         if method != "wald":
             self._unsupported(f"confint(method={method!r})")
-        from scipy import stats
+        from scipy import special
 
-        z = stats.norm.ppf(0.5 + level / 2.0)
+        z = special.ndtri(0.5 + level / 2.0)
         lo, hi = f"{100 * (1 - level) / 2:.1f} %", f"{100 * (1 + level) / 2:.1f} %"
         return pd.DataFrame({lo: self.fixef - z * self.se, hi: self.fixef + z * self.se})
 
