@@ -40,7 +40,7 @@ TOLERANCE = 1e-13
 GRID = 129
 WIDTH_STEP = 8
 MIN_WIDTH = 16
-SPACING = 1e-3
+SPACING = 3e-3
 
 
 class WeightBasis(NamedTuple):
@@ -62,8 +62,8 @@ def _weights(t: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 def _candidates(spectra: list[np.ndarray], hi: float, tol: float) -> np.ndarray:
     """The poles to choose from: every eigenvalue of the spectra, thinned to a relative spacing of
-    ``SPACING`` (the weights of closer eigenvalues differ by less than the basis resolves), with those
-    whose weight is 1 within ``tol`` on the whole range (``e^hi d < tol``) taken as 0."""
+    ``SPACING`` (``weight_bases`` checks every weight against the basis of the thinned set), with
+    those whose weight is 1 within ``tol`` on the whole range (``e^hi d < tol``) taken as 0."""
     d = np.concatenate(spectra)
     d = np.where(d * np.exp(hi) < tol, 0.0, d)
     pos = np.unique(d[d > 0])

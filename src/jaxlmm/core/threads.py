@@ -13,10 +13,18 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 
+_CONTROLLER = []
+
+
 def small_blas(active: bool = True):
-    """A context with one BLAS thread (``active``), else a no-op context."""
+    """A context with one BLAS thread (``active``), else a no-op context.  The controller (the list of
+    loaded BLAS libraries, about 2 ms to build in a process with jax loaded) is built once, at the
+    first call, after NumPy's and SciPy's OpenBLAS are loaded."""
     if not active:
         return nullcontext()
-    from threadpoolctl import threadpool_limits
+    if not _CONTROLLER:
+        import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS, which jaxlib's CPU LAPACK calls too)
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=1, user_api="blas")
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
