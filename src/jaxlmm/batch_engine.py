@@ -23,7 +23,7 @@ import numpy as np
 
 from .core.status import CONSTANT_RESPONSE, LEVELS_VS_OBSERVATIONS, ONE_LEVEL, TOO_FEW_OBSERVATIONS, X_RANK_DEFICIENT
 from .model.design import Design, bucket, heritability_term
-from .sharding import chunks, put, resolve_devices, round_chunk, trait_mesh
+from .sharding import chunks, on_mesh, put, resolve_devices, round_chunk, trait_mesh
 from .spectral_batch import MAX_MISSING_FRACTION, fit_spectral, missing_counts, spectral_layout
 
 
@@ -184,7 +184,7 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
     import jax
     import jax.numpy as jnp
 
-    from .core.fit import fit_batch_program
+    from .core.fit import CPU_COMPILER_OPTIONS, fit_batch_program
 
     from .model.memory import check_memory
 
@@ -201,8 +201,8 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
         Wc = np.stack([design.pad_rows(w) for w in W[take]]).astype(np_dtype)
         th0 = np.tile(theta0, (chunk_size, 1)).astype(np_dtype)
         Yc, Wc, th0 = put((jnp.asarray(Yc), jnp.asarray(Wc), jnp.asarray(th0)), mesh, True)
-        res = fit_batch_program(base, Yc, Wc, th0, reml=bool(reml), options=options, h2_term=h2_term,
-                                optimizer=optimizer)
+        res = on_mesh(fit_batch_program, mesh, (False, True, True, True), CPU_COMPILER_OPTIONS, reml=bool(reml),
+                      options=options, h2_term=h2_term, optimizer=optimizer)(base, Yc, Wc, th0)
         res = jax.tree_util.tree_map(lambda a: np.asarray(a)[:sel.size], jax.device_get(res))
         _scatter(out, sel, res)
     return chunk_size

@@ -2,11 +2,10 @@
 
 A batch's per-trait arrays (responses, weights, starting values) are placed
 with ``NamedSharding(mesh, P("traits"))``, the shared design is replicated,
-and the same jitted, vmapped program runs: XLA's SPMD partitioner gives each
-device its slice of the traits (the vmapped optimizer loop's stopping test is
-the one place devices meet).  Scans build their programs with
-``core.per_device.per_device_program`` (``shard_map``): each device runs its own slice with no
-collective at all.  Chunk sizes are
+and the same vmapped program runs on every device, each on its slice of the
+traits (``on_mesh``: ``shard_map``), with no collective: under plain SPMD
+partitioning the vmapped optimizer loop's stopping test (any trait still
+running) was an all-reduce across devices at every iteration.  Chunk sizes are
 rounded up to a multiple of the number of devices.
 
 Across hosts, ``jaxlmm.distributed`` splits the traits between processes
@@ -66,3 +65,26 @@ def chunks(idx: np.ndarray, size: int):
         sel = idx[lo:lo + size]
         yield sel, np.concatenate([sel, np.repeat(sel[:1], size - sel.size)])
 
+
+
+_ON_MESH: dict = {}
+
+
+def on_mesh(program, mesh, split: tuple, compiler_options=None, **static):
+    """``program(*args, **static)``; on a mesh, run per device on its own traits
+    (``core.per_device.per_device_program``: the vmapped optimizer's loop then stops per device,
+    with no all-reduce at every iteration and no batched LAPACK call fanned out across the devices'
+    thread pool).  ``split[i]``: whether argument ``i`` has the leading trait axis.  A jitted
+    ``program`` runs its Python function inside (``compiler_options`` go to the outer jit: XLA takes
+    them only there).  The wrapped programs are kept per (program, mesh, split, static arguments)."""
+    if mesh is None:
+        return lambda *args: program(*args, **static)
+    from functools import partial
+
+    from .core.per_device import per_device_program
+
+    key = (program, mesh, tuple(split), tuple(sorted(static.items())))
+    if key not in _ON_MESH:
+        body = partial(getattr(program, "__wrapped__", program), **static)
+        _ON_MESH[key] = per_device_program(body, mesh, split, compiler_options=compiler_options)
+    return _ON_MESH[key]

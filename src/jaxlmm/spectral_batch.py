@@ -95,7 +95,7 @@ def fit_spectral(design: Design, layout: SpectralLayout, Yt: np.ndarray, W: np.n
     import jax.numpy as jnp
 
     from .core.spectral import fit_spectral_program
-    from .sharding import chunks, put, round_chunk
+    from .sharding import chunks, on_mesh, put, round_chunk
 
     order = layout.order
     X = design.X[order].astype(np_dtype)
@@ -113,7 +113,8 @@ def fit_spectral(design: Design, layout: SpectralLayout, Yt: np.ndarray, W: np.n
             mi, mv = _missing_index(Ws[take], m_max)
             per_trait = put((jnp.asarray(Ys[take].astype(np_dtype)), jnp.asarray(Ws[take]), jnp.asarray(mi),
                              jnp.asarray(mv), jnp.full((cs, 1), 1.0, np_dtype)), mesh, True)
-            out = fit_spectral_program(U, d, Xs, *per_trait, reml=bool(reml), options=options)
+            out = on_mesh(fit_spectral_program, mesh, (False, False, False) + (True,) * 5, reml=bool(reml),
+                          options=options)(U, d, Xs, *per_trait)
             out = jax.tree_util.tree_map(lambda a: np.asarray(a)[:sel.size], jax.device_get(out))
             outputs[tuple(sel)] = out
     return outputs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def per_device_program(body, mesh, split: tuple, out_split: bool = True):
+def per_device_program(body, mesh, split: tuple, out_split: bool = True, compiler_options=None):
     """``jax.jit(body)``; on a mesh, each device runs ``body`` on its own slice of the traits
     (``shard_map``): ``split[i]`` says whether argument ``i`` is split along its leading (trait) axis or
     replicated.
@@ -16,9 +16,9 @@ def per_device_program(body, mesh, split: tuple, out_split: bool = True):
     import jax
 
     if mesh is None:
-        return jax.jit(body)
+        return jax.jit(body, compiler_options=compiler_options)
     from jax.sharding import PartitionSpec
 
     spec = {True: PartitionSpec("traits"), False: PartitionSpec()}
     return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=tuple(spec[bool(s)] for s in split),
-                                 out_specs=spec[bool(out_split)], check_vma=False))
+                                 out_specs=spec[bool(out_split)], check_vma=False), compiler_options=compiler_options)
