@@ -157,7 +157,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
 
     from .core import scan as core
     from .core import scan_data
-    from .sharding import put, resolve_devices, round_chunk, trait_mesh
+    from .sharding import on_mesh, put, resolve_devices, round_chunk, trait_mesh
 
     devices = resolve_devices(None, devices)
     mesh = trait_mesh(devices)
@@ -179,7 +179,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     traits = _TraitCache(problem.K, X, center)
     bar = _progress(-(-todo.size // trait_chunk) * chunks.n_chunks, progress)
     pending = None          # the last dispatched chunk, collected once the next one is dispatched
-    program = None if host else core.scan_chunk_program(mesh, mode, lrt)
+    program = None if host else on_mesh(core.scan_chunk, mesh, core.CHUNK_SPLIT, mode=mode, lrt=lrt)
 
     def collect(item):
         stats, sel, start, stop = item
@@ -270,16 +270,16 @@ class _TraitCache:
         the eigenvalues on the host)."""
         import jax
 
-        from .core.scan import LOG_RANGE, eigen_program, trait_program
+        from .core import scan as core
         from .core.scan_basis import weight_bases
-        from .sharding import put
+        from .sharding import on_mesh, put
 
         K, X = put((jax.numpy.asarray(self.K), jax.numpy.asarray(self.X)), mesh, False)
         Yd, od = put((jax.numpy.asarray(Y), jax.numpy.asarray(observed)), mesh, True)
-        U, d = eigen_program(mesh, self.center)(K, od)
-        bases = weight_bases(list(np.asarray(jax.device_get(d))), *LOG_RANGE)   # one set of poles per chunk
+        U, d = on_mesh(core.trait_eigen, mesh, core.EIGEN_SPLIT, center=self.center)(K, od)
+        bases = weight_bases(list(np.asarray(jax.device_get(d))), *core.LOG_RANGE)   # one set of poles per chunk
         coef = put(jax.numpy.asarray(np.stack([b.coef for b in bases])), mesh, True)
-        Rb, gram_b = trait_program(mesh)(U, coef, X, Yd, od)
+        Rb, gram_b = on_mesh(core.traits_pieces, mesh, core.PIECES_SPLIT)(U, coef, X, Yd, od)
         return U, coef, Rb, _stack_series(bases, list(jax.device_get(gram_b)), observed)
 
 

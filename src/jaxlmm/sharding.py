@@ -71,13 +71,14 @@ _ON_MESH: dict = {}
 
 
 def on_mesh(program, mesh, split: tuple, compiler_options=None, **static):
-    """``program(*args, **static)``; on a mesh, run per device on its own traits
+    """``program(*args, **static)`` compiled (a plain function is jitted here, once per static
+    arguments); on a mesh, run per device on its own traits
     (``core.per_device.per_device_program``: the vmapped optimizer's loop then stops per device,
     with no all-reduce at every iteration and no batched LAPACK call fanned out across the devices'
     thread pool).  ``split[i]``: whether argument ``i`` has the leading trait axis.  A jitted
     ``program`` runs its Python function inside (``compiler_options`` go to the outer jit: XLA takes
     them only there).  The wrapped programs are kept per (program, mesh, split, static arguments)."""
-    if mesh is None:
+    if mesh is None and hasattr(program, "lower"):     # jitted already: its own cache and options
         return lambda *args: program(*args, **static)
     from functools import partial
 

@@ -52,19 +52,18 @@ individuals, as GEMMA does.
 On a CPU the eigendecomposition, the rotation ``U^T x`` and the coefficient
 products run in LAPACK/BLAS on the host (``host_*``; several times faster there
 than XLA's) and the compiled program -- whose shapes do not involve n -- does the
-search; on accelerators ``trait_program`` and ``scan_chunk_program`` do it all.
+search; on accelerators ``trait_eigen``, ``traits_pieces`` and ``scan_chunk`` do it all.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .per_device import per_device_program
 from .scan_data import MarkerMoments, impute, marker_moments, observed_relmat, trait_pieces
 from .status import CONVERGED as SNP_OK
 from .status import NO_GENOTYPES as SNP_NO_GENOTYPES
@@ -374,10 +373,17 @@ def _per_trait(fn, n_traits: int, *args):
     return jax.vmap(fn)(*args)
 
 
-def _eigen(K, observed, center: bool):
+# The device path's three steps are plain functions of a chunk of traits (leading axis); association.py
+# compiles them with ``sharding.on_mesh``: one program each, run per device on a mesh.
+EIGEN_SPLIT = (False, True)                      # which arguments have the trait axis
+PIECES_SPLIT = (True, True, False, True, True)
+CHUNK_SPLIT = (True,) * 6 + (False,)
+
+
+def trait_eigen(K, observed, center: bool = True):
     """``(U, d)`` of ``observed_relmat`` for T traits (``observed`` (T, n)), one trait after another
     (``lax.map``): one LAPACK or cuSOLVER call per trait, never a batched call that fans out on the
-    thread pool of XLA's CPU devices (see ``sharding.per_device_program``)."""
+    thread pool of XLA's CPU devices (see ``core.per_device``)."""
     def one(o):
         d, U = jnp.linalg.eigh(observed_relmat(K, o, center))
         return U, d
@@ -385,21 +391,9 @@ def _eigen(K, observed, center: bool):
     return jax.lax.map(one, observed)
 
 
-@lru_cache(maxsize=8)
-def eigen_program(mesh=None, center: bool = True):
-    """The jitted ``_eigen``: ``program(K, observed)``, K replicated, the traits split over ``mesh``."""
-    return per_device_program(partial(_eigen, center=center), mesh, (False, True))
-
-
-def _trait_pieces(U, coef, W, Y, observed):
+def traits_pieces(U, coef, W, Y, observed):
     """``trait_pieces`` for T traits (``U`` (T, n, n), ``coef`` (T, n, r), ``Y`` and ``observed`` (T, n))."""
     return jax.vmap(trait_pieces, in_axes=(0, 0, None, 0, 0))(U, coef, W, Y, observed)
-
-
-@lru_cache(maxsize=8)
-def trait_program(mesh=None):
-    """The jitted ``_trait_pieces``: ``program(U, coef, W, Y, observed)``, W replicated."""
-    return per_device_program(_trait_pieces, mesh, (True, True, False, True, True))
 
 
 @jax.jit
@@ -415,7 +409,8 @@ def scan_moments_program(trait: TraitSeries, null: NullModel, moments: MarkerMom
     return _per_trait(lambda a, b, m: scan_markers(a, b, m, mode, lrt), trait.poles.shape[0], trait, null, moments)
 
 
-def _scan_chunk(U, coef, Rb, observed, trait: TraitSeries, null: NullModel, G, mode: str, lrt: bool) -> ScanStats:
+def scan_chunk(U, coef, Rb, observed, trait: TraitSeries, null: NullModel, G, mode: str = "exact",
+               lrt: bool = True) -> ScanStats:
     """Imputation, rotation, moments and ``scan_markers`` for a chunk of traits (leading axis) and
     markers ``G`` (n, S; NaN = missing)."""
     def one(U, coef, Rb, observed, trait, null):
@@ -424,11 +419,3 @@ def _scan_chunk(U, coef, Rb, observed, trait: TraitSeries, null: NullModel, G, m
         return scan_markers(trait, null, MarkerMoments(xx, xb, af, n_miss, status), mode, lrt)
 
     return _per_trait(one, U.shape[0], U, coef, Rb, observed, trait, null)
-
-
-@lru_cache(maxsize=8)
-def scan_chunk_program(mesh=None, mode: str = "exact", lrt: bool = True):
-    """The jitted ``_scan_chunk``: ``program(U, coef, Rb, observed, trait, null, G)``, G replicated and
-    everything else split over ``mesh``; each device searches its own markers' lambdas
-    (``sharding.per_device_program``)."""
-    return per_device_program(partial(_scan_chunk, mode=mode, lrt=lrt), mesh, (True,) * 6 + (False,))
