@@ -17,10 +17,19 @@ feasible theta.
 
 Stopping rule, the same for all: the *projected exact gradient* at ``theta``,
 ``pg = theta - max(theta - grad f, lower)`` (``trace.projected_gradient``: 0 on a bound
-the gradient pushes against, the distance to it near one), has
-``max |pg| <= gtol (1 + |f|)``.  A solver may also stop on its
+the gradient pushes against, the distance to it near one), scaled to the size of each
+component, has ``max_i |pg_i| max(1, |theta_i|) <= gtol (1 + |f|)``.  The scaling makes
+the rule the gradient in ``log theta_i`` where ``|theta_i| > 1``: far out, where the
+criterion flattens (``f ~ c log theta`` as a relative SD runs off to infinity, so
+``df/dtheta ~ c / theta``), a small absolute gradient is no optimum, and a step that
+threw theta to 1e7 does not "converge" there.  A solver may also stop on its
 own (optimistix's ``terminate``) or stall (no move for ``STALL`` iterations): that is
 ``LINE_SEARCH_FAILED`` unless the projected gradient passes ``10 gtol``.
+
+"Converged" is a claim about the point returned, so it also needs at least one iteration
+(``max_iter=0`` returns the start with status ``MAX_ITER``) and a final criterion no higher
+than the start's: a solver that climbed (a learning rate far too large) ends with status
+``CRITERION_ROSE`` whatever its gradient says.
 
 Maxima on a bound: the criterion is even in the diagonal element of a scalar term, so its
 gradient vanishes at 0 also where 0 is a maximum along it (Sulfur: a first step lands on
@@ -61,7 +70,7 @@ from jax import lax
 
 from ..errors import JaxlmmError
 from .optimize import OptimResult
-from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NONFINITE_STEP
+from .status import CONVERGED, CRITERION_ROSE, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NONFINITE_STEP
 from .trace import Trace, projected_gradient
 
 STALL = 30  # iterations without a move before a solver counts as stalled
@@ -144,7 +153,7 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
     ``reflections`` (k x k, 0/1; ``ReStructure.reflections``): sign flips that leave ``fun``
     unchanged when component i sits on its bound; the probe inside a bound also tries them.
 
-    Returns ``(OptimResult, Trace or None)``; ``OptimResult.step`` is the final max |projected gradient|.
+    Returns ``(OptimResult, Trace or None)``; ``OptimResult.step`` is the final scaled max |projected gradient|.
     """
     opt = options
     dtype = x0.dtype
@@ -167,7 +176,7 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
         f, g = vg(theta)
         sign = jnp.where(bounded & (y < lower), -1.0, 1.0).astype(dtype)
         g_y = jnp.where(bounded & (theta <= lower) & (g > 0), 0.0, g) if projected else sign * g
-        return theta, f, g, g_y, jnp.max(jnp.abs(projected_gradient(theta, g, lower)))
+        return theta, f, g, g_y, scaled_gradient_norm(theta, g, lower)
 
     def converged(f, pg_norm, factor=1.0):
         return pg_norm <= factor * opt.gtol * (1.0 + jnp.abs(f))
@@ -203,7 +212,7 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
                            {k: c[k] for k in ("y", "state", "theta", "f", "g", "f_y", "g_y", "pg")}))
         if opt.trace:
             row = jnp.where(finite, c["it"] + 1, opt.max_iter + 1)  # past the end: dropped
-            out["trace"] = c["trace"].record(row, theta_new, f, pg_norm, moved)
+            out["trace"] = c["trace"].record(row, theta_new, f, _max_pg(theta_new, g, lower), moved)
         return out
 
     theta0, f0, g0, g_y0, pg0 = evaluate(x0)
@@ -211,17 +220,30 @@ def minimize_first_order(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, opt
     carry = dict(y=x0, state=init(x0, f0, g_y0), theta=theta0, f=f0, g=g0, f_y=f0, g_y=g_y0, pg=pg0,
                  it=jnp.zeros((), jnp.int32), n_still=jnp.zeros((), jnp.int32), n_escape=jnp.zeros((), jnp.int32),
                  done=~start_ok,  # a converged start still gets one iteration: the probe of its bounds
-                 status=jnp.where(start_ok, CONVERGED, NONFINITE).astype(jnp.int32))
+                 status=jnp.where(start_ok, MAX_ITER, NONFINITE).astype(jnp.int32))  # no iteration: no claim
     if opt.trace:
-        carry["trace"] = Trace.empty(opt.max_iter + 1, x0.shape[0], dtype).record(0, theta0, f0, pg0, jnp.nan)
+        carry["trace"] = Trace.empty(opt.max_iter + 1, x0.shape[0], dtype).record(
+            0, theta0, f0, _max_pg(theta0, g0, lower), jnp.nan)
     c = lax.while_loop(cond, body, carry)
     theta, f, g = _snap(fun, vg, c["theta"], c["f"], c["g"], lower, bounded, opt)
-    pg = jnp.max(jnp.abs(projected_gradient(theta, g, lower)))
+    pg = scaled_gradient_norm(theta, g, lower)
+    rose = (f > f0 + 1e-10 * (1.0 + jnp.abs(f0))) & (c["status"] != NONFINITE) & (c["status"] != NONFINITE_STEP)
+    c["status"] = jnp.where(rose, CRITERION_ROSE, c["status"]).astype(jnp.int32)
     trace = None
     if opt.trace:
         last = jnp.minimum(c["it"], opt.max_iter)
-        trace = c["trace"].record(last, theta, f, pg, c["trace"].step[last])
+        trace = c["trace"].record(last, theta, f, _max_pg(theta, g, lower), c["trace"].step[last])
     return OptimResult(theta, f, g, c["it"], c["status"], pg), trace
+
+
+def scaled_gradient_norm(theta, g, lower):
+    """``max_i |pg_i| max(1, |theta_i|)``: the projected gradient of the stopping rule (module docstring)."""
+    return jnp.max(jnp.abs(projected_gradient(theta, g, lower)) * jnp.maximum(1.0, jnp.abs(theta)))
+
+
+def _max_pg(theta, g, lower):
+    """``max |pg|`` unscaled: the trace's ``grad_norm``, as the Newton optimizer records it."""
+    return jnp.max(jnp.abs(projected_gradient(theta, g, lower)))
 
 
 def _probe(evaluate, theta, near, lower, escape, reflections):

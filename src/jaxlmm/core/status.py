@@ -1,6 +1,6 @@
 """The one table of fit statuses: the optimizer's outcomes and a batch's per-trait checks.
 
-Codes 0-4 are set by the optimizers (``optimize``, ``newton_host``); codes 10
+Codes 0-5 are set by the optimizers (``optimize``, ``newton_host``); codes 10
 and up by a batch's checks of each trait before it is fitted
 (``jaxlmm.batch_engine.trait_checks``).  Each code has a short name (a batch's
 ``status`` column) and a message (lme4-style warnings and ``diagnostics``).
@@ -13,6 +13,7 @@ MAX_ITER = 1
 LINE_SEARCH_FAILED = 2
 NONFINITE = 3
 NONFINITE_STEP = 4
+CRITERION_ROSE = 5
 TOO_FEW_OBSERVATIONS = 10
 ONE_LEVEL = 11
 LEVELS_VS_OBSERVATIONS = 12
@@ -25,6 +26,7 @@ STATUS_NAMES = {
     LINE_SEARCH_FAILED: "line_search_failed",
     NONFINITE: "nonfinite",
     NONFINITE_STEP: "nonfinite_step",
+    CRITERION_ROSE: "criterion_rose",
     TOO_FEW_OBSERVATIONS: "too_few_observations",
     ONE_LEVEL: "one_level",
     LEVELS_VS_OBSERVATIONS: "levels_vs_observations",
@@ -40,6 +42,8 @@ OPTIMIZER_MESSAGES = {
     NONFINITE: "objective not finite at the starting value",
     NONFINITE_STEP: "the optimizer proposed a non-finite step (check its learning rate or schedule); "
                     "the fit stopped at the last finite iterate",
+    CRITERION_ROSE: "the optimizer ended at a higher criterion than it started from (check its learning rate "
+                    "or schedule): not a minimum",
 }
 
 # a batch's diagnostics ("{max_iter}" is filled in)
@@ -50,6 +54,7 @@ STATUS_MESSAGES = {
     NONFINITE: "criterion not finite",
     NONFINITE_STEP: "the optimizer proposed a non-finite step (learning rate or schedule); stopped at the last "
                     "finite iterate",
+    CRITERION_ROSE: "the optimizer ended above its starting criterion (learning rate or schedule): not a minimum",
     TOO_FEW_OBSERVATIONS: "too few observations for the fixed effects",
     ONE_LEVEL: "a grouping factor has fewer than 2 observed levels",
     LEVELS_VS_OBSERVATIONS: "number of levels of a grouping factor >= number of observations (lme4's checks)",
