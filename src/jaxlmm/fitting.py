@@ -89,8 +89,9 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         For a batch: force (True) or forbid (False) the spectral path; default
         automatic (``diagnostics["path"]`` says which path fitted each trait).
     dispformula : str, optional
-        ``"~ location"``: one residual variance per level of a factor (glmmTMB's
-        ``dispformula``; ``fit.residual_sd`` by level).
+        glmmTMB's dispersion model, the log residual variance linear in its model matrix:
+        ``"~ location"`` one variance per level, ``"~ x"`` log-linear in x (``fit.dispersion``,
+        ``fit.residual_sd`` by level).
     covariances : dict, optional
         ``{"group": jaxlmm.covariance(fn, n_params, ...)}``: the term grouped by ``group``
         gets a covariance written as a JAX function of its own parameters.

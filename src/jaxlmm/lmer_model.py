@@ -217,7 +217,7 @@ class Model:
         if self.is_marginal:
             groups = unique_group_names([t.group for t in self.design.terms])
             return ([f"{g}.{n}" for g, t in zip(groups, self.marginal.terms) for n in t.cov.names]
-                    + [f"residual_sd.{level}" for level in self.design.resid_levels])
+                    + list(self.marginal.residual.names))
         return [n for t in self.design.terms for n in theta_names(t.group, t.columns, t.cov)]
 
     # ----------------------------------------------------------------- the objective

@@ -4,7 +4,7 @@ The parameters are absolute (variances are not relative to sigma); the fit
 starts from each structure's start, its standard deviations scaled by the
 residual SD of the least-squares fit, and the output carries the estimates
 in the layout every ``LmerResult`` reads (``core.fit.FitOutput``) plus the
-structured parts (term covariances, residual SDs, the parameters' covariance).
+structured parts (term covariances, residual SDs by level, the parameters' covariance).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 
 class MarginalOutput(NamedTuple):
-    optim: object       # core.optimize.OptimResult, theta = all parameters (terms, then residual SDs)
+    optim: object       # core.optimize.OptimResult, theta = all parameters (terms, then the residual's)
     solution: object    # core.estimates.Solution
     fitted: np.ndarray
     estimates: object   # core.marginal_fit.MarginalEstimates
@@ -31,7 +31,7 @@ def start_values(model, start) -> np.ndarray:
         phi0 = np.asarray(start, float).reshape(-1)
         if phi0.shape != (mm.n_params,):
             raise ValueError(f"start must have {mm.n_params} values (the term parameters, then the residual "
-                             f"SDs), got {phi0.shape[0]}")
+                             f"parameters), got {phi0.shape[0]}")
         return np.clip(phi0, mm.lower(), mm.upper())
     observed = (np.asarray(model.design.weights) > 0) & np.isfinite(np.asarray(model.design.y, float))
     return np.clip(mm.start(response_scale(model.design, np.asarray(model.design.y, float), observed)),
@@ -57,7 +57,7 @@ def fit_marginal_model(model, start=None) -> MarginalOutput:
     rows = np.flatnonzero(observed)
     est = estimates(mm, phi, y[rows], rows, model.reml)
     resid_var = est.residual_sd[mm.resid_codes[rows]] ** 2
-    sigma = float(est.residual_sd[0]) if mm.n_resid == 1 else float(np.sqrt(np.mean(resid_var)))
+    sigma = float(est.residual_sd[0]) if mm.residual.n_levels == 1 else float(np.sqrt(np.mean(resid_var)))
     w = np.asarray(design.weights)[rows]
     parts = DevianceParts(est.logdet_V, est.logdet_Q, est.quad, float(len(rows)), float(np.sum(np.log(w))))
     solution = Solution(est.criterion, est.beta, sigma, est.vcov_beta, est.b, est.b, est.cond_var, parts)

@@ -72,8 +72,16 @@ class StructuredBatchResult:
 
     @property
     def residual_sd(self) -> pd.DataFrame:
-        k = self.model.marginal.offsets[-1]
-        return self._frame(np.asarray(self._optim.theta)[:, k:], list(self.design.resid_levels))
+        """The residual SD of each ``dispformula`` level per trait."""
+        mm = self.model.marginal
+        sd = mm.residual.level_sd(np.asarray(self._optim.theta)[:, mm.offsets[-1]:])
+        return self._frame(sd, list(self.design.resid_levels))
+
+    @property
+    def dispersion(self) -> pd.DataFrame:
+        """The residual parameters per trait (as ``StructuredResult.dispersion``)."""
+        mm = self.model.marginal
+        return self._frame(np.asarray(self._optim.theta)[:, mm.offsets[-1]:], list(mm.residual.names))
 
     @property
     def fixef(self) -> pd.DataFrame:

@@ -2,12 +2,13 @@
 
 With absolute (not sigma-relative) variance parameters ``phi``,
 
-    V(phi) = sum_t (z_t C_t(phi_t) z_t^T) o G_t + diag(s_{r(i)}^2 / w_i),
+    V(phi) = sum_t (z_t C_t(phi_t) z_t^T) o G_t + diag(r_i(psi) / w_i),
 
 where term t has per-row covariates ``z_t`` (n, S_t), one level's covariance
 ``C_t`` (``covfuns.py``) and ``G_t[i, j] = K_t[c_i, c_j]`` (``K_t = I``: 1 when rows
-i and j share the term's level), and residual group ``r(i)`` has standard
-deviation ``s_r`` (one group without ``dispformula``).  The REML criterion is
+i and j share the term's level), and row i has residual variance ``r_i(psi)``
+(``marginal_residual.py``: ``s^2`` without ``dispformula``, glmmTMB's log-linear
+``exp(x_i^T delta)`` with one).  The REML criterion is
 
     (n - p) log 2 pi + log|V| + log|X^T V^-1 X| + y^T P y,
     P = V^-1 - V^-1 X (X^T V^-1 X)^-1 X^T V^-1,
@@ -34,6 +35,7 @@ import numpy as np
 from scipy import linalg
 
 from .covfuns import CovarianceFunction
+from .marginal_residual import ResidualVariance
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -58,13 +60,12 @@ class MarginalTerm:
 
 @dataclass(frozen=True, eq=False)
 class MarginalModel:
-    """Fixed effects ``X`` (n, p), prior weights ``w``, terms, residual groups ``resid_codes`` (n,)."""
+    """Fixed effects ``X`` (n, p), prior weights ``w``, terms, the residual variance model."""
 
     X: np.ndarray
     w: np.ndarray
     terms: tuple[MarginalTerm, ...]
-    resid_codes: np.ndarray
-    n_resid: int
+    residual: ResidualVariance
     cache: dict = field(default_factory=dict, repr=False)   # rows -> block layout (marginal_blocks.py)
 
     @property
@@ -76,15 +77,25 @@ class MarginalModel:
         return out + [total]
 
     @property
+    def n_resid(self) -> int:
+        """The number of residual parameters (the last of ``phi``)."""
+        return self.residual.n_params
+
+    @property
+    def resid_codes(self) -> np.ndarray:
+        """Each row's residual level (rows of one level share a residual variance)."""
+        return self.residual.codes
+
+    @property
     def n_params(self) -> int:
         return self.offsets[-1] + self.n_resid
 
     def lower(self) -> np.ndarray:
-        return np.concatenate([t.cov.lower for t in self.terms] + [np.zeros(self.n_resid)])
+        return np.concatenate([t.cov.lower for t in self.terms] + [self.residual.lower()])
 
     def upper(self) -> np.ndarray:
         return np.concatenate([np.full(t.cov.n_params, np.inf) if t.cov.upper is None else t.cov.upper
-                               for t in self.terms] + [np.full(self.n_resid, np.inf)])
+                               for t in self.terms] + [self.residual.upper()])
 
     def start(self, scale: float) -> np.ndarray:
         """Each structure's start, its standard deviations multiplied by ``scale``; residual SDs ``scale``."""
@@ -93,7 +104,7 @@ class MarginalModel:
             s = np.array(t.cov.start, float)
             s[list(t.cov.scales)] *= scale
             out.append(s)
-        return np.concatenate(out + [np.full(self.n_resid, scale)])
+        return np.concatenate(out + [self.residual.start(scale)])
 
 
 class Derivatives(NamedTuple):
@@ -106,9 +117,9 @@ def covariance(model: MarginalModel, phi: np.ndarray, rows: np.ndarray, second: 
     """``V`` on ``rows`` and its first (and second) derivatives in ``phi``."""
     n = len(rows)
     inv_w = 1.0 / model.w[rows]
-    s = phi[model.offsets[-1]:]
-    rc = model.resid_codes[rows]
-    V = np.diag(s[rc] ** 2 * inv_w)
+    base = model.offsets[-1]
+    r, dr, d2r = model.residual.jets(phi[None, base:], model.residual.covariates(rows), (n,))
+    V = np.diag(r[0] * inv_w)
     first, hess = [], {}
     for t, off in zip(model.terms, model.offsets):
         z, G = t.z[rows], t.pattern(rows)
@@ -120,12 +131,9 @@ def covariance(model: MarginalModel, phi: np.ndarray, rows: np.ndarray, second: 
                 for b in range(a, t.cov.n_params):
                     if np.any(d2C[a, b]):
                         hess[(off + a, off + b)] = ("full", (z @ d2C[a, b] @ z.T) * G)
-    base = model.offsets[-1]
-    for r in range(model.n_resid):
-        mask = (rc == r) * inv_w
-        first.append(("diag", 2.0 * s[r] * mask))
-        hess[(base + r, base + r)] = ("diag", 2.0 * mask)
-    del n
+    first.extend(("diag", d[0] * inv_w) for d in dr)
+    for (a, b), d in d2r.items():
+        hess[(base + a, base + b)] = ("diag", d[0] * inv_w)
     return Derivatives(V, first, hess)
 
 

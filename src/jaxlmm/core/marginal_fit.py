@@ -31,7 +31,7 @@ class MarginalEstimates(NamedTuple):
     b: tuple            # per term (levels, S)
     cond_var: tuple     # per term (levels, S, S)
     covariances: tuple  # per term C_t (S, S)
-    residual_sd: np.ndarray
+    residual_sd: np.ndarray     # per residual level (marginal_residual.py)
     fitted: np.ndarray
     hessian: np.ndarray
     logdet_V: float
@@ -108,15 +108,16 @@ def _estimates(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.nd
         Bll = np.einsum("lalb->lab", B)
         cond.append(np.diagonal(K)[:, None, None] * C[None] - np.einsum("ab,lbc,cd->lad", C, Bll, C))
         covs.append(C)
-    s = phi[model.offsets[-1]:]
-    resid_var = s[model.resid_codes[rows]] ** 2 / model.w[rows]
+    psi = phi[model.offsets[-1]:]
+    resid_var = model.residual.variances(psi, rows) / model.w[rows]
     fitted = y - resid_var * Vir
     H = evaluate(model, phi, y, rows, reml).hess
     ViX = f.Vi @ X
     left = f.vcov_beta @ ViX.T                                           # Phi X^T V^-1
     J = np.stack([-left @ _apply(Dj, f.Py) for Dj in d.first], axis=1)
     dPhi = np.stack([left @ _apply_matrix(Dj, left.T) for Dj in d.first])
-    return MarginalEstimates(f.value, f.beta, f.vcov_beta, tuple(b), tuple(cond), tuple(covs), s, fitted, H,
+    return MarginalEstimates(f.value, f.beta, f.vcov_beta, tuple(b), tuple(cond), tuple(covs),
+                             model.residual.level_sd(psi), fitted, H,
                              f.logdet_V, f.logdet_Q, float(y @ f.Py), J, dPhi)
 
 

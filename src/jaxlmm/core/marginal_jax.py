@@ -1,6 +1,6 @@
 """The marginal criterion of ``marginal.py`` as a pure JAX function of all its parameters.
 
-``criterion(phi)`` builds ``V(phi) = sum_t (z_t C_t(phi_t) z_t^T) o G_t + diag(s_r^2 / w)``
+``criterion(phi)`` builds ``V(phi) = sum_t (z_t C_t(phi_t) z_t^T) o G_t + diag(r(psi) / w)``
 densely from each term's ``CovarianceFunction`` and returns the REML criterion or ML deviance
 (``marginal.py``'s formula): what ``Model.objective`` is for a structured model, so that
 ``jax.grad``, ``jax.hessian``, ``jit`` and ``vmap`` work on it as on every other model.
@@ -21,14 +21,13 @@ def marginal_criterion(model: MarginalModel, y: np.ndarray, rows: np.ndarray, re
     X = jnp.asarray(model.X[rows])
     yv = jnp.asarray(y)
     inv_w = jnp.asarray(1.0 / model.w[rows])
-    rc = np.asarray(model.resid_codes[rows])
     parts = [(jnp.asarray(t.z[rows]), jnp.asarray(t.pattern(rows)), t.cov.fn, off, t.cov.n_params)
              for t, off in zip(model.terms, model.offsets)]
     base = model.offsets[-1]
     n, p = X.shape
 
     def criterion(phi):
-        V = jnp.diag(phi[base:][rc] ** 2 * inv_w)
+        V = jnp.diag(model.residual.variances_jax(phi[base:], rows) * inv_w)
         for z, G, fn, off, k in parts:
             V = V + (z @ fn(phi[off:off + k]) @ z.T) * G
         L = jnp.linalg.cholesky(V)

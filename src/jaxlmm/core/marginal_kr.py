@@ -9,8 +9,10 @@ At the REML estimate, with ``V_i = dV/dphi_i``, ``V_ij`` the second derivatives,
     Phi_A  = Phi + 2 Phi [sum_ij W_ij (Q_ij - P_i Phi P_j - R_ij / 4)] Phi
 
 (Kenward & Roger 1997; ``R`` vanishes for covariances linear in their parameters, as in
-pbkrtest).  Residual standard deviations enter as variances (linear), the structures'
-parameters as they are defined (``covfuns.py``).
+pbkrtest).  The residual parameters enter as the residual levels' variances (linear) where
+those are a reparametrization of them (one SD, or a dispformula such as ``~ factor``), else as
+the dispersion model's coefficients with their second derivatives (``marginal_residual.py``);
+the structures' parameters as they are defined (``covfuns.py``).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ def kenward_roger(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np
     base = model.offsets[-1]
     first = [_full(D, n) for D in d.first]
     second = {key: _full(D, n) for key, D in d.second.items()}
-    for r in range(model.n_resid):                  # residual SD s -> variance s^2: V_r / (2 s), no V_rr
-        j = base + r
-        first[j] = first[j] / (2.0 * phi[j]) if phi[j] > 0 else np.diag(
-            (model.resid_codes[rows] == r) / model.w[rows])
-        second.pop((j, j), None)
+    res = model.residual
+    if res.linear_in_levels:                        # the levels' variances: V_l = diag(1{level l} / w), no V_ll
+        codes = res.codes[rows]
+        for r in range(res.n_levels):
+            first[base + r] = np.diag((codes == r) / model.w[rows])
+        for key in [key for key in second if key[0] >= base]:
+            second.pop(key)
     X = model.X[rows]
     Vi = np.linalg.inv(d.V)
     ViX = Vi @ X

@@ -18,11 +18,10 @@ def lane_covariance(model, phis: np.ndarray, rows, layout, terms):
     """``V`` (B, nb, b, b) and its first and second derivatives, per lane."""
     B = phis.shape[0]
     base = model.offsets[-1]
-    inv_w = layout.gather(1.0 / model.w[rows])
-    rcb = layout.gather(model.resid_codes[rows].astype(float), fill=-1.0)
-    safe = np.maximum(rcb, 0).astype(int)
-    s = phis[:, base:]
-    resid = np.where(layout.real[None], s[:, safe] ** 2 * inv_w[None], 1.0)
+    inv_w = layout.gather(1.0 / model.w[rows])                      # 0 in the padding
+    x = model.residual.covariates(rows)
+    r, dr, d2r = model.residual.jets(phis[:, base:], None if x is None else layout.gather(x), layout.index.shape)
+    resid = np.where(layout.real[None], r * inv_w[None], 1.0)
     nb, b = layout.index.shape
     V = np.zeros((B, nb, b, b))
     V[:, :, np.arange(b), np.arange(b)] = resid
@@ -40,10 +39,9 @@ def lane_covariance(model, phis: np.ndarray, rows, layout, terms):
             for c in range(a, t.cov.n_params):
                 if np.any(d2C[:, a, c]):
                     second[(off + a, off + c)] = ("full", spread(d2C[:, a, c]))
-    for r in range(model.n_resid):
-        mask = (rcb == r) * inv_w
-        first.append(("diag", 2.0 * s[:, r, None, None] * mask[None]))
-        second[(base + r, base + r)] = ("diag", np.broadcast_to(2.0 * mask, (B,) + mask.shape))
+    first.extend(("diag", d * inv_w[None]) for d in dr)
+    for (a, c), d in d2r.items():
+        second[(base + a, base + c)] = ("diag", d * inv_w[None])
     return V, first, second
 
 

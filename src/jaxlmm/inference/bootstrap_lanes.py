@@ -39,8 +39,8 @@ def bootstrap_lanes(fit, Y: np.ndarray) -> pd.DataFrame | None:
         for name, i, j in zip(confint_names(t.group, t.columns, t.cov), r_idx, c_idx):
             with np.errstate(invalid="ignore", divide="ignore"):
                 cols[name] = sd[:, i] if i == j else cov[:, i, j] / (sd[:, i] * sd[:, j])
-    s = res.theta[:, mm.offsets[-1]:]
-    if mm.n_resid == 1:
+    s = mm.residual.level_sd(res.theta[:, mm.offsets[-1]:])         # (B, levels)
+    if mm.residual.n_levels == 1:
         cols["sigma"] = s[:, 0]
     else:
         for r, level in enumerate(design.resid_levels):

@@ -186,9 +186,10 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     single = responses is None
     needed = _used_variables(parsed, frame, formula, single)
     if dispformula is not None:
-        from .structured_terms import dispformula_variable
+        from .structured_terms import dispformula_variables
 
-        needed.setdefault(dispformula_variable(dispformula), f"dispformula {dispformula!r}")
+        for v in dispformula_variables(dispformula, frame):
+            needed.setdefault(v, f"dispformula {dispformula!r}")
     _check_columns(needed, frame)
     w_all, o_all = _weights_and_offset(parsed, frame, weights, offset)
     if single:
@@ -234,15 +235,13 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
 
 def _check_user_covariances(covariances: dict, terms: list[TermDesign]) -> None:
     from ..core.covfuns import UserCovariance
+    from .structured_terms import check_user_covariance
 
     for group, cov in covariances.items():
         if not isinstance(cov, UserCovariance):
             raise DataError(f"covariances[{group!r}] must be made by jaxlmm.covariance(fn, n_params, ...), "
                             f"got {type(cov).__name__}")
-        matching = [t for t in terms if t.group == group]
-        if len(matching) != 1:
-            raise FormulaError(f"covariances[{group!r}]: the formula has {len(matching)} random-effects terms "
-                               f"grouped by {group!r}; it needs exactly one")
+        check_user_covariance(group, terms, cov)
 
 
 def _used_variables(parsed: ParsedFormula, frame: pd.DataFrame, formula: str, single: bool) -> dict[str, str]:

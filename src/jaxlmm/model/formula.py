@@ -21,7 +21,7 @@ Everything else is the fixed-effects formula, handed to formulaic.  Errors are
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import FormulaError
 from .formula_grammar import check_formula_text, check_no_offset, is_offset_call
@@ -34,6 +34,7 @@ class RandomTerm:
     expr: str                    # left of the bar, e.g. "1 + Days", "0 + x"
     group_vars: tuple[str, ...]  # variables whose interaction is the grouping factor
     cov: str = "us"              # covariance structure: "us" (lme4's, unstructured) or "diag"
+    keyword: bool = field(default=False, compare=False)   # written as a structure call, e.g. us(x | g)
 
     @property
     def group(self) -> str:
@@ -201,7 +202,7 @@ def parse_formula(text: str) -> ParsedFormula:
                 raise FormulaError(f"'||' cannot be used inside {cov}(...) in {term}: write {cov}({expr} | {group})")
             exprs = _expand_double_bar(expr, term) if width == 2 else [expr]
             for g in groups:
-                random.extend(RandomTerm(e, g, cov) for e in exprs)
+                random.extend(RandomTerm(e, g, cov, keyword=wrapped != term) for e in exprs)
         elif "|" in term:
             raise FormulaError(
                 f"'|' must appear inside a parenthesized random-effects term such as (1 | g), "

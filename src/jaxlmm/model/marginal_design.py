@@ -2,7 +2,8 @@
 
 Each term keeps its per-row covariates and level codes; a relationship-matrix
 term its ``K`` on the fitted levels; every term its ``CovarianceFunction``
-(``structured_terms.term_covariance``).  Residual groups come from ``dispformula``.
+(``structured_terms.term_covariance``).  The residual variance model comes from
+``dispformula`` (``structured_terms.residual_model``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.marginal import MarginalModel, MarginalTerm
-from .structured_terms import term_covariance
+from .structured_terms import residual_model, term_covariance
 
 MAX_ROWS = 4000   # V is n x n: beyond this the marginal engine is too slow and too large
 
@@ -28,8 +29,9 @@ def marginal_model(design) -> MarginalModel:
         K = None if t.relmat is None else np.asarray(t.relmat.K, float)
         terms.append(MarginalTerm(np.asarray(t.z, float), np.asarray(t.factor.codes), len(t.factor.levels),
                                   term_covariance(t, design.covariances), K))
-    return MarginalModel(np.asarray(design.X, float), np.asarray(design.weights, float), tuple(terms),
-                         np.asarray(design.resid_codes), len(design.resid_levels))
+    residual = residual_model(design.dispformula, design.frame, np.asarray(design.resid_codes),
+                              list(design.resid_levels))
+    return MarginalModel(np.asarray(design.X, float), np.asarray(design.weights, float), tuple(terms), residual)
 
 
 def response_scale(design, y: np.ndarray, observed: np.ndarray) -> float:

@@ -3,10 +3,12 @@
 - ``exp(0 + pos(x, y) | g)``, ``gau(...)``, ``ou(0 + pos(t) | g)``: ``pos`` plays the role of
   glmmTMB's ``numFactor``: each distinct coordinate tuple is one column (an indicator), named
   ``pos(1,2)`` as R prints it, ordered with the first coordinate varying fastest.
-- ``dispformula="~ location"``: one residual standard deviation per level of a factor (glmmTMB's
-  ``dispformula``); every level needs at least two observations.
-- ``covariances={"field": jaxlmm.covariance(fn, n_params, ...)}``: the term grouped by ``field``
-  gets the covariance ``fn(params, coords)`` (``core/covfuns.py``).
+- ``dispformula="~ location"``, ``"~ Days"``, ...: glmmTMB's dispersion model, the log of each row's
+  residual variance linear in the dispformula's model matrix (a factor: one variance per level, every
+  level with at least two observations; a numeric column: a log-linear trend).
+- ``covariances={"field": jaxlmm.covariance(fn, n_params, ...)}``: the one term grouped by ``field``,
+  written without a structure keyword, gets the covariance ``fn(params, coords)`` (``core/covfuns.py``);
+  a term that names a built-in structure keeps it and the entry is an error.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.covfuns import SPATIAL, CovarianceFunction, built_in
+from ..core.marginal_residual import ResidualVariance
 from ..errors import DataError, FormulaError
 
 _POS = re.compile(r"^\s*(?:0\s*\+\s*)?pos\s*\(([^()]*)\)\s*(?:\+\s*0\s*|-\s*1\s*)?$")
@@ -64,38 +67,133 @@ def pos_design(term, frame: pd.DataFrame):
     return z, columns, coords
 
 
-def dispformula_variable(dispformula: str) -> str:
-    """The factor of ``"~ location"`` (one variable)."""
-    text = dispformula.strip()
-    m = re.match(r"^~\s*`?([A-Za-z_.][A-Za-z0-9_.]*)`?\s*$", text)
-    if m is None:
-        raise FormulaError(f"dispformula {dispformula!r}: write it as '~ factor' (one residual SD per level)")
-    return m.group(1)
+def dispformula_rhs(dispformula: str) -> str:
+    """The right-hand side of ``"~ x"`` (a one-sided formula)."""
+    text = dispformula.strip() if isinstance(dispformula, str) else ""
+    m = re.match(r"^~(.*)$", text, re.S)
+    if m is None or not m.group(1).strip() or "~" in m.group(1) or "|" in m.group(1):
+        raise FormulaError(f"dispformula {dispformula!r}: write it as a one-sided formula of fixed effects, "
+                           "such as '~ location' (one residual variance per level) or '~ x' (log-linear in x)")
+    return m.group(1).strip()
+
+
+def dispformula_variables(dispformula: str, frame: pd.DataFrame) -> list[str]:
+    """The data's columns that ``dispformula`` uses."""
+    from .model_matrix import _compiled
+
+    return list(_compiled(dispformula_rhs(dispformula), frame, f"dispformula {dispformula!r}").variables)
+
+
+def _levels(col: pd.Series) -> list:
+    """A column's levels: a categorical's categories that occur, numbers in order, else sorted by text."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return [c for c in col.cat.categories if (col == c).any()]
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return sorted(col.unique().tolist())
+    return sorted(col.unique().tolist(), key=lambda v: str(v))
+
+
+def _level_name(v) -> str:
+    return _r_number(v) if isinstance(v, (float, np.floating)) else str(v)
 
 
 def residual_groups(dispformula: str | None, frame: pd.DataFrame):
-    """Per row the code of its residual group, the groups' names, and the column (None: one group)."""
+    """Per row the code of its residual level, the levels' names, and the dispformula's variables.
+
+    A level is one combination of the values of the dispformula's variables (its rows share a
+    residual variance); without ``dispformula`` every row is in the level ``Residual``.  Each level
+    of a factor the dispformula uses needs two observations.
+    """
     if dispformula is None:
-        return np.zeros(len(frame), dtype=np.int64), ["Residual"], None
-    var = dispformula_variable(dispformula)
-    if var not in frame.columns:
-        raise DataError(f"dispformula {dispformula!r} names column {var!r}, which is not in the data")
-    col = frame[var]
-    levels = sorted(col.unique().tolist(), key=lambda v: str(v)) if not isinstance(
-        col.dtype, pd.CategoricalDtype) else [c for c in col.cat.categories if (col == c).any()]
-    codes = np.array([levels.index(v) for v in col])
-    counts = np.bincount(codes, minlength=len(levels))
-    few = [str(levels[i]) for i in np.flatnonzero(counts < 2)]
-    if few:
-        raise DataError(f"dispformula {dispformula!r}: level{'s' if len(few) > 1 else ''} {', '.join(few)} of "
-                        f"{var!r} {'have' if len(few) > 1 else 'has'} fewer than two observations; "
-                        "its residual variance is not estimable")
-    return codes, [str(v) for v in levels], var
+        return np.zeros(len(frame), dtype=np.int64), ["Residual"], []
+    variables = dispformula_variables(dispformula, frame)
+    missing = [v for v in variables if v not in frame.columns]
+    if missing:
+        raise DataError(f"dispformula {dispformula!r} names column {missing[0]!r}, which is not in the data")
+    if not variables:
+        return np.zeros(len(frame), dtype=np.int64), ["Residual"], []
+    per_var, names = [], []
+    for var in variables:
+        col = frame[var]
+        levels = _levels(col)
+        index = {v: i for i, v in enumerate(levels)}
+        codes = np.array([index[v] for v in col], dtype=np.int64)
+        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) \
+            and not isinstance(col.dtype, pd.CategoricalDtype)
+        if not numeric:
+            counts = np.bincount(codes, minlength=len(levels))
+            few = [str(levels[i]) for i in np.flatnonzero(counts < 2)]
+            if few:
+                raise DataError(f"dispformula {dispformula!r}: level{'s' if len(few) > 1 else ''} {', '.join(few)} "
+                                f"of {var!r} {'have' if len(few) > 1 else 'has'} fewer than two observations; "
+                                "its residual variance is not estimable")
+        per_var.append(codes)
+        names.append([_level_name(v) for v in levels])
+    combos, codes = np.unique(np.column_stack(per_var), axis=0, return_inverse=True)
+    level_names = [":".join(names[k][c] for k, c in enumerate(row)) for row in combos]
+    return codes.reshape(-1).astype(np.int64), level_names, variables
+
+
+def residual_model(dispformula: str | None, frame: pd.DataFrame, codes: np.ndarray, levels) -> ResidualVariance:
+    """The residual variance model (``core/marginal_residual.py``) of ``dispformula`` on ``frame``'s rows.
+
+    glmmTMB's dispersion model: the log of row i's residual variance is ``x_i^T delta`` with ``x_i``
+    the row of the dispformula's model matrix (R's treatment contrasts; aliased columns left out, as
+    for the fixed effects); ``codes``/``levels`` from ``residual_groups``.
+    """
+    if dispformula is None:
+        return ResidualVariance.single_sd(len(frame))
+    from .aliasing import aliased_columns
+    from .model_matrix import _model_matrix
+    from .naming import lme4_column_name
+
+    mm = _model_matrix(dispformula_rhs(dispformula), frame, f"dispformula {dispformula!r}")
+    Xd = mm.to_numpy(dtype=np.float64)
+    if Xd.shape[1] == 0:
+        raise FormulaError(f"dispformula {dispformula!r} has no columns (write '~ 1' for one residual variance)")
+    if not np.all(np.isfinite(Xd)):
+        raise DataError(f"dispformula {dispformula!r} is not finite on every row")
+    keep = ~aliased_columns(Xd)
+    names = [f"dispersion.{lme4_column_name(c)}" for c, k in zip(mm.columns, keep) if k]
+    Xd = Xd[:, keep]
+    codes = np.asarray(codes, dtype=np.int64)
+    first = np.array([np.flatnonzero(codes == r)[0] for r in range(len(levels))])
+    level_X = Xd[first]
+    if not np.allclose(Xd, level_X[codes], rtol=1e-12, atol=0.0):
+        raise FormulaError(f"dispformula {dispformula!r}: its model matrix is not a function of the values of "
+                           "its variables")
+    return ResidualVariance(Xd, codes, level_X, tuple(names), tuple(str(v) for v in levels))
+
+
+def _names_structure(t) -> bool:
+    """Whether design term ``t`` was written with a structure keyword (``us(...)``, ``gau(...)``, ...)."""
+    return t.cov != "us" or bool(getattr(t.term, "keyword", False))
+
+
+def check_user_covariance(group: str, terms, cov) -> None:
+    """``covariances={group: cov}`` attaches ``cov`` to the one term grouped by ``group``, and only to a
+    term written without a structure keyword (``(x | g)``, ``(0 + pos(x, y) | g)``): a term that names
+    a built-in structure (``us``, ``diag``, ``ar1``, ``cs``, ``ou``, ``exp``, ``gau``) asks for that one,
+    and a user covariance never replaces it."""
+    matching = [t for t in terms if t.group == group]
+    if len(matching) != 1:
+        raise FormulaError(f"covariances[{group!r}]: the formula has {len(matching)} random-effects terms "
+                           f"grouped by {group!r}; it needs exactly one")
+    (t,) = matching
+    if _names_structure(t):
+        user = getattr(cov, "name", "user")
+        raise FormulaError(f"covariances[{group!r}]: the term {t.cov}({t.term.expr} | {group}) of group "
+                           f"{group!r} asks for the built-in structure {t.cov}(), and covariances= gives it the "
+                           f"covariance {user!r} as well; write the term without {t.cov}(...) to use "
+                           f"{user!r}, or drop covariances[{group!r}] to keep {t.cov}()")
 
 
 def term_covariance(t, user: dict | None) -> CovarianceFunction:
     """The ``CovarianceFunction`` of design term ``t`` (a user's for its group, else the built-in one)."""
     if user and t.group in user:
+        if _names_structure(t):
+            raise FormulaError(f"covariances[{t.group!r}] would replace the built-in structure {t.cov}() of "
+                               f"the term {t.cov}({t.term.expr} | {t.group})")
         return user[t.group].sized(t)
     S = len(t.columns)
     return built_in(t.cov, S, t.columns, getattr(t, "coords", None))

@@ -1,11 +1,13 @@
 """The result of a fit with structured covariances or ``dispformula`` (``core/marginal.py``).
 
 Its parameters are absolute: ``theta`` holds each term's own parameters (ar1's
-``(sd, a)``, exp's ``(sd, log range)``, ...) and ``residual_sd`` the residual SD of each
-``dispformula`` level.  ``varcorr`` lists each term's implied covariance in lme4's long
-layout, ``covariance_parameters`` each structure's reported quantities (variances,
-correlations, ranges) with Wald SEs from the exact Hessian (delta method), and fixed
-effects are tested with z tests (glmmTMB's summary) by default.
+``(sd, a)``, exp's ``(sd, log range)``, ...); the residual's are one SD, or with a
+``dispformula`` glmmTMB's dispersion coefficients ``dispersion.(Intercept)``, ... (the log
+of the residual variance, ``core/marginal_residual.py``), and ``residual_sd`` the residual
+SD of each level (each combination of the dispformula's variables).  ``varcorr`` lists each
+term's implied covariance in lme4's long layout, ``covariance_parameters`` each structure's
+reported quantities (variances, correlations, ranges) with Wald SEs from the exact Hessian
+(delta method), and fixed effects are tested with z tests (glmmTMB's summary) by default.
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ class StructuredResult(LmerResult):
         return len(self.fixef_names) + len(self._phi)
 
     @property
+    def dispersion(self) -> pd.Series:
+        """The dispersion model's coefficients (``dispformula``; glmmTMB's ``fixef(fit)$disp``, the log of the
+        residual variance), or the one residual SD (``residual_sd.Residual``) without a dispformula."""
+        mm = self._marginal
+        return pd.Series(self._phi[mm.offsets[-1]:], index=list(mm.residual.names), name="dispersion")
+
+    @property
     def residual_sd(self) -> pd.Series:
         """The residual SD of each ``dispformula`` level (one value, ``Residual``, without one)."""
         return pd.Series(self._out.estimates.residual_sd, index=list(self.design.resid_levels), name="residual_sd")
@@ -82,10 +91,15 @@ class StructuredResult(LmerResult):
 
     @property
     def residual_variances(self) -> list[tuple[str, float]]:
+        from .summary import MAX_SHOWN
+
         sds = self._out.estimates.residual_sd
         if len(sds) == 1:
             return [("Residual", float(sds[0]) ** 2)]
-        return [(f"Residual {level}", float(s) ** 2) for level, s in zip(self.design.resid_levels, sds)]
+        out = [(f"Residual {level}", float(s) ** 2) for level, s in zip(self.design.resid_levels[:MAX_SHOWN], sds)]
+        if len(sds) > MAX_SHOWN:
+            out.append((f"Residual ... ({len(sds) - MAX_SHOWN} more levels)", np.nan))
+        return out
 
     @cached_property
     def varcorr(self) -> pd.DataFrame:
@@ -119,11 +133,20 @@ class StructuredResult(LmerResult):
             values, ses = t.cov.report(self._phi[sl], V[sl, sl])
             for name, v in values.items():
                 rows.append((grp, t.cov.name, name, v, ses[name]))
-        base = mm.offsets[-1]
-        for r, level in enumerate(self.design.resid_levels):
-            s, v = self._phi[base + r], V[base + r, base + r]
-            name = "variance" if len(self.design.resid_levels) == 1 else f"variance.{level}"
-            rows.append(("Residual", "residual", name, s ** 2, 2.0 * s * np.sqrt(v) if np.isfinite(v) else np.nan))
+        base, res = mm.offsets[-1], mm.residual
+        if not res.log_linear:
+            s, v = self._phi[base], V[base, base]
+            se = 2.0 * s * np.sqrt(v) if np.isfinite(v) else np.nan
+            rows.append(("Residual", "residual", "variance", s ** 2, se))
+            return pd.DataFrame(rows, columns=["grp", "structure", "parameter", "estimate", "se"])
+        delta, A = self._phi[base:], V[base:, base:]
+        for name, d, v in zip(res.names, delta, np.diagonal(A)):
+            rows.append(("Residual", "dispersion", name, d, np.sqrt(v) if np.isfinite(v) else np.nan))
+        if res.linear_in_levels:            # a factor's levels: their variances, as the model's parameters
+            variances = np.exp(res.level_X @ delta)
+            for level, x, var in zip(res.levels, res.level_X, variances):
+                se = var * np.sqrt(max(float(x @ A @ x), 0.0)) if np.all(np.isfinite(A)) else np.nan
+                rows.append(("Residual", "residual", f"variance.{level}", var, se))
         return pd.DataFrame(rows, columns=["grp", "structure", "parameter", "estimate", "se"])
 
     @cached_property
