@@ -282,7 +282,8 @@ def test_cli_reads_ids_as_text_and_responses_skip_formula_columns(tmp_path, caps
 
 
 def test_out_folder_is_written_whole_and_never_in_place(data, tmp_path, capsys):
-    """I.10: non-empty --out refused without --force; --force replaces it whole; links refused."""
+    """I.10: non-empty --out refused without --force; --force writes the tables and leaves every other file
+    (S.1: a command never deletes a file it did not write); links refused."""
     csv = tmp_path / "d.csv"
     data.to_csv(csv, index=False)
     out = tmp_path / "out"
@@ -291,7 +292,7 @@ def test_out_folder_is_written_whole_and_never_in_place(data, tmp_path, capsys):
     args = ["fit", str(csv), "Reaction ~ Days + (1 | Subject)", "--no-cache", "--out", str(out)]
     assert main(args) == 2 and "not empty" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["fixef.csv", "ranef.csv", "theta.csv", "varcorr.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["fixef.csv", "ranef.csv", "stale.csv", "theta.csv", "varcorr.csv"]
     link = tmp_path / "link"
     link.symlink_to(out)
     assert main(args[:-1] + [str(link), "--force"]) == 2 and "symbolic link" in capsys.readouterr().err

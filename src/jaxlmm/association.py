@@ -29,11 +29,12 @@ import pandas as pd
 
 from ._x64 import float64_scope
 from .core import status as codes
-from .errors import DataError
+from .errors import DataError, JaxlmmError
 
 TESTS = ("wald", "lrt", "score")
 RESULT_COLUMNS = ["trait", "snp", "chrom", "pos", "allele1", "allele0", "af", "n_obs", "n_miss", "beta", "se",
                   "lambda", "p_wald", "p_lrt", "p_score", "status"]
+TESTED_STATUSES = tuple(codes.STATUS_NAMES[c] for c in codes.SCAN_TESTED)   # rows with statistics
 CPU_SNP_CHUNK = 2048
 GPU_SNP_CHUNK = 4096
 
@@ -63,7 +64,7 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
         ``"exact"`` refits lambda by REML for every marker (GEMMA ``-lmm``); ``"null"`` keeps the null
         model's lambda (EMMAX / P3D: much faster, nearly the same p-values for small effects).
     snp_chunk, trait_chunk : int, optional
-        Markers and traits per compiled call.
+        Markers and traits per compiled call (positive integers; a ``JaxlmmError`` otherwise).
     progress : bool, optional
         A progress bar over chunks (default: when standard error is a terminal).
     devices : list of jax devices, optional
@@ -76,9 +77,14 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
     Returns
     -------
     DataFrame with the columns ``RESULT_COLUMNS``: one row per (trait, marker); ``status`` is
-    "converged", "monomorphic" or "no_genotypes" per marker, or a trait's failed check
-    ("too_few_observations", "constant_response") with NaN statistics.
+    "converged", "lambda_at_lower_bound" or "lambda_at_upper_bound" for a tested marker (the last two:
+    the reported lambda -- the marker's REML one, or with ``mode="null"`` the null model's -- ended at an
+    end of the search range, see ``core.status``), "monomorphic" or "no_genotypes" per marker, or a
+    trait's failed check ("too_few_observations", "constant_response") with NaN statistics.  The results
+    do not depend on the scale of K (``relmat_scale``); ``lambda`` is on the scale of the K given.
     """
+    snp_chunk = _positive_int("snp_chunk", snp_chunk)
+    trait_chunk = _positive_int("trait_chunk", trait_chunk)
     if mode not in ("exact", "null"):
         raise ValueError(f"mode must be 'exact' or 'null', got {mode!r}")
     if test not in ("all",) + TESTS:
@@ -89,6 +95,41 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
     stats = run_scan(problem, mode=mode, lrt=test in ("all", "lrt"), snp_chunk=snp_chunk,
                      trait_chunk=trait_chunk, progress=progress, devices=devices, center=center_relmat)
     return results_frame(problem, stats, test)
+
+
+def _positive_int(name: str, value):
+    """``value`` as an int if it is None or a positive integer, else a ``JaxlmmError`` naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise JaxlmmError(f"{name} must be a positive integer (or None), got {value!r}")
+    return int(value)
+
+
+def relmat_scale(K: np.ndarray) -> float:
+    """The scale the scan divides K by before its eigendecompositions: the mean diagonal of K after
+    double-centring on all the scan's individuals, ``trace(P K P) / n`` with ``P = I - 1 1^T / n`` (the
+    mean of the centred K's eigenvalues; the mean diagonal of K itself in the degenerate case where
+    that is not positive).
+
+    Why: the search for ``lambda = sigma_g^2 / sigma_e^2`` runs on GEMMA's fixed range [1e-5, 1e5], which
+    means something only for K on a known scale -- for K x c the optimum is lambda / c, and K x 1e8 pinned
+    every marker at the range's end.  Searching on ``K / scale`` makes the scan invariant to the scale of
+    K (K x c gives the same ``K / scale`` up to rounding), and a GRM (GEMMA's ``-gk``, ``jaxlmm.grm``:
+    mean centred diagonal ~1) keeps nearly GEMMA's own range.  The centred diagonal rather than the raw
+    one (or the raw trace / n) because a constant added to K is absorbed by the intercept and must not
+    change the scale: it is the average variance K gives an individual around the mean, the usual
+    normalization of a kinship matrix (GCTA, LDAK).  ``lambda`` is reported on the user's scale of K:
+    the scaled search's value divided by this scale."""
+    n = K.shape[0]
+    diag = np.diagonal(K)
+    scale = float(np.mean(diag) - np.sum(K) / (n * n))
+    if not (np.isfinite(scale) and scale > 0):
+        scale = float(np.mean(diag))
+    if not (np.isfinite(scale) and scale > 0):
+        raise DataError("the relationship matrix has no positive scale: its mean diagonal is not positive, "
+                        "before and after centring")
+    return scale
 
 
 @dataclass
@@ -176,7 +217,8 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     out["n_obs"] = (~np.isnan(problem.Y)).sum(axis=0)
     X = np.asarray(problem.X, float)
     chunks = _GenotypeCache(problem, snp_chunk, host, (~np.isnan(problem.Y.T)).astype(float))
-    traits = _TraitCache(problem.K, X, center)
+    scale = relmat_scale(problem.K)     # the search runs on K / scale (relmat_scale says why)
+    traits = _TraitCache(problem.K / scale, X, center)
     bar = _progress(-(-todo.size // trait_chunk) * chunks.n_chunks, progress)
     pending = None          # the last dispatched chunk, collected once the next one is dispatched
     program = None if host else on_mesh(core.scan_chunk, mesh, core.CHUNK_SPLIT, mode=mode, lrt=lrt)
@@ -214,7 +256,8 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
         collect(pending)
     if bar is not None:
         bar.close()
-    failed = (out["status"] == codes.CONVERGED) & ~np.isfinite(out["beta"]) & ~np.isnan(out["af"])
+    out["lambda_reml"] /= scale                      # back on the user's scale of K
+    failed = np.isin(out["status"], codes.SCAN_TESTED) & ~np.isfinite(out["beta"]) & ~np.isnan(out["af"])
     out["status"][failed] = codes.NONFINITE          # e.g. a null model that could not be fitted
     return out
 

@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="add denominator df and p-values to the fixed-effects table (as lmerTest); "
                           "default: lme4's table (estimates, SEs, t values)")
     fit.add_argument("--out", metavar="DIR", help="write fixef.csv, ranef.csv, varcorr.csv, theta.csv here "
-                     "(all at once: into a temporary folder renamed into place)")
-    fit.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out folder")
+                     "(each written in full first, then moved into place; no other file is touched)")
+    fit.add_argument("--force", action="store_true", help="write into a non-empty --out folder: files of the "
+                     "names written are replaced, every other file is left alone")
     fit.add_argument("--factors", metavar="COLS", default="",
                      help="comma-separated numeric columns to treat as factors (categorical)")
     fit.add_argument("--weights", metavar="COL", help="column of prior weights")
@@ -139,7 +140,17 @@ def _formula_columns(formula: str, columns) -> set[str]:
     return {c for c in columns if str(c) in names}
 
 
-def _write_tables(fit, out: Path, force: bool) -> list[Path]:
+FIT_FILES = ("fixef.csv", "ranef.csv", "varcorr.csv", "theta.csv")
+BATCH_FILES = ("results.csv", "fixef.csv", "se.csv", "theta.csv", "diagnostics.csv", "varcorr.csv")
+
+
+def _inputs(args) -> list[str]:
+    """The files the command reads: ``--out`` must not overwrite them."""
+    files = [] if args.example or not args.data else [args.data]
+    return files + [item.partition("=")[2] for item in args.relmat]
+
+
+def _write_tables(fit, out: Path, force: bool, inputs=()) -> list[Path]:
     import pandas as pd
 
     from .output_dir import write_tables
@@ -147,8 +158,8 @@ def _write_tables(fit, out: Path, force: bool) -> list[Path]:
     fixef = pd.DataFrame({"term": fit.fixef_names, "estimate": fit.fixef.to_numpy(), "std_error": fit.se.to_numpy()})
     fixef["t_value"] = fixef["estimate"] / fixef["std_error"]
     theta = pd.DataFrame({"name": fit.theta_names, "theta": fit.theta})
-    files = {"fixef.csv": fixef, "ranef.csv": fit.ranef, "varcorr.csv": fit.varcorr, "theta.csv": theta}
-    return write_tables(out, {name: (frame, False) for name, frame in files.items()}, force)
+    files = dict(zip(FIT_FILES, (fixef, fit.ranef, fit.varcorr, theta)))
+    return write_tables(out, {name: (frame, False) for name, frame in files.items()}, force, inputs)
 
 
 def _relmats(args, parser) -> dict | None:
@@ -180,10 +191,13 @@ def _cmd_batch(args, data, formula, name) -> int:
     if args.out:
         from .output_dir import write_tables
 
-        tables = {"results.csv": (batch.to_frame(), True), "fixef.csv": (batch.fixef, True),
-                  "se.csv": (batch.se, True), "theta.csv": (batch.theta, True),
-                  "diagnostics.csv": (batch.diagnostics, True), "varcorr.csv": (batch.varcorr, False)}
-        write_tables(args.out, tables, args.force)
+        frames = (batch.to_frame(), batch.fixef, batch.se, batch.theta, batch.diagnostics, batch.varcorr)
+        tables = {name: (frame, name != "varcorr.csv") for name, frame in zip(BATCH_FILES, frames)}
+        try:
+            write_tables(args.out, tables, args.force, _inputs(args))
+        except JaxlmmError as exc:
+            print(f"jaxlmm: error: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote {len(tables)} tables to {args.out}", file=sys.stderr)
     return 0
 
@@ -196,13 +210,16 @@ def _cmd_fit(args, parser) -> int:
     from .errors import JaxlmmError, JaxlmmWarning
     from .fitting import lmer
 
+    if args.chunk_size is not None and args.chunk_size < 1:
+        print(f"jaxlmm: error: --chunk-size must be a positive integer, got {args.chunk_size}", file=sys.stderr)
+        return 2
     data, formula, name = _load(args, parser)
     args.relmats = _relmats(args, parser)
     if args.out and not args.coordinator:
         from .output_dir import check_target
 
         try:
-            check_target(args.out, args.force)
+            check_target(args.out, args.force, BATCH_FILES if args.responses else FIT_FILES, _inputs(args))
         except JaxlmmError as exc:
             print(f"jaxlmm: error: {exc}", file=sys.stderr)
             return 2
@@ -221,7 +238,12 @@ def _cmd_fit(args, parser) -> int:
     if args.relmats and fit._h2_term is not None:
         print(f"\nHeritability h2 = {fit.h2:.4f} (SE {fit.h2_se:.4f})")
     if args.out:
-        for path in _write_tables(fit, Path(args.out), args.force):
+        try:
+            paths = _write_tables(fit, Path(args.out), args.force, _inputs(args))
+        except JaxlmmError as exc:
+            print(f"jaxlmm: error: {exc}", file=sys.stderr)
+            return 2
+        for path in paths:
             print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -2,11 +2,13 @@
 
     jaxlmm scan --bfile geno --pheno traits.csv --relmat id=K.csv --responses 'trait*' --out results/
 
-writes, all at once (``output_dir.write_tables``), one table per trait
-(``TRAIT.assoc.csv``: the rows of ``jaxlmm.scan`` for that trait), a Manhattan
-and a QQ plot per trait (``TRAIT.manhattan.png``, ``TRAIT.qq.png``; needs
-matplotlib, skipped with a note otherwise) and ``summary.csv`` (per trait: the
-number of individuals, the markers tested and the best marker with its p-value).
+writes (``output_dir.write_tables``: each file complete or not at all, no other
+file of the folder touched) one table per trait (``STEM.assoc.csv``: the rows of
+``jaxlmm.scan`` for that trait), a Manhattan and a QQ plot per trait
+(``STEM.manhattan.png``, ``STEM.qq.png``; needs matplotlib, skipped with a note
+otherwise) and ``summary.csv`` (per trait: its ``assoc_file``, the number of
+individuals, the markers tested and the best marker with its p-value).  ``STEM``
+is the trait's name made safe for a file name (``file_stems``), unique per trait.
 With ``--coordinator`` (``jax.distributed``), process K scans the K-th slice of
 the traits (``distributed.trait_slice``) and writes its files to ``DIR/processK``.
 """
@@ -35,7 +37,8 @@ def add_parser(sub) -> None:
                    help="exact: lambda refitted per marker (default); null: the null model's lambda (EMMAX)")
     p.add_argument("--test", choices=["all", "wald", "lrt", "score"], default="all")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the tables and plots")
-    p.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out folder")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out folder: files of the "
+                   "names written are replaced, every other file is left alone")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
     p.add_argument("--snp-chunk", type=int, metavar="N", help="markers per compiled call")
     p.add_argument("--trait-chunk", type=int, metavar="N", help="traits per compiled call")
@@ -55,6 +58,10 @@ def run(args) -> int:
     from .errors import JaxlmmError
     from .output_dir import check_target, write_tables
 
+    for flag, value in (("--snp-chunk", args.snp_chunk), ("--trait-chunk", args.trait_chunk)):
+        if value is not None and value < 1:
+            print(f"jaxlmm: error: {flag} must be a positive integer, got {value}", file=sys.stderr)
+            return 2
     out = args.out
     if args.coordinator:
         if args.num_processes is None or args.process_id is None:
@@ -63,7 +70,7 @@ def run(args) -> int:
             raise SystemExit(f"jaxlmm: error: --process-id must be in 0..{args.num_processes - 1}")
         out = str(Path(args.out) / f"process{args.process_id}")
     try:
-        check_target(out, args.force)
+        check_target(out, args.force, ["summary.csv"], _inputs(args))
     except JaxlmmError as exc:
         print(f"jaxlmm: error: {exc}", file=sys.stderr)
         return 2
@@ -90,7 +97,7 @@ def run(args) -> int:
     try:
         traits = trait_slice(traits, args.process_id, args.num_processes)
         if not traits:
-            write_tables(out, {"summary.csv": (pd.DataFrame(columns=["trait"]), False)}, args.force)
+            write_tables(out, {"summary.csv": (pd.DataFrame(columns=["trait"]), False)}, args.force, _inputs(args))
             return 0
         return _scan_and_write(args, formula, data, traits, relmat, out)
     finally:
@@ -110,26 +117,34 @@ def _scan_and_write(args, formula, data, traits, relmat, out) -> int:
         print(f"jaxlmm: error: {exc}", file=sys.stderr)
         return 2
     tables = per_trait_files(results, args.test, plots=not args.no_plots)
-    write_tables(out, tables, args.force)
+    try:
+        write_tables(out, tables, args.force, _inputs(args))
+    except JaxlmmError as exc:
+        print(f"jaxlmm: error: {exc}", file=sys.stderr)
+        return 2
     print(f"scanned {len(traits)} trait{'s' if len(traits) > 1 else ''} x {results['snp'].nunique()} markers; "
           f"wrote {len(tables)} files to {out}", file=sys.stderr)
     return 0
 
 
 def per_trait_files(results, test: str, plots: bool = True) -> dict:
-    """``{file name: (table or figure, write_index)}``: per-trait tables and plots and ``summary.csv``."""
+    """``{file name: (table or figure, write_index)}``: per-trait tables and plots and ``summary.csv`` (whose
+    ``assoc_file`` column names each trait's table; its plots share the table's stem)."""
     import pandas as pd
+
+    from .association import TESTED_STATUSES
 
     shown = "wald" if test == "all" else test
     figures = _plot_module() if plots else None
     files, summary = {}, []
-    for trait, rows in results.groupby("trait", sort=False, observed=True):
-        stem = _file_stem(str(trait))
+    groups = list(results.groupby("trait", sort=False, observed=True))
+    stems = file_stems([str(trait) for trait, _ in groups])
+    for (trait, rows), stem in zip(groups, stems):
         files[f"{stem}.assoc.csv"] = (rows, False)
-        tested = rows[rows["status"] == "converged"]
+        tested = rows[rows["status"].isin(TESTED_STATUSES)]
         best = tested.loc[tested[f"p_{shown}"].idxmin()] if len(tested) else None
-        summary.append({"trait": trait, "n_obs": int(rows["n_obs"].iloc[0]), "markers_tested": len(tested),
-                        "best_snp": None if best is None else best["snp"],
+        summary.append({"trait": trait, "assoc_file": f"{stem}.assoc.csv", "n_obs": int(rows["n_obs"].iloc[0]),
+                        "markers_tested": len(tested), "best_snp": None if best is None else best["snp"],
                         f"best_p_{shown}": None if best is None else best[f"p_{shown}"]})
         if figures is not None and len(tested):
             files[f"{stem}.manhattan.png"] = (figures.manhattan(rows, test=shown), False)
@@ -150,7 +165,44 @@ def _plot_module():
     return plot
 
 
+def _inputs(args) -> list[str]:
+    """The files ``jaxlmm scan`` reads: ``--out`` must not overwrite them."""
+    return [args.pheno, args.relmat.partition("=")[2]] + [f"{args.bfile}{ext}" for ext in (".bed", ".bim", ".fam")]
+
+
+MAX_STEM = 100
+
+
 def _file_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "trait"
+    """``name`` with every run of characters other than letters, digits, ``_``, ``.`` and ``-`` as ``_``, no
+    leading dot (no hidden files, no ``..``), at most ``MAX_STEM`` characters (a long name is cut and
+    given its hash)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    stem = re.sub(r"^\.+", "_", stem) or "trait"
+    if len(stem) > MAX_STEM:
+        stem = f"{stem[:MAX_STEM - 9]}-{_hash(name)}"
+    return stem
 
 
+def _hash(name: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def file_stems(names: list[str]) -> list[str]:
+    """A file stem per trait name, unique even on a case-insensitive file system: a name that is already a
+    safe stem keeps it; a sanitized one that would collide (``a/b`` and ``a_b``, ``A`` and ``a``) gets
+    ``-`` and the first 8 hex digits of its name's SHA-1 (then a counter, if even that collides)."""
+    stems, used = [None] * len(names), set()
+    # first the names that need no change, so that a trait called ``a_b`` is always ``a_b.assoc.csv``
+    order = sorted(range(len(names)), key=lambda i: _file_stem(names[i]) != names[i])
+    for i in order:
+        base = stem = _file_stem(names[i])
+        k = 0
+        while stem.casefold() in used:
+            k += 1
+            stem = f"{base}-{_hash(names[i])}" + (f"-{k}" if k > 1 else "")
+        used.add(stem.casefold())
+        stems[i] = stem
+    return stems

@@ -31,7 +31,10 @@ interpolative basis of ``scan_basis.py`` makes each an r-long one (r ~ 20):
 per marker chunk by matrix products, so the likelihood and its exact first and
 second derivatives in t cost O(r k^2) per marker.
 
-lambda maximizes these on ``log lambda in [log 1e-5, log 1e5]`` (GEMMA's range):
+lambda maximizes these on ``log lambda in [log 1e-5, log 1e5]`` (GEMMA's range, for K
+divided by ``association.relmat_scale`` -- its mean centred diagonal -- so that the range, and
+the results, do not depend on the scale of K; a reported lambda at an end of the range gets
+the status ``lambda_at_lower_bound`` or ``lambda_at_upper_bound`` instead of ``converged``):
 the derivative is evaluated on GEMMA's grid of ten intervals, the interval with
 a sign change (+ to -) whose ends have the largest log-likelihood is searched by
 Newton's method safeguarded by the secant step inside the shrinking bracket
@@ -66,6 +69,7 @@ import numpy as np
 
 from .scan_data import MarkerMoments, impute, marker_moments, observed_relmat, trait_pieces
 from .status import CONVERGED as SNP_OK
+from .status import LAMBDA_AT_LOWER_BOUND, LAMBDA_AT_UPPER_BOUND
 from .status import NO_GENOTYPES as SNP_NO_GENOTYPES
 
 LAMBDA_MIN = 1e-5
@@ -75,6 +79,7 @@ N_REGION = 10
 NEWTON_ITER = 50
 NEWTON_TOL = 1e-8
 NEWTON_QUAD = 1e-4
+EDGE_TOL = 1e-9          # a log lambda this close to an end of LOG_RANGE is at that end
 
 
 class TraitSeries(NamedTuple):
@@ -108,7 +113,7 @@ class ScanStats(NamedTuple):
     chi2_lrt: jnp.ndarray
     af: jnp.ndarray
     n_miss: jnp.ndarray
-    status: jnp.ndarray
+    status: jnp.ndarray      # status.CONVERGED, a marker's status, or the reported lambda at an end of the range
 
 
 # ---------------------------------------------------------------- the likelihood as a series in the basis
@@ -345,13 +350,24 @@ def scan_markers(trait: TraitSeries, null: NullModel, moments: MarkerMoments, mo
             ll1 = ml(t_null_ml)
         chi2 = jnp.maximum(2.0 * (ll1 - null.loglik_ml), 0.0)
     ok = moments.status == SNP_OK
+    # the reported (REML) lambda at an end of the search range is no interior optimum: the status says which
+    # end.  The ML lambdas of the LRT and score tests are not flagged: with K centred (rank n - 1) the ML
+    # likelihood grows without bound as the residual variance goes to 0, so they always end at the upper
+    # end (as GEMMA's l_mle = 1e5), and those tests take that limit by design
+    status = jnp.where(ok & _at_edge(t_alt, 1), LAMBDA_AT_UPPER_BOUND,
+                       jnp.where(ok & _at_edge(t_alt, 0), LAMBDA_AT_LOWER_BOUND, moments.status))
 
     def keep(v):
         return jnp.where(ok, v, jnp.nan)
 
     return ScanStats(keep(beta), keep(se), keep(jnp.exp(t_alt)), keep(f_wald), keep(f_score), keep(chi2),
                      jnp.where(moments.status == SNP_NO_GENOTYPES, jnp.nan, moments.af), moments.n_miss,
-                     moments.status)
+                     status.astype(moments.status.dtype))
+
+
+def _at_edge(t, end: int):
+    """Whether ``log lambda = t`` is at the lower (``end`` 0) or upper (1) end of ``LOG_RANGE``."""
+    return t <= LOG_RANGE[0] + EDGE_TOL if end == 0 else t >= LOG_RANGE[1] - EDGE_TOL
 
 
 # ---------------------------------------------------------------- compiled programs (leading trait axis)

@@ -62,9 +62,27 @@ STATUS_MESSAGES = {
     CONSTANT_RESPONSE: "the response is constant on this trait's rows: no variance to estimate",
 }
 
-# association scans (core/scan.py): per trait and marker
+# association scans (core/scan.py): per trait and marker.  The lambda statuses are tested markers (finite
+# statistics) whose reported lambda ended at an end of the search range [1e-5, 1e5] -- on K scaled to a
+# mean centred diagonal of 1 (association.relmat_scale), so the ends mean the same for every scale of K
 MONOMORPHIC = 20
 NO_GENOTYPES = 21
-STATUS_NAMES.update({MONOMORPHIC: "monomorphic", NO_GENOTYPES: "no_genotypes"})
-STATUS_MESSAGES.update({MONOMORPHIC: "the marker does not vary on this trait's individuals: nothing to test",
-                        NO_GENOTYPES: "the marker has no genotype on this trait's individuals"})
+LAMBDA_AT_LOWER_BOUND = 22
+LAMBDA_AT_UPPER_BOUND = 23
+STATUS_NAMES.update({MONOMORPHIC: "monomorphic", NO_GENOTYPES: "no_genotypes",
+                     LAMBDA_AT_LOWER_BOUND: "lambda_at_lower_bound", LAMBDA_AT_UPPER_BOUND: "lambda_at_upper_bound"})
+STATUS_MESSAGES.update({
+    MONOMORPHIC: "the marker does not vary on this trait's individuals: nothing to test",
+    NO_GENOTYPES: "the marker has no genotype on this trait's individuals",
+    LAMBDA_AT_LOWER_BOUND: "the reported lambda (the marker's REML variance ratio; the null model's with "
+                           "mode='null') is at the lower end of the search range, 1e-5 on K scaled to mean "
+                           "centred diagonal 1: the genetic variance is estimated at ~0, the boundary of the "
+                           "parameter space -- the REML optimum genuinely lies there when the trait shows no "
+                           "relatedness -- and beta, se and the Wald test are those at that end (ordinary least "
+                           "squares to within ~1e-5)",
+    LAMBDA_AT_UPPER_BOUND: "the reported lambda (the marker's REML variance ratio; the null model's with "
+                           "mode='null') is at the upper end of the search range, 1e5 on K scaled to mean "
+                           "centred diagonal 1: the residual variance is ~0 next to the genetic one, the optimum "
+                           "may lie beyond the range, and beta, se and the Wald test are those at its end",
+})
+SCAN_TESTED = (CONVERGED, LAMBDA_AT_LOWER_BOUND, LAMBDA_AT_UPPER_BOUND)   # markers with statistics
