@@ -15,18 +15,34 @@ method and property of a class (results compute lazily, e.g. ``fit.confint()``).
 from __future__ import annotations
 
 import functools
+import threading
 from functools import cached_property
 
 
+_depth = threading.local()
+
+
 def float64_scope(fn):
-    """Run ``fn`` with JAX's 64-bit mode on for the call (and restored afterwards)."""
+    """Run ``fn`` with JAX's 64-bit mode on for the call (and restored afterwards).
+
+    The outermost such call of a thread first checks the process's budget of compiled programs
+    (``core.program_budget``): a long session never runs out of memory maps."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import jax
 
-        with jax.enable_x64(True):
-            return fn(*args, **kwargs)
+        depth = getattr(_depth, "n", 0)
+        if depth == 0:
+            from .core import program_budget
+
+            program_budget.maybe_release()
+        _depth.n = depth + 1
+        try:
+            with jax.enable_x64(True):
+                return fn(*args, **kwargs)
+        finally:
+            _depth.n = depth
 
     wrapper.__float64_scope__ = True
     return wrapper
