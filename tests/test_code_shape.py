@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "jaxlmm"
 
 # lower rank = lower layer; a module may import modules of its own rank or lower
 LAYERS = {"base": 0, "core": 1, "model": 2, "inference": 3, "results": 4, "entry": 5}
-BASE = {"errors", "_x64", "datasets"}
+BASE = {"errors", "_x64", "_program_budget", "datasets"}
 
 
 def _modules() -> dict[str, Path]:

@@ -26,7 +26,7 @@ def float64_scope(fn):
     """Run ``fn`` with JAX's 64-bit mode on for the call (and restored afterwards).
 
     The outermost such call of a thread first checks the process's budget of compiled programs
-    (``core.program_budget``): a long session never runs out of memory maps."""
+    (``_program_budget``): a long session never runs out of memory maps."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,7 +34,7 @@ def float64_scope(fn):
 
         depth = getattr(_depth, "n", 0)
         if depth == 0:
-            from .core import program_budget
+            from . import _program_budget as program_budget
 
             program_budget.maybe_release()
         _depth.n = depth + 1
