@@ -59,7 +59,9 @@ class FitState(NamedTuple):
     """The fit at theta-hat, a pytree of arrays: what ``jaxlmm.fit_function``'s ``f(y)`` returns.
 
     ``b`` holds per random-effects term (lme4 order) the BLUPs ``(levels, columns)`` in the order of
-    ``ranef``; ``fitted`` the linear predictor of every row (including rows of weight 0).
+    ``ranef``; ``fitted`` the linear predictor of every row (including rows of weight 0).  ``status`` is
+    the optimizer's integer code (``jaxlmm.core.status``, 0 = converged); ``status_name`` its name
+    (``"converged"``, ``"max_iter"``, ...; an array of names for a ``vmap``-ped state).
     """
 
     theta: jax.Array
@@ -71,6 +73,20 @@ class FitState(NamedTuple):
     converged: jax.Array
     status: jax.Array
     n_iter: jax.Array
+
+    @property
+    def status_name(self):
+        """The name of ``status`` (``core.status.STATUS_NAMES``): a ``str``, or an array of them for a batch
+        of states; concrete states only (inside ``jit``/``grad`` the status is a tracer without a value)."""
+        from .status import status_name
+
+        if isinstance(self.status, jax.core.Tracer):
+            raise TypeError("FitState.status_name needs a concrete status: read it outside jit/grad/vmap "
+                            "(the traced status is an integer code, core.status)")
+        codes = np.asarray(self.status)
+        if codes.ndim == 0:
+            return status_name(codes)
+        return np.vectorize(status_name, otypes=[object])(codes)
 
 
 def model_data(data: ModelData, inputs: FitInputs) -> ModelData:

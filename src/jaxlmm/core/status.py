@@ -4,9 +4,13 @@ Codes 0-5 are set by the optimizers (``optimize``, ``newton_host``); codes 10
 and up by a batch's checks of each trait before it is fitted
 (``jaxlmm.batch_engine.trait_checks``).  Each code has a short name (a batch's
 ``status`` column) and a message (lme4-style warnings and ``diagnostics``).
+The codes are plain ints (they enter compiled programs); ``Status`` is the same table
+as an ``IntEnum`` whose ``str`` is the name (``LmerResult.status``).
 """
 
 from __future__ import annotations
+
+import enum
 
 CONVERGED = 0
 MAX_ITER = 1
@@ -86,3 +90,41 @@ STATUS_MESSAGES.update({
                            "may lie beyond the range, and beta, se and the Wald test are those at its end",
 })
 SCAN_TESTED = (CONVERGED, LAMBDA_AT_LOWER_BOUND, LAMBDA_AT_UPPER_BOUND)   # markers with statistics
+
+
+class Status(enum.IntEnum):
+    """A status code with its name: an ``int`` (``Status.MAX_ITER == MAX_ITER == 1``) whose ``str`` is the
+    table's short name (``str(Status.MAX_ITER) == "max_iter"``).  What ``LmerResult.status`` returns."""
+
+    CONVERGED = CONVERGED
+    MAX_ITER = MAX_ITER
+    LINE_SEARCH_FAILED = LINE_SEARCH_FAILED
+    NONFINITE = NONFINITE
+    NONFINITE_STEP = NONFINITE_STEP
+    CRITERION_ROSE = CRITERION_ROSE
+    TOO_FEW_OBSERVATIONS = TOO_FEW_OBSERVATIONS
+    ONE_LEVEL = ONE_LEVEL
+    LEVELS_VS_OBSERVATIONS = LEVELS_VS_OBSERVATIONS
+    X_RANK_DEFICIENT = X_RANK_DEFICIENT
+    CONSTANT_RESPONSE = CONSTANT_RESPONSE
+    MONOMORPHIC = MONOMORPHIC
+    NO_GENOTYPES = NO_GENOTYPES
+    LAMBDA_AT_LOWER_BOUND = LAMBDA_AT_LOWER_BOUND
+    LAMBDA_AT_UPPER_BOUND = LAMBDA_AT_UPPER_BOUND
+
+    def __str__(self) -> str:
+        return STATUS_NAMES[self.value]
+
+    def __format__(self, spec: str) -> str:     # f"{status:>12}" formats the name (an int's would give the number)
+        return format(str(self), spec)
+
+
+def status_name(code) -> str:
+    """The table's short name of a status code (``"status 99"`` for a code outside the table)."""
+    return STATUS_NAMES.get(int(code), f"status {int(code)}")
+
+
+def as_status(code) -> "Status | int":
+    """``code`` as a ``Status`` (an int with a name), or a plain int outside the table."""
+    code = int(code)
+    return Status(code) if code in STATUS_NAMES else code

@@ -56,14 +56,21 @@ def example_formula(name: str) -> str:
 
 
 def _entry(name: str):
+    """The entry of ``name`` in any case (``"Dyestuff2"``, ``"InstEval"``, ``"sleepstudy"``: lme4's names and ours)."""
+    key = name.lower() if isinstance(name, str) else name
     try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}") from None
+        return DATASETS[key]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())} "
+                         "(in any case, e.g. 'Dyestuff2')") from None
 
 
 def load_dataset(name: str):
-    """A shipped dataset as a pandas DataFrame, with its factor columns categorical."""
+    """A shipped dataset as a pandas DataFrame, with its factor columns categorical.
+
+    ``name`` in any case: ``load_dataset("Dyestuff2")`` (lme4's spelling) is ``load_dataset("dyestuff2")``;
+    ``list_datasets()`` (or ``jaxlmm datasets``) lists them.
+    """
     import pandas as pd
 
     fname, factors, _ = _entry(name)
