@@ -1,8 +1,9 @@
-"""Issue S item 8: named statuses, dataset names in any case, the precision note, ``coef`` without
-pandas warnings, and the compile-time note of ``fit_function``."""
+"""Issue S items 8 and 9: named statuses, dataset names in any case, the precision note, ``coef``
+without pandas warnings, the compile-time note of ``fit_function``, and HTML display in notebooks."""
 
 from __future__ import annotations
 
+import html
 import re
 import warnings
 from pathlib import Path
@@ -20,11 +21,26 @@ from jaxlmm.datasets import DATASETS, example_formula, list_datasets, load_datas
 pytestmark = pytest.mark.usefixtures("x64")
 
 ROOT = Path(__file__).resolve().parents[1]
+MARKUP = "<b>x</b>"
+ESCAPED = html.escape(MARKUP)
 
 
 @pytest.fixture(scope="module")
 def sleep_fit():
     return jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", load_dataset("sleepstudy"))
+
+
+@pytest.fixture(scope="module")
+def marked_data():
+    """A factor with a level that is markup (a fixed effect ``f<b>x</b>``) and a response column named
+    ``<b>x</b>`` (a trait of a batch)."""
+    rng = np.random.default_rng(3)
+    n = 60
+    d = pd.DataFrame({"g": np.repeat([f"g{i}" for i in range(10)], 6),
+                      "f": pd.Categorical(np.tile(["a", MARKUP, "c"], 20), categories=["a", MARKUP, "c"])})
+    d["y"] = rng.normal(size=n) + np.repeat(rng.normal(size=10), 6) + (d["f"] == MARKUP) * 1.5
+    d[MARKUP] = rng.normal(size=n) + np.repeat(rng.normal(size=10), 6)
+    return d
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +131,63 @@ def test_fit_function_docstring_says_what_compiles():
     doc = jaxlmm.model.fit_function.FitFunction.__doc__
     assert "Compile time" in doc and "jax.jit(jax.grad(g), compiler_options=f.compiler_options)" in doc
     assert "once" in doc and "sleepstudy" in doc
+
+
+# ------------------------------------------------------------------ item 9: HTML display
+def test_lmer_result_html_is_the_summary_as_tables(sleep_fit):
+    out = sleep_fit._repr_html_()
+    assert out.count("<table") >= 4                          # residuals, random effects, fixed effects, correlation
+    assert "Satterthwaite" in out and "Random effects:" in out and "Fixed effects:" in out
+    assert "REML criterion at convergence: 1743.6" in out
+    text = sleep_fit.summary()
+    for number in ("36.838", "6.771", "3.26e-06", "612.09", "24.740", "654.94", "17.00"):   # the same numbers
+        assert number in text and f"<td>{number}</td>" in out
+    assert "&lt;2e-16" in out and "<2e-16" not in out
+    for name in ("Pr(&gt;|t|)", "Std. Error", "(Intercept)", "Days", "Subject", "Residual"):
+        assert name in out
+    assert repr(sleep_fit).startswith("<LmerResult")          # plain text stays the repr
+
+
+def test_html_escapes_user_strings(marked_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = jaxlmm.lmer("y ~ f + (1 | g)", marked_data, data_name="<script>alert(1)</script>")
+    assert f"f{MARKUP}" in fit.fixef_names
+    out = fit._repr_html_()
+    assert MARKUP not in out and "<script>" not in out
+    assert f"f{ESCAPED}" in out and "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    coef_html = fit.coef_table()._repr_html_()              # a coefficient table is a DataFrame: escaped too
+    assert MARKUP not in coef_html and f"f{ESCAPED}" in coef_html
+
+    emm = jaxlmm.emmeans(fit, "f")
+    emm_html = emm._repr_html_()
+    assert MARKUP not in emm_html and ESCAPED in emm_html and emm_html.count("<tr>") == 3      # one row per level
+    assert "Degrees-of-freedom method: kenward-roger" in emm_html and repr(emm).startswith(emm.table.to_string(index=False))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batch = jaxlmm.lmer("~ 1 + (1 | g)", marked_data, responses=["y", MARKUP])
+    assert MARKUP in batch.traits
+    batch_html = batch._repr_html_()
+    assert MARKUP not in batch_html and ESCAPED in batch_html
+    assert "Traits per status:" in batch_html
+    assert re.search(r"<th>converged</th>\s*<td>2</td>", batch_html)          # 2 traits converged
+    assert repr(batch).startswith("<BatchResult")
+
+
+def test_structured_result_html_has_covariance_parameters_and_z_tests(ar1_fit):
+    out = ar1_fit._repr_html_()
+    assert "z-tests" in out and "Pr(&gt;|z|)" in out and "Covariance parameters (Wald SEs):" in out
+    assert "... (97 more)" in out and "rho" in out
+    assert repr(ar1_fit).startswith("<LmerResult")
+
+
+def test_batch_html_shows_a_long_batch_in_part():
+    rng = np.random.default_rng(1)
+    d = pd.DataFrame({"g": np.repeat(np.arange(8), 5).astype(str)})
+    Y = rng.normal(size=(40, 30)) + np.repeat(rng.normal(size=(8, 30)), 5, axis=0)
+    for j in range(30):
+        d[f"t{j}"] = Y[:, j]
+    batch = jaxlmm.lmer("~ 1 + (1 | g)", d, responses=[f"t{j}" for j in range(30)])
+    out = batch._repr_html_()
+    assert "t0" in out and "t29" in out and "t15" not in out and "..." in out      # first and last ten rows

@@ -35,6 +35,12 @@ class EMMeans:
         return self.table.to_string(index=False) + f"\n\nDegrees-of-freedom method: {self.ddf}\n" \
             f"Confidence level used: {self.level}"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the table as HTML (levels escaped), then the df method and level."""
+        from .html_tables import emmeans_html
+
+        return emmeans_html(self)
+
     def __getitem__(self, key):
         return self.table[key]
 

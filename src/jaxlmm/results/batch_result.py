@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .._x64 import float64_methods
+from .._x64 import float64_methods, float64_scope
 from ..core.status import STATUS_MESSAGES, STATUS_NAMES
 from ..model.design import Design
 from ..model.naming import theta_names as _theta_names
@@ -240,6 +240,13 @@ class BatchResult:
     def __repr__(self) -> str:
         method = "REML" if self.reml else "ML"
         return f"<BatchResult {method}: {self.formula} | {self.summary()}>"
+
+    @float64_scope
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the counts, traits per status and one row per trait as HTML tables."""
+        from .html import batch_html
+
+        return batch_html(self)
 
     # ------------------------------------------------------------ export
     def to_frame(self) -> pd.DataFrame:

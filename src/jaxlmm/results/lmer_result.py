@@ -11,7 +11,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .._x64 import float64_methods
+from .._x64 import float64_methods, float64_scope
 from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status
 from ..core.status import status_name as _status_name
 from ..model.naming import theta_names as _theta_names
@@ -494,3 +494,9 @@ class LmerResult:
 
         return format_short(self)
 
+    @float64_scope
+    def _repr_html_(self) -> str:
+        """Jupyter's display: ``summary()`` as HTML tables (``results/html.py``); ``repr`` stays the text."""
+        from .html import fit_html
+
+        return fit_html(self)
