@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import linalg
+from . import linalg, newton_kernel as kernel
 from .carry import tie
 from .trace import Trace, projected_gradient
 
@@ -131,45 +131,6 @@ def value_grad_hessian(fun: Callable, x: jnp.ndarray, sequential: bool | str = F
     return f, g, 0.5 * (H + H.T)
 
 
-def _newton_direction(x, g, H, free, at_bound):
-    """Descent directions on the free set, as a function of a damping ``mu >= 0``, and whether
-    ``H_ff`` is positive definite.
-
-    ``d(mu) = -V (|w| + mu)^{-1} V^T g_f`` with ``H_ff = V diag(w) V^T`` (saddle-free Newton
-    at ``mu = 0``; ``|w|`` floored); where ``H_ff`` has a negative eigenvalue the eigenvector
-    of the most negative one is added, oriented downhill and into the feasible set.  That
-    step matters where the gradient vanishes at a bound that is a local maximum along the
-    bounded coordinate (a variance component at 0 whose deviance is even in it).  Raising
-    ``mu`` damps the directions of small curvature first (Levenberg-Marquardt); as ``mu``
-    grows ``d(mu)`` turns to ``-g / mu``.  Returns ``(d, pos_def, mu1)``, ``mu1`` the first
-    damping to try: the curvature of the component that dominates the Newton step.
-    """
-    k = g.shape[0]
-    mask = free[:, None] & free[None, :]
-    Hf = jnp.where(mask, H, jnp.eye(k, dtype=H.dtype))
-    gf = jnp.where(free, g, 0.0)
-    w, V = linalg.symmetric_eigen(Hf)
-    scale = jnp.maximum(jnp.max(jnp.abs(w)), 1.0)
-    w_abs = jnp.maximum(jnp.abs(w), 1e-10 * scale)
-    Vg = V.T @ gf
-    newton = -V @ (Vg / w_abs)
-    v = V[:, 0]
-    slope = jnp.dot(gf, v)
-    inward = jnp.sum(jnp.where(at_bound, v, 0.0))
-    # both signs descend along strong negative curvature: prefer the one into the feasible set
-    sign = jnp.where(jnp.abs(inward) > 1e-8, jnp.sign(inward), jnp.where(slope > 0, -1.0, 1.0))
-    size = jnp.maximum(jnp.max(jnp.abs(newton)), 0.1 * jnp.maximum(1.0, jnp.max(jnp.abs(x))))
-    negative = w[0] < -1e-8 * scale
-    extra = jnp.where(negative, sign * size, 0.0) * v
-    mu1 = w_abs[jnp.argmax(jnp.abs(Vg) / w_abs)]
-
-    def d(mu):
-        damped = -V @ (Vg / (w_abs + mu)) + extra * (w_abs[0] / (w_abs[0] + mu))
-        return jnp.where(free, damped, 0.0)
-
-    return d, w[0] > 0, mu1
-
-
 def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
                     options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None) -> OptimResult:
     """Projected Newton minimization of ``fun`` subject to ``x >= lower`` (``_newton_loop``)."""
@@ -183,114 +144,59 @@ def minimize_newton_traced(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
 
 
 def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: NewtonOptions, reflections=None,
-                 fixed=None):
-    """Projected Newton minimization of ``fun`` subject to ``x >= lower``.
+                 fixed=None, upper=None):
+    """Projected Newton minimization of ``fun`` subject to ``lower <= x <= upper``: the iterations of
+    ``newton_kernel`` driven by ``lax.while_loop``.
 
     Each outer iteration evaluates f, g and H once at the current point; the
     inner loop evaluates f only, at the line-search trials or at the snapped
     point.  (One trace of each keeps the compiled program small.)
 
-    ``reflections`` (k x k, 0/1) declares symmetries ``f(R x) = f(x)``: row i
-    lists the components whose signs may be flipped together when component i
-    sits at its bound (see ``ReStructure.reflections``).  A bound component
-    whose gradient points outward is then reflected (``x, g, H -> R x, R g,
-    R H R``, no new evaluation), which turns its gradient inward: a boundary
-    point is only accepted when it is a local minimum of both reflections.
-
-    ``fixed`` (k, bool; may be traced) holds components at their starting
-    values, for profiling.
+    ``reflections`` (k x k, 0/1) declares symmetries ``f(R x) = f(x)`` (``newton_kernel``, item 1).
+    ``fixed`` (k, bool; may be traced) holds components at their starting values, for profiling.
     """
     opt = options
-    bounded = jnp.isfinite(lower)
     dtype = x0.dtype
-    held = jnp.zeros(x0.shape, bool) if fixed is None else jnp.asarray(fixed, bool)
-    xtol, tol_flat, tol_small, tol_zero = Tolerances.of(opt, dtype)
-
-    def safe(f):
-        return jnp.where(jnp.isnan(f), jnp.inf, f)
+    lower = jnp.asarray(lower, dtype)[None]
+    upper = (jnp.full_like(lower, jnp.inf) if upper is None else jnp.asarray(upper, dtype)[None])
+    held = (jnp.zeros(x0.shape, bool) if fixed is None else jnp.asarray(fixed, bool))[None]
+    R = None if reflections is None else jnp.asarray(reflections, dtype)
+    tol = Tolerances.of(opt, dtype)
 
     def cond(state):
         return (~state["done"]) & (state["it"] < opt.max_iter)
 
     def body(state):
-        x, it, n_small = state["x"], state["it"], state["n_small"]
+        x, it = state["x"], state["it"]
         f, g, H = value_grad_hessian(fun, x, opt.sequential_hessian)
-        finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(H))
-        # LAPACK's eigensolver may never return on NaN input: sanitize (the lane stops anyway)
-        g = jnp.where(finite, g, 0.0)
-        H = jnp.where(finite, H, jnp.eye(H.shape[0], dtype=H.dtype))
-
-        at_bound = bounded & (x <= lower)
-        flat = tol_flat * (1.0 + jnp.abs(f))
-        if reflections is not None:
-            R = jnp.asarray(reflections, dtype)
-            flip = (at_bound & (g > flat) & (R @ (x != 0).astype(dtype) > 0) & ~held
-                    & (R @ held.astype(dtype) == 0))
-            sign = jnp.where((flip.astype(dtype) @ R) > 0, -1.0, 1.0).astype(dtype)
-            x, g, H = sign * x, sign * g, sign[:, None] * H * sign[None, :]
-        # held at the bound: gradient pointing outward, or flat with non-negative curvature
-        active = held | (at_bound & ((g > flat) | ((g >= -flat) & (jnp.diagonal(H) >= 0))))
-        free = ~active
-        direction, pos_def, mu1 = _newton_direction(x, g, H, free, at_bound)
-        d = direction(0.0)
-        step = jnp.max(jnp.abs(d))
-        pred = -jnp.dot(g, d)
-        tiny = jnp.max(jnp.abs(d) / (1.0 + jnp.abs(x))) <= xtol
-        # at the noise floor of f: predicted decrease tiny for a few iterations in a row
-        small = pred <= tol_small * (1.0 + jnp.abs(f))
-        n_small = jnp.where(small, n_small + 1, 0)
-        converged = pos_def & (tiny | (pred <= tol_zero * (1.0 + jnp.abs(f))) | (n_small > 3))
-
-        # at convergence try the bound for components within snap_eps of it
-        near = bounded & (x > lower) & (x - lower <= opt.snap_eps) & ~held
-        snap = converged & jnp.any(near)
-        x_snap = jnp.where(near, lower, x)
-
-        cap = 10.0 * jnp.maximum(1.0, jnp.max(jnp.abs(x)))
-        d = d * jnp.minimum(1.0, cap / jnp.maximum(step, 1e-300))
-        if opt.interior > 0:
-            base = jnp.where(bounded, lower, 0.0)
-            keep = bounded & (x - base > opt.interior_min)
-            floor = jnp.where(keep, base + opt.interior * (x - base), lower)
-        else:
-            floor = lower
-
-        def trial(c):
-            # c: the step fraction ("halve") or the damping mu ("lm")
-            if opt.damping == "lm":
-                dm = direction(c)
-                dm = dm * jnp.minimum(1.0, cap / jnp.maximum(jnp.max(jnp.abs(dm)), 1e-300))
-            else:
-                dm = c * d
-            return jnp.where(snap, x_snap, jnp.maximum(x + dm, floor))
+        finite, g1, H1, f1 = kernel.sanitize(jnp, f[None], g[None], H[None])
+        s = kernel.newton_step(jnp, linalg.symmetric_eigen, x[None], f1, g1, H1, lower, upper, held, R,
+                               state["n_small"][None], tol, opt)
 
         def ls_cond(c):
-            a, _, ok, n = c
-            give_up = jnp.where(snap, n >= 1, n >= opt.max_halvings)
-            return (~ok) & (~give_up)
+            _, _, ok, n = c
+            return (~ok[0]) & (~kernel.gives_up(jnp, s, n, opt)[0])
 
         def ls_body(c):
             a, _, _, n = c
-            xa = trial(a)
-            fa = safe(fun(xa))
-            ok = jnp.where(snap, fa <= f + opt.snap_ftol * (1.0 + jnp.abs(f)),
-                           fa <= f + opt.armijo * jnp.dot(g, xa - x))
-            nxt = jnp.where(n == 0, mu1, 4.0 * a) if opt.damping == "lm" else 0.5 * a
-            return (jnp.where(ok, a, nxt), xa, ok, n + 1)
+            xa = kernel.trial_point(jnp, s, a, opt)
+            ok = kernel.accepts(jnp, s, f1, xa, fun(xa[0])[None], opt)
+            return (jnp.where(ok, a, kernel.next_trial(jnp, s, a, n, opt)), xa, ok, n + 1)
 
-        skip = ~finite | (converged & ~snap)
-        c0 = tie(jnp.zeros((), dtype) if opt.damping == "lm" else jnp.ones((), dtype), f)
-        _, x_new, ls_ok, _ = lax.while_loop(ls_cond, ls_body, (c0, x, skip, tie(jnp.zeros((), jnp.int32), f)))
-        moved = ls_ok & ~skip
+        skip = ~finite | (s.converged & ~s.snap)
+        c0 = tie(kernel.first_trial(jnp, s, opt), f)
+        _, x_new, ls_ok, _ = lax.while_loop(ls_cond, ls_body, (c0, s.x, skip, tie(jnp.zeros((), jnp.int32), f)))
+        moved = (ls_ok & ~skip)[0]
+        converged, ls_ok, finite = s.converged[0], ls_ok[0], finite[0]
         done = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
-        status = jnp.where(~finite, NONFINITE, jnp.where(
-            converged, CONVERGED, jnp.where(ls_ok, MAX_ITER, jnp.where(step < 1e-5, CONVERGED, LINE_SEARCH_FAILED))))
-        new = dict(x=jnp.where(moved, x_new, x), f=f, g=g, it=it + 1, status=status.astype(jnp.int32), done=done,
-                   step=step, n_small=n_small)
+        status = kernel.status_code(jnp, finite, converged, ls_ok, s.step[0])
+        x_refl = s.x[0]
+        new = dict(x=jnp.where(moved, x_new[0], x_refl), f=f, g=s.g[0], it=it + 1,
+                   status=status.astype(jnp.int32), done=done, step=s.step[0], n_small=s.n_small[0])
         if opt.trace:
-            pg = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
-            new["moved"] = jnp.where(moved, jnp.max(jnp.abs(x_new - x)), 0.0)
-            new["trace"] = state["trace"].record(it, x, f, pg, state["moved"])
+            pg = jnp.max(jnp.abs(projected_gradient(x_refl, s.g[0], lower[0])))
+            new["moved"] = jnp.where(moved, jnp.max(jnp.abs(x_new[0] - x_refl)), 0.0)
+            new["trace"] = state["trace"].record(it, x_refl, f, pg, state["moved"])
         return new
 
     out = lax.while_loop(cond, body, _newton_start(x0, opt))

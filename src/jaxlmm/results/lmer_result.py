@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._x64 import float64_methods, float64_scope
-from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status
-from ..core.status import status_name as _status_name
+from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status, status_name as _name
 from ..model.naming import theta_names as _theta_names
 from .varcorr import varcorr_frame
 
@@ -141,15 +140,13 @@ class LmerResult:
 
     @property
     def status(self) -> int:
-        """The optimizer's outcome: a ``Status`` (``jaxlmm.core.status``), an ``int`` that compares with the
-        integer codes (``fit.status == 0``, ``== jaxlmm.core.status.MAX_ITER``) and prints as its name
-        (``str(fit.status) == "converged"``; ``status_name``)."""
+        """The optimizer's outcome: a ``core.status.Status``, an int (``== 0``) whose ``str`` is its name."""
         return as_status(self._out.optim.status)
 
     @property
     def status_name(self) -> str:
         """The name of ``status``: ``"converged"``, ``"max_iter"``, ``"line_search_failed"``, ..."""
-        return _status_name(self._out.optim.status)
+        return _name(self._out.optim.status)
 
     @property
     def converged(self) -> bool:
@@ -231,19 +228,6 @@ class LmerResult:
         """``[("Residual", sigma^2)]`` (one row per ``dispformula`` level for structured fits)."""
         return [("Residual", self.sigma ** 2)]
 
-    @property
-    def residual_sd(self) -> pd.Series:
-        """The residual SD: one value, ``Residual`` (a ``dispformula`` fit has one per level)."""
-        return pd.Series([self.sigma], index=["Residual"], name="residual_sd")
-
-    @cached_property
-    def covariance_parameters(self) -> pd.DataFrame:
-        """Each term's variances and correlations and the residual variance, with Wald SEs, as a structured
-        fit's (``structured_result.lme4_covariance_parameters``)."""
-        from .structured_result import lme4_covariance_parameters
-
-        return lme4_covariance_parameters(self)
-
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         return varcorr_frame(self.lambdas, [t.group for t in self.design.terms],
@@ -279,8 +263,7 @@ class LmerResult:
         """``coef(m)``: per grouping factor, fixed effects plus that factor's BLUPs."""
         out = {}
         fixef = self.fixef
-        for g, re in self.ranef_dict().items():
-            # every column at once (a frame grown column by column warns of fragmentation past ~100 columns)
+        for g, re in self.ranef_dict().items():    # each frame at once (column by column warns past ~100)
             columns = {name: fixef[name] + re[name].to_numpy() if name in re.columns
                        else np.full(len(re), fixef[name]) for name in self.fixef_names}
             columns.update({name: re[name].to_numpy() for name in re.columns if name not in columns})
