@@ -97,6 +97,27 @@ def run_population(casedir: Path, limit: int | None) -> list[dict]:
     return rows
 
 
+def release_cost() -> dict:
+    """What the program budget's release costs (``jaxlmm._program_budget``): a fit of sleepstudy warm,
+    and again right after the compiled programs were dropped (compiled anew; no persistent cache)."""
+    import jaxlmm
+    from jaxlmm import _program_budget
+
+    sleep = jaxlmm.load_dataset("sleepstudy")
+    formula = "Reaction ~ Days + (Days | Subject)"
+    jaxlmm.lmer(formula, sleep)
+    warm = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        jaxlmm.lmer(formula, sleep)
+        warm.append(time.perf_counter() - t0)
+    _program_budget.release()
+    t0 = time.perf_counter()
+    jaxlmm.lmer(formula, sleep)
+    return {"warm_fit": float(np.median(warm)), "fit_after_release": time.perf_counter() - t0,
+            "releases_during_population": _program_budget.releases() - 1}
+
+
 def summarize(rows: list[dict]) -> dict:
     fitted = [r for r in rows if "criterion" in r]
     compared = [r for r in fitted if "rel_diff" in r]
@@ -133,7 +154,10 @@ def markdown(s: dict, casedir: Path, info: dict) -> str:
              f"| first fit per case (compile included): median / p90 / max | {s['cold_median']:.3f} / "
              f"{s['cold_p90']:.3f} / {s['cold_max']:.3f} s |",
              f"| second fit: median / p90 | {s['warm_median']:.4f} / {s['warm_p90']:.4f} s |",
-             f"| lme4 default fit: median / max | {s['lme4_median']} / {s['lme4_max']} s |"]
+             f"| lme4 default fit: median / max | {s['lme4_median']} / {s['lme4_max']} s |",
+             f"| program budget: releases during the population | {s['release']['releases_during_population']} |",
+             f"| sleepstudy fit warm / right after a release (compiled anew) | {s['release']['warm_fit']:.4f} / "
+             f"{s['release']['fit_after_release']:.3f} s |"]
     return "\n".join(lines)
 
 
@@ -146,6 +170,7 @@ def main() -> None:
     info = machine()
     rows = run_population(args.casedir, args.limit)
     s = summarize(rows)
+    s["release"] = release_cost()
     write_results(args.name, {"machine": info, "summary": s, "cases": rows}, markdown(s, args.casedir, info))
 
 

@@ -64,3 +64,74 @@ def test_hundred_distinct_models_in_one_process():
     assert report["fitted"] == report["distinct"] == 100
     # far below vm.max_map_count (65,530): the programs are shared, not one per structure
     assert report["peak_maps"] < 20000, report
+
+
+THOUSAND = r"""
+import itertools, json, sys, warnings
+import numpy as np, pandas as pd
+import jaxlmm
+from jaxlmm import _program_budget as budget
+
+budget.set_fraction(FRACTION)
+rng = np.random.default_rng(1)
+fixed = ["1", "x", "x + z", "x * f", "f + w", "x + z + w + f"]
+random = ["(1 | a)", "(x | a)", "(x || a)", "(1 | a) + (1 | b)", "(1 + x + z | a)", "(1 | a) + (0 + x | b)"]
+shapes = list(itertools.product(fixed, random, range(3, 60)))
+rng.shuffle(shapes)
+peak, fitted = budget.map_count(), 0
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for fx, rd, levels in shapes[:1000]:
+        n = 5 * levels + int(rng.integers(0, 40))
+        d = pd.DataFrame({"x": rng.normal(size=n), "z": rng.normal(size=n), "w": rng.normal(size=n),
+                          "f": rng.choice(list("abc"), size=n),
+                          "a": rng.integers(0, levels, size=n).astype(str),
+                          "b": rng.integers(0, max(2, levels // 3), size=n).astype(str)})
+        d["y"] = d["x"] + rng.normal(size=n) + pd.factorize(d["a"])[0] % 5 * 0.3
+        fit = jaxlmm.lmer(f"y ~ {fx} + {rd}", d)
+        assert np.isfinite(fit.criterion)
+        fitted += 1
+        peak = max(peak, budget.map_count())
+print(json.dumps({"fitted": fitted, "distinct": len(set(shapes[:1000])), "peak_maps": peak,
+                  "releases": budget.releases(), "budget": FRACTION * budget.map_limit()}))
+"""
+
+
+@pytest.mark.slow
+def test_thousand_distinct_shapes_keep_the_memory_maps_bounded():
+    """Issue U.1: 1,000 distinct model shapes (formula x rows x levels) in one process.  With a budget of
+    a tenth of vm.max_map_count the process releases its compiled programs several times and its
+    memory maps stay near the budget; every fit still succeeds."""
+    fraction = 0.1
+    out = subprocess.run([sys.executable, "-c", THOUSAND.replace("FRACTION", repr(fraction))],
+                         capture_output=True, text=True, timeout=3000)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["fitted"] == report["distinct"] == 1000
+    assert report["releases"] >= 1, report
+    # the check runs before each call: one model's programs may pass the budget before the next release
+    assert report["peak_maps"] < report["budget"] + 4000, report
+
+
+RELEASE = r"""
+import json, warnings
+import numpy as np
+import jaxlmm
+from jaxlmm import _program_budget as budget
+
+sleep = jaxlmm.load_dataset("sleepstudy")
+warnings.simplefilter("ignore")
+first = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
+budget.set_fraction(1e-6)                     # every count of the maps is over budget
+second = jaxlmm.lmer("Reaction ~ Days + (1 | Subject)", sleep)   # compiles, so the next call counts
+third = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", sleep)  # released first, then compiled again
+print(json.dumps({"releases": budget.releases(), "same": bool(np.allclose(first.theta, third.theta, atol=1e-10)),
+                  "criterion": [first.criterion, third.criterion]}))
+"""
+
+
+def test_a_release_drops_the_programs_and_refits_agree():
+    out = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["releases"] >= 1 and report["same"], report
