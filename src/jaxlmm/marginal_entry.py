@@ -32,10 +32,27 @@ def start_values(model, start) -> np.ndarray:
         if phi0.shape != (mm.n_params,):
             raise ValueError(f"start must have {mm.n_params} values (the term parameters, then the residual "
                              f"parameters), got {phi0.shape[0]}")
-        return np.clip(phi0, mm.lower(), mm.upper())
+        return check_user_covariances(mm, np.clip(phi0, mm.lower(), mm.upper()))
     observed = (np.asarray(model.design.weights) > 0) & np.isfinite(np.asarray(model.design.y, float))
-    return np.clip(mm.start(response_scale(model.design, np.asarray(model.design.y, float), observed)),
-                   mm.lower(), mm.upper())
+    return check_user_covariances(mm, np.clip(mm.start(response_scale(model.design, np.asarray(model.design.y, float),
+                                                                      observed)), mm.lower(), mm.upper()))
+
+
+def check_user_covariances(mm, phi: np.ndarray, at_start: bool = True) -> np.ndarray:
+    """Every user-written covariance of ``mm`` evaluated at ``phi`` (``covfuns.check_at_start``: an (S, S)
+    finite, symmetric, positive semi-definite matrix with finite derivatives; at the estimate the matrix
+    only); ``phi`` unchanged."""
+    from .core.covfuns import check_at_start, check_matrix
+
+    for t, off in zip(mm.terms, mm.offsets):
+        if t.cov.origin is None:
+            continue
+        p = phi[off:off + t.cov.n_params]
+        if at_start:
+            check_at_start(t.cov, p, t.z.shape[1])
+        else:
+            check_matrix(t.cov, p, t.z.shape[1], "the estimate")
+    return phi
 
 
 def fit_marginal_model(model, start=None) -> MarginalOutput:
@@ -53,7 +70,7 @@ def fit_marginal_model(model, start=None) -> MarginalOutput:
     res = fit_marginal(mm, y[:, None], observed[:, None], model.reml, phi0[None],
                        NewtonOptions(max_iter=max(model.max_iter, 200)))
     optim = OptimResult(*(np.asarray(v)[0] for v in res))
-    phi = np.asarray(optim.theta, float)
+    phi = check_user_covariances(mm, np.asarray(optim.theta, float), at_start=False)
     rows = np.flatnonzero(observed)
     est = estimates(mm, phi, y[rows], rows, model.reml)
     resid_var = est.residual_sd[mm.resid_codes[rows]] ** 2

@@ -19,7 +19,7 @@ def fit_structured_batch(model, names: list[str], Y: np.ndarray, start=None):
     """``StructuredBatchResult`` of the columns of ``Y`` (NaN = missing)."""
     from .core.marginal_fit import blas_threads, fit_marginal, parameter_covariance
     from .core.marginal import evaluate
-    from .marginal_entry import start_values
+    from .marginal_entry import check_user_covariances, start_values
     from .model.marginal_design import response_scale
 
     mm, design = model.marginal, model.design
@@ -30,8 +30,8 @@ def fit_structured_batch(model, names: list[str], Y: np.ndarray, start=None):
     if start is not None:
         phi0 = np.broadcast_to(start_values(model, start), (T, mm.n_params)).copy()
     else:
-        phi0 = np.stack([np.clip(mm.start(response_scale(design, Y[:, b], observed[:, b])), mm.lower(), mm.upper())
-                         for b in range(T)])
+        phi0 = np.stack([check_user_covariances(mm, np.clip(mm.start(response_scale(design, Y[:, b], observed[:, b])),
+                                                            mm.lower(), mm.upper())) for b in range(T)])
     res = fit_marginal(mm, Yc, observed, model.reml, phi0)
     p = design.X.shape[1]
     beta, vcov = np.full((T, p), np.nan), np.full((T, p, p), np.nan)

@@ -55,6 +55,7 @@ class CovarianceFunction:
     upper: np.ndarray | None = None
     natural: Callable | None = None
     key: tuple | None = None    # identifies the function across models (its compiled derivatives are shared)
+    origin: str | None = None   # a user's covariance: where it was given (``covariances['g']``), for messages
 
     def _program(self):
         key = self.key or ("object", id(self))
@@ -227,14 +228,20 @@ class UserCovariance:
     scales: tuple[int, ...]
     name: str = "user"
 
-    def sized(self, term) -> CovarianceFunction:
-        """The function bound to one term's columns."""
+    def sized(self, term, group: str | None = None) -> CovarianceFunction:
+        """The function bound to one term's columns (``group``: the ``covariances=`` key, for messages)."""
         coords = getattr(term, "coords", None)
         S = len(term.columns)
         coords = np.arange(S, dtype=float)[:, None] if coords is None else np.asarray(coords, float)
-        c = jnp.asarray(coords)
+        where = f"covariances[{(group if group is not None else term.group)!r}] ({self.name!r})"
+        return self._bound(coords, where)
+
+    def _bound(self, coords: np.ndarray, where: str) -> CovarianceFunction:
+        with jax.enable_x64(True):
+            c = jnp.asarray(coords, jnp.float64)
         return CovarianceFunction(self.name, lambda p: self.fn(p, c), self.n_params, self.lower, self.start,
-                                  self.names, self.scales, self.upper, key=("user", id(self), coords.tobytes()))
+                                  self.names, self.scales, self.upper, key=("user", id(self), coords.tobytes()),
+                                  origin=where)
 
 
 def covariance(fn: Callable, n_params: int, *, lower=None, upper=None, start=None, names=None,
@@ -245,8 +252,13 @@ def covariance(fn: Callable, n_params: int, *, lower=None, upper=None, start=Non
     term's column coordinates; it must return a symmetric positive semi-definite ``S x S`` matrix on
     the absolute scale (not relative to sigma).  Gradients and Hessians of the fit come from
     autodiff of ``fn``.  ``lower``/``upper``: bounds (default unbounded); ``start``: starting
-    values (default 1); ``scales``: indices of parameters that are standard deviations (their
-    start is multiplied by the response's residual SD); ``names``: parameter names.
+    values (default 1, moved into the bounds); ``scales``: indices of parameters that are standard
+    deviations (their start is multiplied by the response's residual SD); ``names``: parameter
+    names (distinct).
+
+    The arguments are checked here; ``fn`` itself is checked where a fit starts, on the term's
+    coordinates (``check_at_start``): it must return a finite, symmetric, positive semi-definite
+    ``(S, S)`` matrix with finite first and second derivatives, else the error names the group.
 
     Examples
     --------
@@ -262,19 +274,140 @@ def covariance(fn: Callable, n_params: int, *, lower=None, upper=None, start=Non
 
     if not callable(fn):
         raise DataError(f"covariance(fn, ...): fn must be a function of (params, coords), got {type(fn).__name__}")
+    if isinstance(n_params, bool) or not isinstance(n_params, (int, np.integer, float, np.floating)) \
+            or not float(n_params).is_integer():
+        raise DataError(f"covariance(...): n_params must be a whole number, got {n_params!r}")
     k = int(n_params)
     if k < 1:
-        raise DataError("covariance(...): n_params must be at least 1")
+        raise DataError(f"covariance(...): n_params must be at least 1, got {k}")
+    if not isinstance(name, str) or not name:
+        raise DataError(f"covariance(...): name must be a non-empty string, got {name!r}")
 
-    def vec(v, fill):
-        out = np.full(k, fill, float) if v is None else np.asarray(v, float).reshape(-1)
+    def vec(v, fill, arg):
+        try:
+            out = np.full(k, fill, float) if v is None else np.asarray(v, float).reshape(-1)
+        except (TypeError, ValueError):
+            raise DataError(f"covariance(...): {arg} must be {k} numbers, got {v!r}") from None
         if out.shape != (k,):
-            raise DataError(f"covariance(...): expected {k} values, got {out.shape[0]}")
+            raise DataError(f"covariance(...): {arg}: expected {k} values (one per parameter), got {out.shape[0]}")
+        if np.any(np.isnan(out)):
+            raise DataError(f"covariance(...): {arg} has NaN at position {int(np.flatnonzero(np.isnan(out))[0])}")
         return out
 
-    lo, st = vec(lower, -np.inf), vec(start, 1.0)
-    up = None if upper is None else vec(upper, np.inf)
-    names = tuple(names) if names is not None else tuple(f"p{i + 1}" for i in range(k))
+    lo, up = vec(lower, -np.inf, "lower"), vec(upper, np.inf, "upper")
+    bad = np.flatnonzero((lo > up) | (lo == np.inf) | (up == -np.inf))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(f"covariance(...): parameter {i} has lower = {lo[i]} and upper = {up[i]}: lower must be "
+                        "below upper, lower < inf and upper > -inf")
+    if start is None:
+        st = np.clip(np.ones(k), lo, up)
+    else:
+        st = vec(start, 1.0, "start")
+        out = np.flatnonzero(~np.isfinite(st) | (st < lo) | (st > up))
+        if out.size:
+            i = int(out[0])
+            raise DataError(f"covariance(...): start[{i}] = {st[i]} is not a finite value within its bounds "
+                            f"[{lo[i]}, {up[i]}]")
+    names = _checked_names(names, k)
+    return UserCovariance(fn, k, lo, None if upper is None else up, st, names, _checked_scales(scales, k), name)
+
+
+def _checked_names(names, k: int) -> tuple[str, ...]:
+    from ..errors import DataError
+
+    if names is None:
+        return tuple(f"p{i + 1}" for i in range(k))
+    if isinstance(names, str):
+        raise DataError(f"covariance(...): names must be a list of {k} strings, got the string {names!r}")
+    names = tuple(names)
     if len(names) != k:
-        raise DataError(f"covariance(...): {len(names)} names for {k} parameters")
-    return UserCovariance(fn, k, lo, up, np.maximum(st, lo), names, tuple(int(i) for i in scales), name)
+        raise DataError(f"covariance(...): names: {len(names)} names for {k} parameters")
+    if not all(isinstance(n, str) and n for n in names):
+        raise DataError(f"covariance(...): names must be non-empty strings, got {list(names)!r}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"covariance(...): names must be distinct; {', '.join(map(repr, dup))} is given more "
+                        "than once")
+    return names
+
+
+def _checked_scales(scales, k: int) -> tuple[int, ...]:
+    from ..errors import DataError
+
+    if scales is None:
+        return ()
+    if isinstance(scales, (int, np.integer)) and not isinstance(scales, bool):
+        scales = [scales]
+    try:
+        items = list(scales)
+    except TypeError:
+        raise DataError(f"covariance(...): scales must be a list of parameter indices, got {scales!r}") from None
+    if len(items) > k:
+        raise DataError(f"covariance(...): scales lists {len(items)} indices for {k} parameters")
+    out = []
+    for i in items:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < k:
+            raise DataError(f"covariance(...): scales must hold parameter indices 0..{k - 1}, got {i!r}")
+        out.append(int(i))
+    if len(set(out)) != len(out):
+        raise DataError(f"covariance(...): scales lists an index twice: {out}")
+    return tuple(out)
+
+
+SYMMETRY_TOL = 1e-8     # |C - C^T| <= tol * max |C|
+PSD_TOL = 1e-8          # smallest eigenvalue >= -tol * largest |eigenvalue|
+
+
+def check_matrix(cov: CovarianceFunction, phi: np.ndarray, S: int, when: str) -> np.ndarray:
+    """``cov.fn(phi)`` checked: an ``(S, S)`` finite, symmetric, positive semi-definite matrix (NumPy)."""
+    from ..errors import DataError
+
+    where = cov.origin or f"covariance {cov.name!r}"
+    shown = np.array2string(np.asarray(phi, float), precision=4, separator=", ")
+    try:
+        with jax.enable_x64(True):
+            C = np.asarray(cov.fn(jnp.asarray(phi, jnp.float64)))
+    except Exception as exc:       # the user's function: any exception is theirs, reported with its group
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"{where}: fn(params, coords) failed at {when} params = {shown}: "
+                        f"{type(exc).__name__}: {first}") from exc
+    if C.shape != (S, S):
+        raise DataError(f"{where}: fn(params, coords) returned an array of shape {C.shape}; the term has {S} "
+                        f"column{'s' if S != 1 else ''}, so it must return a ({S}, {S}) matrix")
+    if not (np.issubdtype(C.dtype, np.floating) or np.issubdtype(C.dtype, np.integer)):
+        raise DataError(f"{where}: fn(params, coords) returned {C.dtype} values; it must return real numbers")
+    C = C.astype(float)
+    if not np.all(np.isfinite(C)):
+        raise DataError(f"{where}: fn(params, coords) is not finite at {when} params = {shown}")
+    scale = float(np.max(np.abs(C))) if C.size else 0.0
+    asym = float(np.max(np.abs(C - C.T))) if C.size else 0.0
+    if asym > SYMMETRY_TOL * scale:
+        raise DataError(f"{where}: fn(params, coords) is not symmetric at {when} params = {shown} "
+                        f"(max |C - C^T| = {asym:.3g}, max |C| = {scale:.3g}); a covariance must be symmetric")
+    eig = np.linalg.eigvalsh(0.5 * (C + C.T))
+    if eig.size and eig[0] < -PSD_TOL * max(float(np.max(np.abs(eig))), 1e-300):
+        raise DataError(f"{where}: fn(params, coords) is not positive semi-definite at {when} params = {shown} "
+                        f"(smallest eigenvalue {eig[0]:.4g}, largest {eig[-1]:.4g}); a covariance must be; "
+                        "bound the parameters (lower=, upper=) to where it is")
+    return C
+
+
+def check_at_start(cov: CovarianceFunction, phi: np.ndarray, S: int) -> None:
+    """A user's covariance at the fit's start: ``check_matrix``, and its first and second derivatives
+    (autodiff of ``fn``, as the fit uses them) exist and are finite."""
+    from ..errors import DataError
+
+    check_matrix(cov, phi, S, "the start")
+    where = cov.origin or f"covariance {cov.name!r}"
+    try:
+        C, dC, d2C = cov.derivatives(phi)
+    except Exception as exc:       # not traceable by JAX (NumPy calls, Python branches on values, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"{where}: JAX cannot differentiate fn(params, coords) ({type(exc).__name__}: {first}); "
+                        "write it with jax.numpy, without NumPy calls or Python branches on params") from exc
+    for what, a in (("first", dC), ("second", d2C)):
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"{where}: the {what} derivatives of fn(params, coords) in params are not finite at "
+                            f"the start params = {np.array2string(np.asarray(phi, float), precision=4)} (a "
+                            "square root or log at 0, such as sqrt of a zero distance? add a tiny constant)")

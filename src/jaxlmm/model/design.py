@@ -38,7 +38,7 @@ from .grouping import GroupingFactor, grouping_factor
 from .missing_rows import _kept_rows
 from .model_matrix import _compiled, _model_matrix, formula_offset
 from .naming import lme4_column_name
-from .structured_terms import is_pos_term, pos_design, pos_variables, residual_groups
+from .structured_terms import checked_covariances, is_pos_term, pos_design, pos_variables, residual_groups
 
 # Part of this module's interface (predict.py, batch.py, anova_tables.py, marginal_means.py and
 # the tests import them from here): aliased_columns, formula_offset, GroupingFactor,
@@ -181,6 +181,7 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     """
     parsed = parse_formula(formula)
     frame = _as_frame(data)
+    covariances = checked_covariances(covariances)
     if not parsed.random:
         raise FormulaError(f"no random-effects terms in formula {formula!r}; add one such as (1 | group)")
     single = responses is None

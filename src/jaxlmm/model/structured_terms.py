@@ -170,6 +170,28 @@ def _names_structure(t) -> bool:
     return t.cov != "us" or bool(getattr(t.term, "keyword", False))
 
 
+def checked_covariances(covariances):
+    """``covariances=`` as given: None, or a dict from grouping-factor names to ``jaxlmm.covariance(...)``
+    objects (checked before anything else reads it)."""
+    from collections.abc import Mapping
+
+    from ..core.covfuns import UserCovariance
+
+    if covariances is None:
+        return None
+    if not isinstance(covariances, Mapping):
+        raise DataError(f"covariances must be a dict from grouping-factor names to jaxlmm.covariance(...) objects, "
+                        f"such as {{'field': cov}}; got {type(covariances).__name__}")
+    for group, cov in covariances.items():
+        if not isinstance(group, str):
+            raise DataError(f"covariances: a key must be the name of a grouping factor (a string such as 'field'), "
+                            f"got {group!r} ({type(group).__name__})")
+        if not isinstance(cov, UserCovariance):
+            raise DataError(f"covariances[{group!r}] must be made by jaxlmm.covariance(fn, n_params, ...), "
+                            f"got {type(cov).__name__}")
+    return dict(covariances)
+
+
 def check_user_covariance(group: str, terms, cov) -> None:
     """``covariances={group: cov}`` attaches ``cov`` to the one term grouped by ``group``, and only to a
     term written without a structure keyword (``(x | g)``, ``(0 + pos(x, y) | g)``): a term that names
@@ -194,7 +216,7 @@ def term_covariance(t, user: dict | None) -> CovarianceFunction:
         if _names_structure(t):
             raise FormulaError(f"covariances[{t.group!r}] would replace the built-in structure {t.cov}() of "
                                f"the term {t.cov}({t.term.expr} | {t.group})")
-        return user[t.group].sized(t)
+        return user[t.group].sized(t, t.group)
     S = len(t.columns)
     return built_in(t.cov, S, t.columns, getattr(t, "coords", None))
 
