@@ -27,8 +27,11 @@ from .sharding import chunks, on_mesh, put, resolve_devices, round_chunk, trait_
 from .spectral_batch import MAX_MISSING_FRACTION, fit_spectral, missing_counts, spectral_layout
 
 
-def trait_checks(design: Design, Y: np.ndarray) -> np.ndarray:
-    """Per-trait status before fitting (0 = fit it): lme4's checks on each trait's own rows."""
+def trait_checks(design: Design, Y: np.ndarray, terms=None) -> np.ndarray:
+    """Per-trait status before fitting (0 = fit it): lme4's checks on each trait's own rows.
+
+    ``terms``: the terms whose numbers of levels are checked (default all; a structured model passes
+    those its single fit checks, ``structured_terms.level_checked_terms``)."""
     observed = ~np.isnan(Y) & (design.weights[:, None] > 0)
     n_t = observed.sum(axis=0)
     p = design.X.shape[1]
@@ -36,7 +39,7 @@ def trait_checks(design: Design, Y: np.ndarray) -> np.ndarray:
     status[n_t <= p] = TOO_FEW_OBSERVATIONS
     spread = np.max(np.where(observed, Y, -np.inf), axis=0) - np.min(np.where(observed, Y, np.inf), axis=0)
     status[(status == 0) & ~(spread > 0)] = CONSTANT_RESPONSE
-    for t in design.terms:
+    for t in design.terms if terms is None else terms:
         counts = np.zeros((len(t.factor.levels), Y.shape[1]))
         np.add.at(counts, t.factor.codes, observed)
         nlev = (counts > 0).sum(axis=0)

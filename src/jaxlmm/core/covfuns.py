@@ -56,6 +56,7 @@ class CovarianceFunction:
     natural: Callable | None = None
     key: tuple | None = None    # identifies the function across models (its compiled derivatives are shared)
     origin: str | None = None   # a user's covariance: where it was given (``covariances['g']``), for messages
+    at: Callable | None = None  # coords (S', d) -> the same covariance over other coordinates (kriging)
 
     def _program(self):
         key = self.key or ("object", id(self))
@@ -90,6 +91,15 @@ class CovarianceFunction:
         """Reported quantities, with delta-method SEs from ``vcov`` (the parameters' covariance)."""
         with jax.enable_x64(True):
             return self._report(phi, vcov)
+
+    def report_many(self, phis: np.ndarray) -> dict:
+        """``report``'s quantities (no SEs) of each row of ``phis`` (B, k): name -> (B,) array."""
+        nat = self.natural or (lambda p: {n: p[i] for i, n in enumerate(self.names)})
+        with jax.enable_x64(True):
+            names = list(nat(jnp.asarray(self.start, jnp.float64)))
+            stacked = jax.vmap(lambda p: jnp.stack([jnp.asarray(v, jnp.float64) for v in nat(p).values()]))
+            values = np.asarray(stacked(jnp.asarray(np.atleast_2d(phis), jnp.float64)), float)
+        return {name: values[:, i] for i, name in enumerate(names)}
 
     def _report(self, phi, vcov):
         nat = self.natural or (lambda p: {n: p[i] for i, n in enumerate(self.names)})
@@ -190,7 +200,8 @@ def spatial(kind: str, coords: np.ndarray) -> CovarianceFunction:
 
     return CovarianceFunction(kind, fn, 2, np.array([0.0, -np.inf]), np.array([1.0, np.log(start_range)]),
                               ("sd", "log_range"), (0,),
-                              natural=lambda p: {"variance": p[0] ** 2, "range": jnp.exp(p[1])})
+                              natural=lambda p: {"variance": p[0] ** 2, "range": jnp.exp(p[1])},
+                              at=lambda new: spatial(kind, new))
 
 
 def built_in(kind: str, S: int, columns, coords=None) -> CovarianceFunction:
@@ -241,7 +252,7 @@ class UserCovariance:
             c = jnp.asarray(coords, jnp.float64)
         return CovarianceFunction(self.name, lambda p: self.fn(p, c), self.n_params, self.lower, self.start,
                                   self.names, self.scales, self.upper, key=("user", id(self), coords.tobytes()),
-                                  origin=where)
+                                  origin=where, at=lambda new: self._bound(np.asarray(new, float), where))
 
 
 def covariance(fn: Callable, n_params: int, *, lower=None, upper=None, start=None, names=None,

@@ -3,7 +3,8 @@
 At the optimum ``phi``: ``beta = (X^T V^-1 X)^-1 X^T V^-1 y`` with covariance
 ``(X^T V^-1 X)^-1``; term t's BLUPs ``b_t = (K_t kron C_t) Z_t^T V^-1 (y - X beta)``
 and their conditional covariances (lme4's ``condVar``)
-``K_t[l, l] C_t - C_t W_l^T V^-1 W_l C_t`` with ``W_l = Z_t (K_t[:, l] kron I)``; fitted
+``K_t[l, l] C_t - C_t W_l^T V^-1 W_l C_t`` with ``W_l = Z_t (K_t[:, l] kron I)`` (the BLUP of a
+level's effect at a position the fit did not see is ``C_t(s0, S) Z_t^T V^-1 (y - X beta)``, kriging); fitted
 values ``y - R V^-1 (y - X beta)`` (``R`` the residual covariance); the parameters'
 covariance ``A = 2 H^-1`` from the criterion's Hessian (Wald standard errors).  glmmTMB's
 standard errors of beta add the variance parameters' uncertainty, ``Phi + J A J^T``
@@ -39,6 +40,7 @@ class MarginalEstimates(NamedTuple):
     quad: float
     beta_jacobian: np.ndarray   # (p, k): d beta / d phi = -Phi X^T V^-1 V_j P y
     vcov_jacobian: np.ndarray   # (k, p, p): d Phi / d phi = Phi X^T V^-1 V_j V^-1 X Phi
+    zt_vinv_r: tuple = ()       # per term (levels, S): Z_t^T V^-1 (y - X beta), b_t = this C_t (kriging)
 
 
 def _reflections(model: MarginalModel) -> np.ndarray:
@@ -92,7 +94,7 @@ def _estimates(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.nd
     if f is None:
         raise np.linalg.LinAlgError("the marginal covariance is not positive definite at the estimate")
     Vir = f.Py
-    b, cond, covs = [], [], []
+    b, cond, covs, weights = [], [], [], []
     for t, off in zip(model.terms, model.offsets):
         C = t.cov.derivatives(phi[off:off + t.cov.n_params])[0]
         S, L = C.shape[0], t.nlevels
@@ -104,6 +106,7 @@ def _estimates(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.nd
             Zfull = Zfull @ np.kron(K, np.eye(S))
         ZtVir = (Zfull.T @ Vir).reshape(L, S)
         b.append(ZtVir @ C)
+        weights.append(ZtVir)
         B = (Zfull.T @ f.Vi @ Zfull).reshape(L, S, L, S)
         Bll = np.einsum("lalb->lab", B)
         cond.append(np.diagonal(K)[:, None, None] * C[None] - np.einsum("ab,lbc,cd->lad", C, Bll, C))
@@ -118,7 +121,7 @@ def _estimates(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np.nd
     dPhi = np.stack([left @ _apply_matrix(Dj, left.T) for Dj in d.first])
     return MarginalEstimates(f.value, f.beta, f.vcov_beta, tuple(b), tuple(cond), tuple(covs),
                              model.residual.level_sd(psi), fitted, H,
-                             f.logdet_V, f.logdet_Q, float(y @ f.Py), J, dPhi)
+                             f.logdet_V, f.logdet_Q, float(y @ f.Py), J, dPhi, tuple(weights))
 
 
 def _apply_matrix(D, M):

@@ -59,9 +59,11 @@ def _square_root(C: np.ndarray) -> np.ndarray:
 
 def _residual_sd(fit) -> np.ndarray:
     """The residual SD of every row (per ``dispformula`` level for a structured fit)."""
-    if hasattr(fit, "residual_sd"):
-        return np.asarray(fit.residual_sd, float)[np.asarray(fit.design.resid_codes)]
-    return np.full(fit.design.nobs, fit.sigma)
+    codes = getattr(fit.design, "resid_codes", None)
+    sd = np.asarray(fit.residual_sd, float)
+    if codes is None or len(sd) == 1:
+        return np.full(fit.design.nobs, float(sd[0]))
+    return sd[np.asarray(codes)]
 
 
 def replicate_table(batch) -> pd.DataFrame:

@@ -49,8 +49,8 @@ def _r_number(v: float) -> str:
     return f"{v:g}"
 
 
-def pos_design(term, frame: pd.DataFrame):
-    """Indicator columns of the distinct coordinates: ``z`` (n, S), column names, coordinates (S, d)."""
+def pos_points(term, frame: pd.DataFrame) -> np.ndarray:
+    """The coordinates ``pos(a, b, ...)`` of each row of ``frame`` (n, d)."""
     names = pos_variables(term.expr, term)
     cols = []
     for v in names:
@@ -58,7 +58,18 @@ def pos_design(term, frame: pd.DataFrame):
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             raise DataError(f"pos() needs numeric coordinates; column {v!r} in {term} is {col.dtype}")
         cols.append(col.to_numpy(dtype=float))
-    pts = np.column_stack(cols)
+    return np.column_stack(cols)
+
+
+def match_positions(coords: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Per row of ``pts`` its column among ``coords`` (the fit's distinct coordinates), -1 for a new one."""
+    index = {tuple(row): i for i, row in enumerate(np.asarray(coords, float).tolist())}
+    return np.array([index.get(tuple(row), -1) for row in np.asarray(pts, float).tolist()], dtype=np.int64)
+
+
+def pos_design(term, frame: pd.DataFrame):
+    """Indicator columns of the distinct coordinates: ``z`` (n, S), column names, coordinates (S, d)."""
+    pts = pos_points(term, frame)
     uniq, codes = np.unique(pts[:, ::-1], axis=0, return_inverse=True)   # first coordinate fastest
     coords = uniq[:, ::-1]
     z = np.zeros((len(pts), len(coords)))
@@ -190,6 +201,17 @@ def checked_covariances(covariances):
             raise DataError(f"covariances[{group!r}] must be made by jaxlmm.covariance(fn, n_params, ...), "
                             f"got {type(cov).__name__}")
     return dict(covariances)
+
+
+def level_checked_terms(design) -> list:
+    """The terms lme4's checks on the number of levels apply to (``data_checks._check_levels``): not the
+    structured terms (ar1, cs, ou, exp, gau; a spatial term's one field is one level) nor a term given
+    a user's covariance, whose few parameters are identifiable where lme4's unstructured ones are not."""
+    user = design.covariances or {}
+    return [t for t in design.terms if t.term.cov not in STRUCTURED_KINDS and t.group not in user]
+
+
+STRUCTURED_KINDS = ("ar1", "cs") + SPATIAL
 
 
 def check_user_covariance(group: str, terms, cov) -> None:

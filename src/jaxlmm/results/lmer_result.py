@@ -228,6 +228,19 @@ class LmerResult:
         """``[("Residual", sigma^2)]`` (one row per ``dispformula`` level for structured fits)."""
         return [("Residual", self.sigma ** 2)]
 
+    @property
+    def residual_sd(self) -> pd.Series:
+        """The residual SD: one value, ``Residual`` (a ``dispformula`` fit has one per level)."""
+        return pd.Series([self.sigma], index=["Residual"], name="residual_sd")
+
+    @cached_property
+    def covariance_parameters(self) -> pd.DataFrame:
+        """Each term's variances and correlations and the residual variance, with Wald SEs, as a structured
+        fit's (``covariance_parameters.lme4_covariance_parameters``)."""
+        from .covariance_parameters import lme4_covariance_parameters
+
+        return lme4_covariance_parameters(self)
+
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         return varcorr_frame(self.lambdas, [t.group for t in self.design.terms],

@@ -22,6 +22,8 @@ from ..core.covariance import sd_and_cor
 from ..model.naming import unique_group_names
 from .lmer_result import SINGULAR_TOL, LmerResult
 
+RESIDUAL_BOUND = 1e-5   # a residual SD at most this times the response's SD is at its bound 0
+
 
 @float64_methods
 class StructuredResult(LmerResult):
@@ -74,7 +76,7 @@ class StructuredResult(LmerResult):
     @property
     def residual_at_boundary(self) -> bool:
         spread = float(np.nanstd(self.response))
-        return bool(spread > 0 and np.any(self._out.estimates.residual_sd <= 1e-5 * spread))
+        return bool(spread > 0 and np.any(self._out.estimates.residual_sd <= RESIDUAL_BOUND * spread))
 
     @property
     def messages(self) -> list[str]:
@@ -124,30 +126,64 @@ class StructuredResult(LmerResult):
     @cached_property
     def covariance_parameters(self) -> pd.DataFrame:
         """Each structure's reported quantities with Wald SEs (delta method on ``2 H^-1``)."""
-        V = np.asarray(self._out.phi_cov, float)
-        rows = []
-        groups = unique_group_names([t.group for t in self.design.terms])
+        from .covariance_parameters import parameter_table
+
         mm = self._marginal
-        for grp, t, off in zip(groups, mm.terms, mm.offsets):
-            sl = slice(off, off + t.cov.n_params)
-            values, ses = t.cov.report(self._phi[sl], V[sl, sl])
-            for name, v in values.items():
-                rows.append((grp, t.cov.name, name, v, ses[name]))
-        base, res = mm.offsets[-1], mm.residual
-        if not res.log_linear:
-            s, v = self._phi[base], V[base, base]
-            se = 2.0 * s * np.sqrt(v) if np.isfinite(v) else np.nan
-            rows.append(("Residual", "residual", "variance", s ** 2, se))
-            return pd.DataFrame(rows, columns=["grp", "structure", "parameter", "estimate", "se"])
-        delta, A = self._phi[base:], V[base:, base:]
-        for name, d, v in zip(res.names, delta, np.diagonal(A)):
-            rows.append(("Residual", "dispersion", name, d, np.sqrt(v) if np.isfinite(v) else np.nan))
-        if res.linear_in_levels:            # a factor's levels: their variances, as the model's parameters
-            variances = np.exp(res.level_X @ delta)
-            for level, x, var in zip(res.levels, res.level_X, variances):
-                se = var * np.sqrt(max(float(x @ A @ x), 0.0)) if np.all(np.isfinite(A)) else np.nan
-                rows.append(("Residual", "residual", f"variance.{level}", var, se))
-        return pd.DataFrame(rows, columns=["grp", "structure", "parameter", "estimate", "se"])
+        return parameter_table(self.design, [t.cov for t in mm.terms], mm.residual, self._phi,
+                               np.asarray(self._out.phi_cov, float))
+
+    def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
+        """Residuals ``y - fitted`` (``"response"``), or divided by each row's own residual SD,
+        ``sqrt(w_i) (y_i - fitted_i) / s_r(i)`` with ``s_r(i)`` the SD of its ``dispformula`` level
+        (``"pearson"``, glmmTMB's Pearson residuals; ``scaled=True`` gives these for either type).
+        Where a level's residual SD is at its bound 0 these are not defined: an error, not NaN."""
+        if type not in ("response", "pearson"):
+            raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
+        r = self.response - self.fitted
+        if type == "response" and not scaled:
+            return r
+        sds = np.asarray(self._out.estimates.residual_sd, float)
+        bound = sds <= RESIDUAL_BOUND * float(np.nanstd(self.response))
+        codes = np.asarray(self.design.resid_codes)
+        if np.any(bound[codes]):
+            from ..errors import JaxlmmError
+
+            level = self.design.resid_levels[int(np.flatnonzero(bound)[0])]
+            raise JaxlmmError(f"scaled and Pearson residuals are not defined: the residual SD of "
+                              f"{'level ' + repr(level) if len(sds) > 1 else 'the model'} is at its bound 0 "
+                              f"({float(sds[np.flatnonzero(bound)[0]]):.3g}; the structured terms absorb all of "
+                              "that residual variance); residuals(type='response') are y - fitted")
+        return r * np.sqrt(np.asarray(self.design.weights, float)) / sds[codes]
+
+    def _krige(self, k: int, coords: np.ndarray) -> np.ndarray:
+        """BLUPs of term ``k``'s levels at new positions ``coords`` (m, d): ``C(s0, S) Z^T V^-1 (y - X beta)``
+        (``predict.py``), with the term's covariance function evaluated over the fit's and the new positions."""
+        from ..errors import DataError
+        from ..core.covfuns import check_matrix
+
+        mm, term = self._marginal, self.design.terms[k]
+        t, off = mm.terms[k], mm.offsets[k]
+        if t.cov.at is None or t.K is not None:
+            raise DataError(f"newdata has positions of {term.term} that the fit did not see: predicting there "
+                            f"needs a covariance function of the coordinates, and {t.cov.name}() "
+                            f"{'with a relationship matrix ' if t.K is not None else ''}is not one")
+        S = len(term.columns)
+        both = t.cov.at(np.concatenate([np.asarray(term.coords, float), np.asarray(coords, float)]))
+        C = check_matrix(both, self._phi[off:off + t.cov.n_params], S + len(coords), "the estimate (new positions)")
+        fitted = self.term_covariances[k]
+        if not np.allclose(C[:S, :S], fitted, rtol=1e-8, atol=1e-10 * max(float(np.max(np.abs(fitted))), 1e-300)):
+            raise DataError(f"{term.term}: its covariance over the fit's positions changes when new positions "
+                            "are added (it is not a function of each pair of coordinates), so a new position "
+                            "cannot be kriged")
+        return np.asarray(self._out.estimates.zt_vinv_r[k], float)[:self._levels(k)] @ C[:S, S:]
+
+    @property
+    def structure_description(self) -> str:
+        """The terms' structures and the residual model, for the summary's header."""
+        groups = unique_group_names([t.group for t in self.design.terms])
+        terms = ", ".join(f"{t.cov.name}({g})" for g, t in zip(groups, self._marginal.terms))
+        residual = f"dispformula {self.design.dispformula}" if self.design.dispformula is not None else "one residual SD"
+        return f"structured covariances: {terms}; {residual}"
 
     @cached_property
     def vcov(self) -> pd.DataFrame:
@@ -218,3 +254,4 @@ class StructuredResult(LmerResult):
     def refit(self, new_response):
         design = self.design.with_response(np.asarray(new_response, dtype=float))
         return self.model.for_design(design).fit(start=self._phi)
+

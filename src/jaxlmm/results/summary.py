@@ -134,9 +134,15 @@ def correlation_table(fit) -> str:
 def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: str = "") -> str:
     """``print(summary(m))`` of lme4 (of lmerTest with a ``title_suffix`` and its ``coef_table``)."""
     method = "REML" if fit.reml else "maximum likelihood"
-    kind = "lmerModLmerTest" if title_suffix else "lmerMod"
-    lines = [f"Linear mixed model fit by {method}{title_suffix} ['{kind}']",
+    structured = getattr(fit, "structure_description", None)     # a StructuredResult's
+    if structured:          # no lme4 or lmerTest class: the structures and the residual model instead
+        kind = structured
+    else:
+        kind = "'lmerModLmerTest'" if title_suffix else "'lmerMod'"
+    lines = [f"Linear mixed model fit by {method}{title_suffix} [{kind}]",
              f"Formula: {fit.formula}"]
+    if structured and fit.design.dispformula is not None:
+        lines.append(f"Dispersion: {fit.design.dispformula}")
     if fit.data_name:
         lines.append(f"   Data: {fit.data_name}")
     lines.append("")
@@ -148,15 +154,21 @@ def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: st
                              columns=["AIC", "BIC", "logLik", "deviance", "df.resid"])
         lines.append(format_table(stats, index=False))
     lines.append("")
-    res = fit.residuals("pearson", scaled=True)
-    q = np.quantile(res, [0, 0.25, 0.5, 0.75, 1.0])
-    lines.append("Scaled residuals: ")
-    lines.append(format_table(pd.DataFrame([[f"{v:.4f}" for v in q]], columns=["Min", "1Q", "Median", "3Q", "Max"]),
-                              index=False))
+    from ..errors import JaxlmmError
+
+    try:
+        res = fit.residuals("pearson", scaled=True)
+    except JaxlmmError as exc:          # a residual SD at its bound 0: the residuals say why
+        lines.append(f"Scaled residuals: {exc}")
+    else:
+        q = np.quantile(res, [0, 0.25, 0.5, 0.75, 1.0])
+        lines.append("Scaled residuals: ")
+        lines.append(format_table(pd.DataFrame([[f"{v:.4f}" for v in q]],
+                                               columns=["Min", "1Q", "Median", "3Q", "Max"]), index=False))
     lines.append("")
     lines.append("Random effects:")
     lines.append(random_effects_table(fit))
-    if hasattr(fit, "covariance_parameters"):
+    if structured:
         lines.append("\nCovariance parameters (Wald SEs):")
         cp = fit.covariance_parameters.set_index(["grp", "structure", "parameter"])
         shown = pd.DataFrame({"Estimate": _column(cp["estimate"].to_numpy()),
