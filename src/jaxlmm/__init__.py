@@ -33,6 +33,7 @@ _EXPORTS = {
     "JaxlmmError": "errors",
     "FormulaError": "errors",
     "DataError": "errors",
+    "ArgumentError": "errors",
     "JaxlmmWarning": "errors",
     "MemoryLimitError": "errors",
     "parse_formula": "model.formula",

@@ -156,7 +156,10 @@ def scan_problem(formula: str, data, relmat, responses, genotypes) -> ScanProble
     from .model.plink import match_individuals
     from .spectral_batch import spectral_layout
 
+    from .model.relmat import relmat_argument
+
     frame = _as_frame(data)
+    relmat = relmat_argument(relmat)
     if not relmat or len(relmat) != 1:
         raise DataError("scan needs relmat={'id': K}: one relationship matrix for the formula's (1 | id) term")
     if responses is not None:

@@ -5,6 +5,10 @@ as CSV files (``fixef.csv``, ``ranef.csv``, ``varcorr.csv``, ``theta.csv``).
 JAX's persistent compilation cache (``~/.cache/jaxlmm/jax`` or
 ``$JAXLMM_CACHE``) makes the second run of a model of the same shape skip
 compilation.
+
+Bad input -- a file that cannot be read, a column or option that does not fit, a formula or data the
+fit refuses -- is one line on standard error, ``jaxlmm: error: ...`` naming the option, file, line or
+column, and exit status 2 (``report``; every ``JaxlmmError`` of every command goes through it).
 """
 
 from __future__ import annotations
@@ -89,32 +93,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args, parser):
-    import pandas as pd
-
-    from .datasets import example_formula, load_dataset
+def _load(args):
+    """The data, formula and name of ``jaxlmm fit``: a shipped example or a CSV file, with ``--factors``
+    applied and the ``--weights`` and ``--offset`` columns checked."""
+    from .cli_inputs import check_column, fail, read_csv
+    from .datasets import DATASETS, example_formula, load_dataset
 
     if args.example:
-        try:
-            data = load_dataset(args.example)
-        except ValueError as exc:
-            parser.error(str(exc))
+        if args.example not in DATASETS:
+            fail(f"--example: no shipped dataset {args.example!r} (jaxlmm datasets lists them: "
+                 f"{', '.join(sorted(DATASETS))})")
+        data = load_dataset(args.example)
         if args.data and not args.formula:
             args.formula, args.data = args.data, None
-        formula = args.formula or example_formula(args.example)
-        return data, formula, args.example
-    if not args.data or not args.formula:
-        parser.error("fit needs DATA.csv and FORMULA (or --example NAME)")
-    path = Path(args.data)
-    if not path.exists():
-        parser.error(f"data file {str(path)!r} not found")
-    # grouping factors are labels: read them as text, so ids such as 0001 keep their zeros
-    data = pd.read_csv(path, dtype={c: str for c in _grouping_columns(args.formula)})
+        formula, name, source = args.formula or example_formula(args.example), args.example, f"--example {args.example}"
+    else:
+        if not args.data or not args.formula:
+            fail("fit needs DATA.csv and FORMULA (or --example NAME); see jaxlmm fit --help")
+        # grouping factors are labels: read them as text, so ids such as 0001 keep their zeros
+        data = read_csv(args.data, "data file", dtype={c: str for c in _grouping_columns(args.formula)})
+        formula, name, source = args.formula, Path(args.data).stem, Path(args.data).name
     for col in filter(None, (c.strip() for c in args.factors.split(","))):
-        if col not in data.columns:
-            parser.error(f"--factors: column {col!r} not in {path.name}")
+        check_column(data, col, "--factors", source)
         data[col] = data[col].astype("category")
-    return data, args.formula, path.stem
+    for option, col in (("--weights", args.weights), ("--offset", args.offset)):
+        if col is not None:
+            check_column(data, col, option, source, numeric=True)
+    return data, formula, name, source
 
 
 def _grouping_columns(formula: str) -> set[str]:
@@ -162,30 +167,43 @@ def _write_tables(fit, out: Path, force: bool, inputs=()) -> list[Path]:
     return write_tables(out, {name: (frame, False) for name, frame in files.items()}, force, inputs)
 
 
-def _relmats(args, parser) -> dict | None:
+def _relmats(specs: dict) -> dict | None:
     from .cli_inputs import read_relmat
 
-    return dict(read_relmat(item, parser.error) for item in args.relmat) or None
+    return {group: read_relmat(group, file) for group, file in specs.items()} or None
 
 
-def _cmd_batch(args, data, formula, name) -> int:
-    from .cli_inputs import match_columns
-    from .errors import JaxlmmError
+def _traits(args, data, formula: str, source: str) -> list[str]:
+    """The columns ``--responses`` names: numeric, and neither a column of the formula nor the
+    ``--weights`` or ``--offset`` column; the formula must then have no left side."""
+    from .cli_inputs import fail, match_columns, numeric_columns
+    from .errors import FormulaError
+    from .model.formula import parse_formula
+
+    try:
+        response = parse_formula(formula).response
+    except FormulaError:
+        response = None                 # the fit reports the formula's own error
+    if response is not None:
+        fail(f"--responses fits each matching column as the response, so the formula must have no left side: "
+             f"write '~ {formula.split('~', 1)[1].strip()}' instead of {formula!r}")
+    excluded = {c: "in the formula" for c in _formula_columns(formula, data.columns)}
+    excluded.update({c: f"the {option} column" for option, c in (("--weights", args.weights),
+                                                                  ("--offset", args.offset)) if c})
+    return match_columns(args.responses, list(data.columns), excluded=excluded, numeric=numeric_columns(data),
+                         source=source)
+
+
+def _cmd_batch(args, data, formula, name, traits) -> int:
     from .fitting import lmer
 
-    used = _formula_columns(formula, data.columns) | {c for c in (args.weights, args.offset) if c}
-    traits = match_columns(args.responses, [c for c in data.columns if c not in used])
     if args.coordinator:
         from .distributed import run_distributed_batch
 
         return run_distributed_batch(args, data, formula, name, traits)
-    try:
-        batch = lmer(formula, data, responses=traits, reml=not args.ml, weights=args.weights, offset=args.offset,
-                     dtype="float32" if args.float32 else None, data_name=name, chunk_size=args.chunk_size,
-                     relmat=args.relmats)
-    except JaxlmmError as exc:
-        print(f"jaxlmm: error: {exc}", file=sys.stderr)
-        return 2
+    batch = lmer(formula, data, responses=traits, reml=not args.ml, weights=args.weights, offset=args.offset,
+                 dtype="float32" if args.float32 else None, data_name=name, chunk_size=args.chunk_size,
+                 relmat=args.relmats)
     print(repr(batch))
     print(batch.diagnostics.head(20).to_string())
     if args.out:
@@ -193,73 +211,70 @@ def _cmd_batch(args, data, formula, name) -> int:
 
         frames = (batch.to_frame(), batch.fixef, batch.se, batch.theta, batch.diagnostics, batch.varcorr)
         tables = {name: (frame, name != "varcorr.csv") for name, frame in zip(BATCH_FILES, frames)}
-        try:
-            write_tables(args.out, tables, args.force, _inputs(args))
-        except JaxlmmError as exc:
-            print(f"jaxlmm: error: {exc}", file=sys.stderr)
-            return 2
+        write_tables(args.out, tables, args.force, _inputs(args))
         print(f"wrote {len(tables)} tables to {args.out}", file=sys.stderr)
     return 0
 
 
-def _cmd_fit(args, parser) -> int:
+def _cmd_fit(args) -> int:
     from . import _config
 
     if not args.no_cache and not os.environ.get("JAXLMM_NO_CACHE"):
         _config.enable_compilation_cache(ahead_of_time=True)
-    from .errors import JaxlmmError, JaxlmmWarning
+    from .cli_inputs import relmat_specs
+    from .errors import JaxlmmWarning, count_argument
     from .fitting import lmer
 
-    if args.chunk_size is not None and args.chunk_size < 1:
-        print(f"jaxlmm: error: --chunk-size must be a positive integer, got {args.chunk_size}", file=sys.stderr)
-        return 2
-    data, formula, name = _load(args, parser)
-    args.relmats = _relmats(args, parser)
+    if args.chunk_size is not None:
+        count_argument(args.chunk_size, "--chunk-size", 1)
+    specs = relmat_specs(args.relmat)
+    data, formula, name, source = _load(args)
+    traits = _traits(args, data, formula, source) if args.responses is not None else None
+    args.relmats = _relmats(specs)
     if args.out and not args.coordinator:
         from .output_dir import check_target
 
-        try:
-            check_target(args.out, args.force, BATCH_FILES if args.responses else FIT_FILES, _inputs(args))
-        except JaxlmmError as exc:
-            print(f"jaxlmm: error: {exc}", file=sys.stderr)
-            return 2
-    if args.responses:
-        return _cmd_batch(args, data, formula, name)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", JaxlmmWarning)  # the summary prints the messages
-            fit = lmer(formula, data, reml=not args.ml, weights=args.weights, offset=args.offset,
-                       dtype="float32" if args.float32 else None, data_name=name, relmat=args.relmats,
-                       verbose=args.verbose)
-    except JaxlmmError as exc:
-        print(f"jaxlmm: error: {exc}", file=sys.stderr)
-        return 2
+        check_target(args.out, args.force, BATCH_FILES if traits is not None else FIT_FILES, _inputs(args))
+    if traits is not None:
+        return _cmd_batch(args, data, formula, name, traits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", JaxlmmWarning)  # the summary prints the messages
+        fit = lmer(formula, data, reml=not args.ml, weights=args.weights, offset=args.offset,
+                   dtype="float32" if args.float32 else None, data_name=name, relmat=args.relmats,
+                   verbose=args.verbose)
     print(fit.summary(ddf=args.ddf))
     if args.relmats and fit._h2_term is not None:
         print(f"\nHeritability h2 = {fit.h2:.4f} (SE {fit.h2_se:.4f})")
     if args.out:
-        try:
-            paths = _write_tables(fit, Path(args.out), args.force, _inputs(args))
-        except JaxlmmError as exc:
-            print(f"jaxlmm: error: {exc}", file=sys.stderr)
-            return 2
+        paths = _write_tables(fit, Path(args.out), args.force, _inputs(args))
         for path in paths:
             print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
+def report(exc: Exception) -> int:
+    """The one way the command line reports bad input: ``jaxlmm: error: MESSAGE`` as one line on standard
+    error (the message names the option, file, line or column), exit status 2, no traceback."""
+    print("jaxlmm: error: " + " ".join(str(exc).split()), file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     from ._config import configure_xla
+    from .errors import JaxlmmError
 
     configure_xla()  # the command line owns its process (see _config.configure_xla)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "fit":
-        return _cmd_fit(args, parser)
-    if args.command == "scan":
-        from .scan_cli import run as run_scan
+    try:
+        if args.command == "fit":
+            return _cmd_fit(args)
+        if args.command == "scan":
+            from .scan_cli import run as run_scan
 
-        return run_scan(args)
+            return run_scan(args)
+    except JaxlmmError as exc:          # every input error of every command: one line, status 2
+        return report(exc)
     if args.command == "datasets":
         from .datasets import DATASETS
 

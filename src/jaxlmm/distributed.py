@@ -41,15 +41,15 @@ def _barrier(name: str) -> None:
 def run_distributed_batch(args, data: pd.DataFrame, formula: str, name: str, traits: list[str]) -> int:
     import jax
 
-    from .errors import JaxlmmError
+    from .errors import ArgumentError, JaxlmmError
     from .fitting import lmer
 
     if args.num_processes is None or args.process_id is None:
-        raise SystemExit("jaxlmm: error: --coordinator needs --num-processes and --process-id")
+        raise ArgumentError("--coordinator needs --num-processes and --process-id")
     if not 0 <= args.process_id < args.num_processes:
-        raise SystemExit(f"jaxlmm: error: --process-id must be in 0..{args.num_processes - 1}")
+        raise ArgumentError(f"--process-id must be in 0..{args.num_processes - 1}")
     if not args.out:
-        raise SystemExit("jaxlmm: error: a distributed run needs --out (each process writes its part there)")
+        raise ArgumentError("a distributed run needs --out (each process writes its part there)")
     jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                                process_id=args.process_id)
     try:

@@ -113,6 +113,10 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         reml = bool(REML)
     if responses is not None:
         from .batch import fit_batch
+        from .errors import count_argument
+
+        if chunk_size is not None:
+            count_argument(chunk_size, "chunk_size", 1)
 
         return fit_batch(formula, data, responses, reml=reml, weights=weights, offset=offset,
                          chunk_size=chunk_size, progress=progress, device=device, dtype=dtype,

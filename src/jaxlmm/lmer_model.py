@@ -107,7 +107,7 @@ class Model:
         self.reml = bool(reml)
         self.dtype = working_dtype(dtype)
         self.requested_dtype = dtype
-        self.max_iter, self.optimizer = int(max_iter), optimizer
+        self.max_iter, self.optimizer = errors.count_argument(max_iter, "max_iter"), optimizer
         if optimizer is not None:
             from .core.optimizers import optimizer_kind
 

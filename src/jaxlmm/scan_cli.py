@@ -52,42 +52,53 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    """``jaxlmm scan``: every input checked here first, each problem an ``ArgumentError`` (or the scan's
+    ``DataError``) that ``cli.main`` reports as one line with exit status 2."""
     import pandas as pd
 
-    from .cli_inputs import match_columns, read_relmat
-    from .errors import JaxlmmError
+    from .cli_inputs import check_column, fail, match_columns, numeric_columns, read_csv, read_relmat, relmat_spec
+    from .errors import count_argument
     from .output_dir import check_target, write_tables
 
     for flag, value in (("--snp-chunk", args.snp_chunk), ("--trait-chunk", args.trait_chunk)):
-        if value is not None and value < 1:
-            print(f"jaxlmm: error: {flag} must be a positive integer, got {value}", file=sys.stderr)
-            return 2
+        if value is not None:
+            count_argument(value, flag, 1)
+    group, relmat_file = relmat_spec(args.relmat)
     out = args.out
     if args.coordinator:
         if args.num_processes is None or args.process_id is None:
-            raise SystemExit("jaxlmm: error: --coordinator needs --num-processes and --process-id")
+            fail("--coordinator needs --num-processes and --process-id")
+        count_argument(args.num_processes, "--num-processes", 1)
         if not 0 <= args.process_id < args.num_processes:
-            raise SystemExit(f"jaxlmm: error: --process-id must be in 0..{args.num_processes - 1}")
+            fail(f"--process-id must be in 0..{args.num_processes - 1}, got {args.process_id}")
         out = str(Path(args.out) / f"process{args.process_id}")
-    try:
-        check_target(out, args.force, ["summary.csv"], _inputs(args))
-    except JaxlmmError as exc:
-        print(f"jaxlmm: error: {exc}", file=sys.stderr)
-        return 2
-    group = args.relmat.partition("=")[0].strip()
-    if not Path(args.pheno).exists():
-        raise SystemExit(f"jaxlmm: error: --pheno file {args.pheno!r} not found")
-    data = pd.read_csv(args.pheno, dtype={group: str})
+    check_target(out, args.force, ["summary.csv"], _inputs(args))
+    data = read_csv(args.pheno, "--pheno file", dtype={group: str})
+    source = Path(args.pheno).name
+    check_column(data, group, f"--relmat {group}=...", source)
     covariates = [c.strip() for c in args.covariates.split(",") if c.strip()]
-    for col in [group] + covariates:
-        if col not in data.columns:
-            raise SystemExit(f"jaxlmm: error: column {col!r} not in {args.pheno}")
-    candidates = [c for c in data.columns if c not in [group] + covariates]
-    traits = match_columns(args.responses, candidates) if args.responses else candidates
+    for col in covariates:
+        check_column(data, col, "--covariates", source)
+    excluded = {group: f"the id column (--relmat {group}=...)"}
+    excluded.update({c: "a --covariates column" for c in covariates})
+    numeric = numeric_columns(data)
+    if args.responses is not None:
+        traits = match_columns(args.responses, list(data.columns), excluded=excluded, numeric=numeric,
+                               source=source)
+    else:
+        traits = [c for c in data.columns if c not in excluded]
+        text = [str(c) for c in traits if c not in numeric]
+        if text:
+            fail(f"--pheno file {source!r} has the non-numeric column{'s' if len(text) > 1 else ''} "
+                 f"{', '.join(map(repr, text[:5]))}, which would be scanned as traits: name the traits with "
+                 "--responses, or list such a column in --covariates")
+        if not traits:
+            fail(f"--pheno file {source!r} has no trait columns (every column is the id or a covariate)")
     formula = "~ " + " + ".join(["1"] + [f"`{c}`" for c in covariates]) + f" + (1 | {group})"
-    relmat = dict([read_relmat(args.relmat)])
+    genotypes = _genotypes(args.bfile)
+    relmat = {group: read_relmat(group, relmat_file)}
     if not args.coordinator:
-        return _scan_and_write(args, formula, data, traits, relmat, out)
+        return _scan_and_write(args, formula, data, traits, relmat, out, genotypes)
     import jax
 
     from .distributed import trait_slice
@@ -99,29 +110,32 @@ def run(args) -> int:
         if not traits:
             write_tables(out, {"summary.csv": (pd.DataFrame(columns=["trait"]), False)}, args.force, _inputs(args))
             return 0
-        return _scan_and_write(args, formula, data, traits, relmat, out)
+        return _scan_and_write(args, formula, data, traits, relmat, out, genotypes)
     finally:
         jax.distributed.shutdown()      # a barrier: process 0's coordinator outlives the others
 
 
-def _scan_and_write(args, formula, data, traits, relmat, out) -> int:
-    """Scan ``traits`` and write their tables and plots (and ``summary.csv``) to ``out``."""
-    from .association import scan
-    from .errors import JaxlmmError
-    from .output_dir import write_tables
+def _genotypes(prefix: str):
+    """``read_plink(prefix)``, its problems (a missing or malformed file) naming ``--bfile``."""
+    from .cli_inputs import fail
+    from .errors import DataError
+    from .model.plink import read_plink
 
     try:
-        results = scan(formula, data, genotypes=args.bfile, relmat=relmat, responses=traits, test=args.test,
-                       mode=args.mode, snp_chunk=args.snp_chunk, trait_chunk=args.trait_chunk, progress=True)
-    except JaxlmmError as exc:
-        print(f"jaxlmm: error: {exc}", file=sys.stderr)
-        return 2
+        return read_plink(prefix)
+    except DataError as exc:
+        fail(f"--bfile {prefix}: {exc}")
+
+
+def _scan_and_write(args, formula, data, traits, relmat, out, genotypes) -> int:
+    """Scan ``traits`` and write their tables and plots (and ``summary.csv``) to ``out``."""
+    from .association import scan
+    from .output_dir import write_tables
+
+    results = scan(formula, data, genotypes=genotypes, relmat=relmat, responses=traits, test=args.test,
+                   mode=args.mode, snp_chunk=args.snp_chunk, trait_chunk=args.trait_chunk, progress=True)
     tables = per_trait_files(results, args.test, plots=not args.no_plots)
-    try:
-        write_tables(out, tables, args.force, _inputs(args))
-    except JaxlmmError as exc:
-        print(f"jaxlmm: error: {exc}", file=sys.stderr)
-        return 2
+    write_tables(out, tables, args.force, _inputs(args))
     print(f"scanned {len(traits)} trait{'s' if len(traits) > 1 else ''} x {results['snp'].nunique()} markers; "
           f"wrote {len(tables)} files to {out}", file=sys.stderr)
     return 0

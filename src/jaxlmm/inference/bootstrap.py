@@ -21,12 +21,14 @@ import numpy as np
 import pandas as pd
 
 from .._x64 import float64_scope
+from ..errors import count_argument
 from .replicates import replicate_statistics
 
 
 @float64_scope
 def simulate(fit, nsim: int = 1, seed: int | None = None, use_u: bool = False) -> np.ndarray:
     """``nsim`` simulated responses, an (n, nsim) array."""
+    nsim = count_argument(nsim, "nsim", 1)
     rng = np.random.default_rng(seed)
     design = fit.design
     n = design.nobs
@@ -83,6 +85,8 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False
     ``BatchResult`` of the replicates.  Replicates whose fit failed are
     dropped (their count is in ``.attrs["failed"]``).
     """
+    if chunk_size is not None:
+        count_argument(chunk_size, "chunk_size", 1)
     Y = simulate(fit, nsim, seed, use_u)
     if func is None and fit.model.optimizer is None:
         from . import bootstrap_host

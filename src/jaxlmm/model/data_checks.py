@@ -26,6 +26,10 @@ def _as_frame(data) -> pd.DataFrame:
         raise DataError(f"data must be a pandas DataFrame (or a dict of columns), not {type(data).__name__}")
     if frame.shape[0] == 0:
         raise DataError("data has no rows")
+    if not frame.columns.is_unique:
+        dup = frame.columns[frame.columns.duplicated()][0]
+        raise DataError(f"data has {int((frame.columns == dup).sum())} columns named {dup!r}; column names must "
+                        "be unique")
     return frame
 
 
@@ -90,7 +94,7 @@ def _checked_response(parsed: ParsedFormula, frame: pd.DataFrame, weights: np.nd
     return y
 
 
-def _check_levels(terms: list, n: int) -> None:
+def _check_levels(terms: list, n: int, rows: np.ndarray | None = None, context: str = "") -> None:
     """lme4's ``check.nlev.gtr.1``, ``check.nobs.vs.nlev`` and ``check.nobs.vs.nRE``.
 
     Every grouping factor has at least 2 levels; for a term without a relationship matrix,
@@ -99,21 +103,60 @@ def _check_levels(terms: list, n: int) -> None:
     usual GBLUP design; K makes the effects identifiable), and so are structured terms (also from
     the first: one field of a spatial ``exp`` term is one level)
     (their few parameters are identifiable where lme4's unstructured ones are not).
+
+    ``rows`` (a mask of the design's rows, ``n`` of them true) counts only the levels those rows have:
+    ``fit_function``'s case weights that remove rows are checked as ``lmer`` checks the rows left;
+    ``context`` is added to the messages.
     """
     structured = ("ar1", "cs", "ou", "exp", "gau")
+
+    def nlevels(t) -> int:
+        return len(t.factor.levels) if rows is None else len(np.unique(np.asarray(t.factor.codes)[rows]))
+
     for t in terms:
-        nlev = len(t.factor.levels)
+        nlev = nlevels(t)
         if nlev < 2 and t.term.cov not in structured:
-            raise DataError(f"grouping factor {t.group!r} has only {nlev} level; "
+            raise DataError(f"grouping factor {t.group!r} has only {nlev} level{context}; "
                             "grouping factors must have > 1 sampled level")
     terms = [t for t in terms if t.relmat is None and t.term.cov not in structured]
-    problems = [t.group for t in terms if len(t.factor.levels) >= n]
+    problems = [t.group for t in terms if nlevels(t) >= n]
     if problems:
         raise DataError("number of levels of each grouping factor must be < number of observations "
-                        f"(problems: {', '.join(problems)}; {n} observations)")
+                        f"(problems: {', '.join(problems)}; {n} observations{context})")
     for t in terms:
-        q = len(t.factor.levels) * len(t.columns)
+        q = nlevels(t) * len(t.columns)
         if n <= q:
             raise DataError(f"number of observations (={n}) <= number of random effects (={q}) for term "
-                            f"{t.term}; the random-effects parameters and the residual variance are "
+                            f"{t.term}{context}; the random-effects parameters and the residual variance are "
                             "probably unidentifiable")
+
+
+def unseen_factor_levels(spec, newdata: pd.DataFrame, what: str = "newdata") -> np.ndarray:
+    """Check ``newdata``'s values of the fixed-effect factors of ``spec`` (formulaic's ``ModelSpec`` of the
+    fit): a level the fit never saw is a ``DataError`` naming the factor and the level (lme4: "factor f
+    has new level R"; formulaic would silently code it as the reference level).  Returns the mask of the
+    rows with a missing factor value, whose prediction is NaN (lme4's ``na.pass``)."""
+    import re
+
+    missing = np.zeros(len(newdata), dtype=bool)
+    for key, (kind, state) in getattr(spec, "encoder_state", {}).items():
+        if not str(kind).lower().endswith("categorical") or not isinstance(state, dict):
+            continue
+        var = key
+        if var not in newdata.columns:
+            inner = re.fullmatch(r"C\(\s*`?([^,`()]+?)`?\s*(,.*)?\)", str(key))
+            var = inner.group(1) if inner else None
+        if var is None or var not in newdata.columns or "categories" not in state:
+            continue
+        levels = list(state["categories"])
+        col = newdata[var]
+        na = col.isna().to_numpy()
+        new = ~col.isin(levels).to_numpy() & ~na
+        if new.any():
+            values = list(dict.fromkeys(col[new].tolist()))
+            shown = ", ".join(map(repr, values[:5])) + (" ..." if len(values) > 5 else "")
+            raise DataError(f"{what}: factor {var!r} has new level{'s' if len(values) > 1 else ''} {shown} "
+                            f"(row {newdata.index[int(np.flatnonzero(new)[0])]!r}); the fit's levels are "
+                            f"{', '.join(map(repr, levels[:10]))}{' ...' if len(levels) > 10 else ''}")
+        missing |= na
+    return missing

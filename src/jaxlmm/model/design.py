@@ -31,7 +31,7 @@ from .aliasing import aliased_columns
 from ..core.structure import ReStructure, TermSpec
 from .data_checks import (_as_frame, _check_columns, _check_levels, _checked_response, _numeric_vector,
                           _weights_and_offset)
-from ..errors import DataError, FormulaError, warn
+from ..errors import ArgumentError, DataError, FormulaError, warn
 from .fixed_memory import _check_fixed_effects_memory
 from .formula import ParsedFormula, RandomTerm, parse_formula
 from .grouping import GroupingFactor, grouping_factor
@@ -182,6 +182,7 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     parsed = parse_formula(formula)
     frame = _as_frame(data)
     covariances = checked_covariances(covariances)
+    relmat, dispformula = _checked_arguments(relmat, dispformula)
     if not parsed.random:
         raise FormulaError(f"no random-effects terms in formula {formula!r}; add one such as (1 | group)")
     single = responses is None
@@ -207,7 +208,8 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
     n_dropped = int((~keep).sum())
     messages = []
     if n_dropped:
-        messages.append(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed")
+        messages.append(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed"
+                        + _missing_weight_offset(w_all, o_all))
     if single:
         y, response_name = _checked_response(parsed, frame_kept, w_all[keep]), parsed.response.strip()
     else:
@@ -232,6 +234,24 @@ def build_design(formula: str, data, *, weights=None, offset=None, responses=Non
                   w_all[keep], o_all[keep], frame.index[keep], n_dropped, messages, frame=frame_kept,
                   relmat=relmat or None, dispformula=dispformula, resid_codes=resid_codes,
                   resid_levels=resid_levels, covariances=dict(covariances) if covariances else None)
+
+
+def _checked_arguments(relmat, dispformula):
+    """``relmat`` and ``dispformula`` as given, checked at the entry (an ``ArgumentError`` naming the argument)."""
+    from .relmat import relmat_argument
+
+    if dispformula is not None and not isinstance(dispformula, str):
+        raise ArgumentError(f"dispformula must be a string, a one-sided formula such as '~ location'; got a "
+                            f"{type(dispformula).__name__} ({dispformula!r})")
+    return relmat_argument(relmat), dispformula
+
+
+def _missing_weight_offset(weights: np.ndarray, offset: np.ndarray) -> str:
+    """`` (k with a missing weight, m with a missing offset)`` for the rows dropped for those (lme4's
+    ``na.action`` drops them as it drops a missing value of any model variable); empty if none."""
+    counts = [(int(np.isnan(weights).sum()), "weight"), (int(np.isnan(offset).sum()), "offset")]
+    parts = [f"{k} with a missing {what}" for k, what in counts if k]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _check_user_covariances(covariances: dict, terms: list[TermDesign]) -> None:

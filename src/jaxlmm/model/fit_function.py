@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import DataError, JaxlmmError
+from ..errors import DataError, JaxlmmError, count_argument
 
 
 def _is_traced(values) -> bool:
@@ -78,7 +78,7 @@ class FitFunction:
         if theta0.shape != (self.design.structure.ntheta,):
             raise DataError(f"start must have {self.design.structure.ntheta} values, got shape {theta0.shape}")
         self.theta0 = theta0.astype(self.dtype)
-        self.options = NewtonOptions(max_iter=int(max_iter))
+        self.options = NewtonOptions(max_iter=count_argument(max_iter, "max_iter"))
         self.row_positions = row_positions       # (positions of the kept rows, rows of data), or None
         self.compiler_options = CPU_COMPILER_OPTIONS
         self._compiled = None
@@ -173,7 +173,32 @@ class FitFunction:
              else self._vector(weights, "weights", nonnegative=True))
         c = (jnp.ones(self.nobs, self.dtype) if case_weights is None
              else self._vector(case_weights, "case_weights", nonnegative=True))
+        if not _is_traced((w, c)):
+            self._check_rows_left(np.asarray(w) * np.asarray(c) > 0)
         return FitInputs(y, w, c, self._transforms(relmat))
+
+    def _check_rows_left(self, kept: np.ndarray) -> None:
+        """Weights or case weights that remove rows (0) must leave a model ``lmer`` would fit on those rows:
+        lme4's checks of the levels (shared with ``lmer``: ``data_checks._check_levels``), and fixed effects
+        that keep full rank (``lmer`` would drop an aliased column; this function's shape is fixed)."""
+        if kept.all():
+            return
+        from .aliasing import aliased_columns
+        from .data_checks import _check_levels
+
+        context = " on the rows the weights and case weights keep"
+        n = int(kept.sum())
+        if n == 0:
+            raise DataError("the weights and case weights remove every row")
+        _check_levels(self.design.terms, n, kept, context)
+        X = np.asarray(self.design.X)[kept]
+        if X.shape[1]:
+            aliased = aliased_columns(X)
+            if aliased.any():
+                names = [nm for nm, a in zip(self.design.fixef_names, aliased) if a]
+                raise DataError(f"the fixed-effects matrix{context} is rank deficient (column"
+                                f"{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}); lmer on those "
+                                "rows would drop them, but a fit function's coefficients are fixed when it is built")
 
     def _relmat_term(self, group: str):
         for k, t in enumerate(self.design.terms):
@@ -186,8 +211,10 @@ class FitFunction:
     def _transforms(self, relmat):
         import jax.numpy as jnp
 
+        from .relmat import relmat_argument
+
         transforms = list(self.data.transforms)
-        for group, K in (relmat or {}).items():
+        for group, K in (relmat_argument(relmat) or {}).items():
             k, t = self._relmat_term(group)
             full = t.relmat.full.levels
             index = {lv: i for i, lv in enumerate(full)}

@@ -52,8 +52,11 @@ class Genotypes:
 def read_plink(prefix: str | os.PathLike) -> Genotypes:
     """The genotypes of ``PREFIX.bed`` with ``PREFIX.bim`` and ``PREFIX.fam`` (dosage = copies of allele1).
 
-    Raises a ``DataError`` naming the file when one is missing or the .bed's size does not match
-    the numbers of markers (.bim lines) and individuals (.fam lines).
+    The .bim and .fam are read here, line by line (whitespace-separated, blank lines skipped), and the
+    .bed's header and size are checked before ``bed-reader`` opens it.  Each problem is a ``DataError``
+    naming the file (and the line): a missing file or a folder, a line with too few fields or a
+    position that is not a number, a marker or individual id given twice, a .bed without PLINK's magic
+    number, or a .bed whose size does not match the numbers of markers and individuals.
     """
     from bed_reader import open_bed
 
@@ -65,34 +68,119 @@ def read_plink(prefix: str | os.PathLike) -> Genotypes:
     for suffix, path in paths.items():
         if not path.exists():
             raise DataError(f"PLINK file {str(path)!r} not found")
-    n_ind = _count_lines(paths[".fam"])
-    n_snp = _count_lines(paths[".bim"])
-    expected = 3 + n_snp * (-(-n_ind // 4))
-    size = paths[".bed"].stat().st_size
-    if size != expected:
-        raise DataError(f"{paths['.bed'].name} has {size} bytes but {n_snp} markers (.bim lines) x {n_ind} "
-                        f"individuals (.fam lines) need {expected}: the .bed, .bim and .fam do not belong together")
-    bed = open_bed(paths[".bed"], count_A1=True, num_threads=1)
-    snps = pd.DataFrame({"snp": bed.sid.astype(str), "chrom": bed.chromosome.astype(str),
-                         "pos": bed.bp_position.astype(np.int64), "allele1": bed.allele_1.astype(str),
-                         "allele0": bed.allele_2.astype(str)})
-    ids = tuple(format_level(v) for v in bed.iid)
-    _check_unique(ids, "individual id", paths[".fam"].name)
+        if not path.is_file():
+            raise DataError(f"PLINK file {str(path)!r} is not a file (a folder?)")
+    bim = _read_bim(paths[".bim"])
+    fam = _read_fam(paths[".fam"])
+    n_snp, n_ind = len(bim["sid"]), len(fam["iid"])
+    _check_bed(paths[".bed"], n_snp, n_ind)
+    bed = open_bed(paths[".bed"], iid_count=n_ind, sid_count=n_snp, count_A1=True, num_threads=1,
+                   properties={"fid": fam["fid"], "iid": fam["iid"], "sid": bim["sid"],
+                               "chromosome": bim["chromosome"], "bp_position": bim["bp_position"],
+                               "allele_1": bim["allele_1"], "allele_2": bim["allele_2"]})
+    snps = pd.DataFrame({"snp": bim["sid"], "chrom": bim["chromosome"],
+                         "pos": np.asarray(bim["bp_position"], dtype=np.int64), "allele1": bim["allele_1"],
+                         "allele0": bim["allele_2"]})
+    ids = tuple(format_level(v) for v in fam["iid"])
     return Genotypes(ids, snps, bed)
+
+
+BED_MAGIC = b"\x6c\x1b"
+
+
+def _check_bed(path: Path, n_snp: int, n_ind: int) -> None:
+    """The .bed starts with PLINK's magic number and a mode byte (1: SNP-major, 0: individual-major)
+    and has the size the .bim's markers and the .fam's individuals need."""
+    with open(path, "rb") as fh:
+        head = fh.read(3)
+    if head[:2] != BED_MAGIC:
+        raise DataError(f"{path.name} is not a PLINK .bed file: it starts with bytes {head[:2].hex(' ') or 'none'}, "
+                        "not PLINK's magic number 6c 1b")
+    if len(head) < 3 or head[2] not in (0, 1):
+        mode = head[2:3].hex() or "none"
+        raise DataError(f"{path.name} is not a PLINK .bed file: its third byte (the mode) is {mode}, not 01 "
+                        "(SNP-major) or 00 (individual-major)")
+    expected = 3 + (n_snp * (-(-n_ind // 4)) if head[2] == 1 else n_ind * (-(-n_snp // 4)))
+    size = path.stat().st_size
+    if size != expected:
+        raise DataError(f"{path.name} has {size} bytes but {n_snp} markers (.bim lines) x {n_ind} "
+                        f"individuals (.fam lines) need {expected}: the .bed, .bim and .fam do not belong together")
+
+
+BIM_FIELDS = "chromosome, variant id, position in cM, base-pair position, allele 1, allele 2"
+FAM_FIELDS = "family id, individual id, father, mother, sex, phenotype"
+
+
+def _lines(path: Path):
+    """``(line number, fields)`` of each non-blank line of a whitespace-separated text file."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                fields = raw.decode("utf-8").split()
+            except UnicodeDecodeError:
+                raise DataError(f"line {number} of {path.name} is not UTF-8 text") from None
+            if fields:
+                yield number, fields
+
+
+def _read_bim(path: Path) -> dict[str, list]:
+    """The .bim's columns (bed-reader's property names); a ``DataError`` names the line of a malformed
+    entry or of a variant id seen before."""
+    out = {k: [] for k in ("chromosome", "sid", "cm_position", "bp_position", "allele_1", "allele_2")}
+    first: dict[str, int] = {}
+    for number, fields in _lines(path):
+        if len(fields) < 6:
+            raise DataError(f"line {number} of {path.name} has {len(fields)} field{'s' if len(fields) != 1 else ''} "
+                            f"but a .bim line has 6 ({BIM_FIELDS})")
+        chrom, sid, cm, bp, a1, a2 = fields[:6]
+        try:
+            float(cm)
+        except ValueError:
+            raise DataError(f"line {number} of {path.name}: the position in cM (field 3) is {cm!r}, "
+                            "not a number") from None
+        try:
+            bp = int(bp)
+        except ValueError:
+            raise DataError(f"line {number} of {path.name}: the base-pair position (field 4) is {bp!r}, "
+                            "not an integer") from None
+        if sid in first:
+            raise DataError(f"line {number} of {path.name} repeats the variant id {sid!r} of line {first[sid]}: "
+                            "variant ids must be unique (plink2 --set-all-var-ids can make them so)")
+        first[sid] = number
+        for key, value in zip(out, (chrom, sid, float(cm), bp, a1, a2)):
+            out[key].append(value)
+    return out
+
+
+def _read_fam(path: Path) -> dict[str, list]:
+    """The .fam's family and individual ids; a ``DataError`` names the line of a malformed entry or of an
+    individual id seen before."""
+    fid, iid, first = [], [], {}
+    for number, fields in _lines(path):
+        if len(fields) < 6:
+            raise DataError(f"line {number} of {path.name} has {len(fields)} field{'s' if len(fields) != 1 else ''} "
+                            f"but a .fam line has 6 ({FAM_FIELDS})")
+        if fields[1] in first:
+            raise DataError(f"line {number} of {path.name} repeats the individual id {fields[1]!r} of line "
+                            f"{first[fields[1]]}: individual ids (field 2) must be unique")
+        first[fields[1]] = number
+        fid.append(fields[0])
+        iid.append(fields[1])
+    return {"fid": fid, "iid": iid}
 
 
 def genotypes_from_frame(frame: pd.DataFrame) -> Genotypes:
     """Genotypes from a data frame: index = individual ids, one numeric column per marker (dosages)."""
     ids = tuple(format_level(v) for v in frame.index)
     _check_unique(ids, "individual id", "the genotype data frame's index")
-    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    names = [str(c) for c in frame.columns]
+    _check_unique(tuple(names), "marker column", "the genotype data frame")
+    bad = [(c, dtype) for c, dtype in frame.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
     if bad:
-        raise DataError(f"genotype column {str(bad[0])!r} is not numeric (dtype {frame[bad[0]].dtype})")
+        raise DataError(f"genotype column {str(bad[0][0])!r} is not numeric (dtype {bad[0][1]})")
     values = frame.to_numpy(dtype=np.float64)
     if np.isinf(values).any():
         raise DataError("genotypes have infinite values")
-    names = [str(c) for c in frame.columns]
-    _check_unique(tuple(names), "marker name", "the genotype data frame's columns")
     snps = pd.DataFrame({"snp": names, "chrom": "", "pos": np.arange(1, len(names) + 1),
                          "allele1": "", "allele0": ""})
     return Genotypes(ids, snps, values)
@@ -119,11 +207,6 @@ def match_individuals(genotypes: Genotypes, levels: list[str], name: str) -> tup
 
     rows = level_positions(levels, genotypes.ids, name, "the genotypes")
     return rows, len(genotypes.ids) - len(set(levels))
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as fh:
-        return sum(1 for line in fh if line.strip())
 
 
 def _check_unique(values: tuple[str, ...], what: str, where: str) -> None:

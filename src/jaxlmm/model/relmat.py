@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import ArgumentError, DataError
 from .naming import format_level
 
 SYMMETRY_TOL = 1e-8   # relative to max |K|
@@ -155,6 +155,23 @@ def relmat_term(matrix: RelationshipMatrix, levels: list[str]) -> RelmatTerm:
     T, method = factorize(sub.K, matrix.name)
     used = set(levels)
     return RelmatTerm(matrix.name, sub.K, T, method, tuple(lv for lv in matrix.levels if lv not in used), matrix)
+
+
+def relmat_argument(relmat) -> dict | None:
+    """``relmat=`` as given, checked before anything reads it: None (or an empty dict) or a dict from
+    grouping-factor names to matrices, ``{"id": K}``; anything else is an ``ArgumentError`` (a matrix
+    alone does not say which term it belongs to)."""
+    from collections.abc import Mapping
+
+    if relmat is None:
+        return None
+    if not isinstance(relmat, Mapping):
+        kind = type(relmat).__name__
+        hint = " alone" if hasattr(relmat, "shape") or isinstance(relmat, tuple) else ""
+        raise ArgumentError(f"relmat must be a dict from grouping-factor names to relationship matrices, such as "
+                            f"relmat={{'id': K}}; got a {kind}{hint}, which does not say which grouping factor "
+                            "it is for")
+    return dict(relmat) or None
 
 
 def check_relmat_names(relmat: dict, groups: list[str]) -> None:
