@@ -134,7 +134,9 @@ def correlation_table(fit) -> str:
 def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: str = "") -> str:
     """``print(summary(m))`` of lme4 (of lmerTest with a ``title_suffix`` and its ``coef_table``)."""
     method = "REML" if fit.reml else "maximum likelihood"
-    structured = getattr(fit, "structure_description", None)     # a StructuredResult's
+    from .structured_result import StructuredResult
+
+    structured = fit.structure_description if isinstance(fit, StructuredResult) else None
     if structured:          # no lme4 or lmerTest class: the structures and the residual model instead
         kind = structured
     else:
