@@ -191,3 +191,30 @@ def test_batch_html_shows_a_long_batch_in_part():
     batch = jaxlmm.lmer("~ 1 + (1 | g)", d, responses=[f"t{j}" for j in range(30)])
     out = batch._repr_html_()
     assert "t0" in out and "t29" in out and "t15" not in out and "..." in out      # first and last ten rows
+
+
+def test_cli_dispformula_and_the_covariance_parameters_table(tmp_path, capsys):
+    """S.8: ``--dispformula`` at the command line; a structured fit writes its covariance parameters (the
+    model's variances and correlations, not the optimizer's internal atanh(rho))."""
+    from jaxlmm.cli import main
+
+    sleep = jaxlmm.load_dataset("sleepstudy")
+    csv = tmp_path / "sleep.csv"
+    sleep.to_csv(csv, index=False)
+    out = tmp_path / "disp"
+    assert main(["fit", str(csv), "Reaction ~ Days + (1 | Subject)", "--dispformula", "~ Days",
+                 "--out", str(out), "--no-cache"]) == 0
+    table = pd.read_csv(out / "covariance_parameters.csv")
+    assert {"dispersion.(Intercept)", "dispersion.Days"} <= set(table["parameter"])
+    fit = jaxlmm.lmer("Reaction ~ Days + (1 | Subject)", sleep, dispformula="~ Days")
+    np.testing.assert_allclose(table["estimate"], fit.covariance_parameters["estimate"], rtol=1e-6)
+
+    out = tmp_path / "ar1"
+    sleep.assign(day=sleep["Days"].astype(str)).to_csv(csv, index=False)
+    assert main(["fit", str(csv), "Reaction ~ Days + ar1(0 + factor(Days) | Subject)", "--out", str(out),
+                 "--no-cache"]) == 0
+    table = pd.read_csv(out / "covariance_parameters.csv")
+    rho = table.loc[table["parameter"].str.contains("rho|cor", regex=True), "estimate"]
+    assert len(rho) >= 1 and np.all(np.abs(rho) <= 1)
+    assert (out / "theta.csv").exists()
+    capsys.readouterr()

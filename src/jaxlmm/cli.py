@@ -1,7 +1,9 @@
 """Command line: ``jaxlmm fit DATA.csv "FORMULA"`` and ``jaxlmm fit --example NAME``.
 
 The summary goes to standard output; with ``--out DIR`` the tables are written
-as CSV files (``fixef.csv``, ``ranef.csv``, ``varcorr.csv``, ``theta.csv``).
+as CSV files (``fixef.csv``, ``ranef.csv``, ``varcorr.csv``, ``theta.csv``; a fit with structured
+covariances or ``--dispformula`` also ``covariance_parameters.csv``: its variances, correlations and
+dispersion coefficients with Wald SEs).
 JAX's persistent compilation cache (``~/.cache/jaxlmm/jax`` or
 ``$JAXLMM_CACHE``) makes the second run of a model of the same shape skip
 compilation.
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "names written are replaced, every other file is left alone")
     fit.add_argument("--factors", metavar="COLS", default="",
                      help="comma-separated numeric columns to treat as factors (categorical)")
+    fit.add_argument("--dispformula", metavar="FORMULA",
+                     help='residual variance model, as glmmTMB\'s: log(variance) linear in the columns of a '
+                          'one-sided formula, e.g. "~ location" (one variance per level) or "~ x" (a trend)')
     fit.add_argument("--weights", metavar="COL", help="column of prior weights")
     fit.add_argument("--offset", metavar="COL", help="column holding an offset")
     fit.add_argument("--responses", metavar="PATTERN",
@@ -146,6 +151,7 @@ def _formula_columns(formula: str, columns) -> set[str]:
 
 
 FIT_FILES = ("fixef.csv", "ranef.csv", "varcorr.csv", "theta.csv")
+COVARIANCE_FILE = "covariance_parameters.csv"   # structured fits (and --dispformula) only
 BATCH_FILES = ("results.csv", "fixef.csv", "se.csv", "theta.csv", "diagnostics.csv", "varcorr.csv")
 
 
@@ -164,7 +170,15 @@ def _write_tables(fit, out: Path, force: bool, inputs=()) -> list[Path]:
     fixef["t_value"] = fixef["estimate"] / fixef["std_error"]
     theta = pd.DataFrame({"name": fit.theta_names, "theta": fit.theta})
     files = dict(zip(FIT_FILES, (fixef, fit.ranef, fit.varcorr, theta)))
+    if _structured(fit):    # theta.csv holds its optimizer's parameters (e.g. atanh rho): report the model's
+        files[COVARIANCE_FILE] = fit.covariance_parameters
     return write_tables(out, {name: (frame, False) for name, frame in files.items()}, force, inputs)
+
+
+def _structured(fit) -> bool:
+    from .results.structured_result import StructuredResult
+
+    return isinstance(fit, StructuredResult)
 
 
 def _relmats(specs: dict) -> dict | None:
@@ -203,7 +217,7 @@ def _cmd_batch(args, data, formula, name, traits) -> int:
         return run_distributed_batch(args, data, formula, name, traits)
     batch = lmer(formula, data, responses=traits, reml=not args.ml, weights=args.weights, offset=args.offset,
                  dtype="float32" if args.float32 else None, data_name=name, chunk_size=args.chunk_size,
-                 relmat=args.relmats)
+                 relmat=args.relmats, dispformula=args.dispformula)
     print(repr(batch))
     print(batch.diagnostics.head(20).to_string())
     if args.out:
@@ -234,14 +248,15 @@ def _cmd_fit(args) -> int:
     if args.out and not args.coordinator:
         from .output_dir import check_target
 
-        check_target(args.out, args.force, BATCH_FILES if traits is not None else FIT_FILES, _inputs(args))
+        check_target(args.out, args.force, BATCH_FILES if traits is not None else FIT_FILES + (COVARIANCE_FILE,),
+                     _inputs(args))
     if traits is not None:
         return _cmd_batch(args, data, formula, name, traits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", JaxlmmWarning)  # the summary prints the messages
         fit = lmer(formula, data, reml=not args.ml, weights=args.weights, offset=args.offset,
                    dtype="float32" if args.float32 else None, data_name=name, relmat=args.relmats,
-                   verbose=args.verbose)
+                   verbose=args.verbose, dispformula=args.dispformula)
     print(fit.summary(ddf=args.ddf))
     if args.relmats and fit._h2_term is not None:
         print(f"\nHeritability h2 = {fit.h2:.4f} (SE {fit.h2_se:.4f})")
