@@ -96,12 +96,14 @@ def fit_design_batch(model, names: list[str], Y: np.ndarray, *, start=None, chun
     valid = status == 0
     k = design.structure.ntheta
     p = design.X.shape[1]
-    options = NewtonOptions(max_iter=int(max_iter))
+    spectral_options = NewtonOptions(max_iter=int(max_iter))
+    options = model.engine.newton_options(max_iter)       # the general path's (a large dense part: damped)
     if model.optimizer is not None or model.trace:   # the general path's loop: any optimizer, a trace
         if spectral is True:
             raise ValueError("spectral=True uses its own Newton optimizer: drop optimizer= and trace=, or spectral")
         spectral = False
         options = options._replace(trace=True) if model.optimizer is None else model.first_order_options
+        spectral_options = options
     h2_term = heritability_term(design)
 
     obs = ~np.isnan(Y)
@@ -134,7 +136,7 @@ def fit_design_batch(model, names: list[str], Y: np.ndarray, *, start=None, chun
                 bar.update(1)
         if spectral_idx.size:
             for sel, res in fit_spectral(design, layout, Yt, W, spectral_idx, reml=reml, np_dtype=np_dtype,
-                                         options=options, chunk_size=chunk_size, device=device,
+                                         options=spectral_options, chunk_size=chunk_size, device=device,
                                          devices=devs, mesh=mesh).items():
                 _scatter(out, np.asarray(sel), res)
             if bar is not None:

@@ -176,9 +176,7 @@ def _write_tables(fit, out: Path, force: bool, inputs=()) -> list[Path]:
 
 
 def _structured(fit) -> bool:
-    from .results.structured_result import StructuredResult
-
-    return isinstance(fit, StructuredResult)
+    return fit.kind == "structured"
 
 
 def _relmats(specs: dict) -> dict | None:

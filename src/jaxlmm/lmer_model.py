@@ -4,9 +4,11 @@ lme4's pipeline is ``lFormula -> mkLmerDevfun -> optimizeLmer -> mkMerMod``;
 a ``Model`` is the second stage made an object that the others hang from:
 
 - it holds the ``Design`` (``lFormula``'s output: arrays and names), the
-  core's ``ModelData``, the small-model ``DenseSystem`` or the blocked
-  ``CrossProducts`` (whichever the model's size calls for, formed on first
-  use) and the factorization plan;
+  options, and the engine that fits it (``engines/``: chosen once, by
+  ``select_engine``), with what the engine prepares from the data (the
+  core's ``ModelData``, the small-model ``DenseSystem``, the blocked
+  ``CrossProducts`` or the marginal model, each formed on first use) and the
+  factorization plan;
 - ``model.objective`` (also ``model(theta)``) is the profiled REML criterion or
   ML deviance as a pure JAX function of theta (``mkLmerDevfun``);
 - ``model.fit()`` optimizes it and returns an ``LmerResult`` (``optimizeLmer``
@@ -30,45 +32,22 @@ from ._x64 import float64_scope, working_dtype
 from .model.design import Design
 
 
-def _jitted(name: str):
-    """The compiled objective programs (one each, shared by all models)."""
-    import jax
-
-    if name not in _JITTED:
-        from .core.dense import dense_deviance
-        from .core.deviance import profiled_deviance
-
-        fn = {"dense": dense_deviance, "block": profiled_deviance}[name]
-        _JITTED[name] = jax.jit(fn, static_argnames="reml")
-    return _JITTED[name]
-
-
-_JITTED: dict = {}
-
-
 def _cross_products_program(small: bool):
     """``crossprod.cross_products`` jitted; for a small model (the dense path's, which needs the blocked
     cross-products only for a profile) with ``dense_fit``'s quick-compile options: it runs once, on
     a few hundred rows."""
     import jax
 
-    key = ("cross_products", small)
-    if key not in _JITTED:
+    if small not in _CROSS_PRODUCTS:
         from .core.crossprod import cross_products
         from .core.dense_fit import OPTIONS, compiler_options
 
-        _JITTED[key] = jax.jit(cross_products, compiler_options=OPTIONS[compiler_options(1)] if small else None)
-    return _JITTED[key]
+        _CROSS_PRODUCTS[small] = jax.jit(cross_products,
+                                         compiler_options=OPTIONS[compiler_options(1)] if small else None)
+    return _CROSS_PRODUCTS[small]
 
 
-def dense_eligible(design: Design) -> bool:
-    """Small models go through the dense program shared by all structures (``core/dense.py``)."""
-    from .core.dense_layout import fits_dense
-
-    if design.structure.structured or design.covariances or design.dispformula is not None:
-        return False            # the dense programs take lambda linear in theta (structured terms: blocked path)
-    q = sum(len(t.factor.levels) * len(t.columns) for t in design.terms)
-    return fits_dense(q, design.X.shape[1])
+_CROSS_PRODUCTS: dict = {}
 
 
 def dense_model(design: Design, dtype):
@@ -114,7 +93,11 @@ class Model:
             optimizer_kind(optimizer)  # a clear error for an object that is not an optimizer
         self.trace = bool(trace)
         self.offset_arg, self.data_name = offset_arg, data_name
+        from .engines import select_engine
+
+        self.engine = select_engine(design, optimizer=optimizer, trace=self.trace)
         self._data = self._cross_products = self._dense = self._plan = None
+        self._marginal = self._marginal_fn = None
 
     # ----------------------------------------------------------------- the model's arrays
     def for_design(self, design: Design, **changes) -> "Model":
@@ -152,20 +135,9 @@ class Model:
         return self._data
 
     @property
-    def is_dense(self) -> bool:
-        return dense_eligible(self.design)
-
-    @property
-    def is_marginal(self) -> bool:
-        """Structured covariances or ``dispformula``: fitted by the marginal covariance (``core/marginal.py``)."""
-        from .model.structured_terms import is_marginal
-
-        return is_marginal(self.design)
-
-    @property
     def marginal(self):
         """The ``core.marginal.MarginalModel`` of a structured model."""
-        if getattr(self, "_marginal", None) is None:
+        if self._marginal is None:
             from .model.marginal_design import marginal_model
 
             self._marginal = marginal_model(self.design)
@@ -174,7 +146,7 @@ class Model:
     @property
     def dense(self):
         """``(DenseLayout, DenseSystem)`` of a small model, else None."""
-        if self._dense is None and self.is_dense:
+        if self._dense is None and self.engine.small:
             self._dense = dense_model(self.design, self.dtype)
         return self._dense
 
@@ -185,7 +157,7 @@ class Model:
             import jax
 
             with jax.enable_x64(True):
-                self._cross_products = _cross_products_program(self.is_dense)(self.data)
+                self._cross_products = _cross_products_program(self.engine.small)(self.data)
         return self._cross_products
 
     @property
@@ -199,38 +171,18 @@ class Model:
 
     @property
     def theta0(self) -> np.ndarray:
-        """lme4's start (a structured model: the fit's start of every parameter, ``marginal_entry``)."""
-        if self.is_marginal:
-            from .marginal_entry import start_values
-
-            return start_values(self, None)
-        return self.design.structure.theta0()
+        """The fit's default start (lme4's; a structured model: each structure's, ``marginal_entry``)."""
+        return self.engine.theta0(self)
 
     @property
     def lower(self) -> np.ndarray:
-        return self.marginal.lower() if self.is_marginal else self.design.structure.lower_bounds()
+        return self.engine.lower(self)
 
     @property
     def theta_names(self) -> list[str]:
-        from .model.naming import theta_names, unique_group_names
-
-        if self.is_marginal:
-            groups = unique_group_names([t.group for t in self.design.terms])
-            return ([f"{g}.{n}" for g, t in zip(groups, self.marginal.terms) for n in t.cov.names]
-                    + list(self.marginal.residual.names))
-        return [n for t in self.design.terms for n in theta_names(t.group, t.columns, t.cov)]
+        return self.engine.theta_names(self)
 
     # ----------------------------------------------------------------- the objective
-    def _evaluate(self, theta):
-        import jax.numpy as jnp
-
-        theta = jnp.asarray(theta, self.dtype)
-        if self.dense is None:
-            return _jitted("block")(theta, self.cross_products, reml=self.reml)
-        layout, system = self.dense
-        pad = jnp.zeros(theta.shape[:-1] + (layout.k_pad - layout.k,), theta.dtype)
-        return _jitted("dense")(jnp.concatenate([theta, pad], axis=-1), system, reml=self.reml)
-
     def _needs_scope(self, theta) -> bool:
         """Whether this call must enter a 64-bit scope of its own (a concrete call with x64 off).
 
@@ -249,36 +201,31 @@ class Model:
         return True
 
     def objective(self, theta):
-        """The profiled REML criterion (``reml``) or ML deviance at ``theta``: pure JAX.
+        """The criterion at ``theta`` (pure JAX): the profiled REML criterion (``reml``) or ML deviance.
 
-        For a structured model (``is_marginal``) ``theta`` is every parameter of ``StructuredResult``:
-        the terms' own parameters, then the residual SDs (``core/marginal_jax.py``)."""
+        For a structured model (the marginal engine) ``theta`` is every parameter of ``StructuredResult``:
+        the terms' own parameters, then the residual's (``core/marginal_jax.py``)."""
         import jax
 
-        if self.is_marginal:
-            return self._marginal_objective(theta)
         if not self._needs_scope(theta):
-            return self._evaluate(theta)
+            return self.engine.objective(self, theta)
         with jax.enable_x64(True):
-            return np.asarray(self._evaluate(theta))
+            return np.asarray(self.engine.objective(self, theta))
 
     __call__ = objective
 
-    def _marginal_objective(self, phi):
+    def marginal_criterion(self, phi):
+        """The marginal engine's criterion as a JAX function of all its parameters (built on first use)."""
         import jax
-        import jax.numpy as jnp
 
         from .core.marginal_jax import marginal_criterion
 
-        if getattr(self, "_marginal_fn", None) is None:
+        if self._marginal_fn is None:
             y = np.asarray(self.design.y, float) - np.asarray(self.design.offset, float)
             rows = np.flatnonzero((np.asarray(self.design.weights) > 0) & np.isfinite(y))
             with jax.enable_x64(True):
                 self._marginal_fn = marginal_criterion(self.marginal, y[rows], rows, self.reml)
-        if not self._needs_scope(phi):
-            return self._marginal_fn(jnp.asarray(phi, self.dtype))
-        with jax.enable_x64(True):
-            return np.asarray(self._marginal_fn(jnp.asarray(phi, jnp.float64)))
+        return self._marginal_fn(phi)
 
     def solve(self, theta):
         """beta, BLUPs, sigma, ... at ``theta`` (``jaxlmm.core.solution.Solution``), differentiable in theta."""
@@ -321,8 +268,6 @@ class Model:
         Default ``Y``: the design's own responses (a design built with ``responses=``).
         ``start``: theta to start every response from (a bootstrap starts from the fit's).
         """
-        from .batch_engine import fit_design_batch
-
         design = self.design
         if Y is not None:
             Y = np.asarray(Y, dtype=float)
@@ -331,9 +276,5 @@ class Model:
         Y = np.asarray(model.design.y, dtype=float)
         Y = Y[:, None] if Y.ndim == 1 else Y
         names = [f"trait{i}" for i in range(Y.shape[1])] if names is None else list(names)
-        if model.is_marginal:
-            from .structured_batch import fit_structured_batch
-
-            return fit_structured_batch(model, names, Y, start=start)
-        return fit_design_batch(model, names, Y, start=start, chunk_size=chunk_size, progress=progress,
-                                device=device, devices=devices, spectral=spectral)
+        return model.engine.fit_many(model, names, Y, start=start, chunk_size=chunk_size, progress=progress,
+                                     device=device, devices=devices, spectral=spectral)

@@ -34,12 +34,6 @@ class FitOutput(NamedTuple):
     trace: Trace | None = None
 
 
-def _large_dense(structure, p: int) -> bool:
-    from .linalg import RECURSIVE_MAX
-
-    return structure.q_dense + p + 1 > RECURSIVE_MAX
-
-
 def _minimize(cp, theta0, reml: bool, options, optimizer=None):
     """``(OptimResult, Trace or None)``: Newton (``options``: ``NewtonOptions``) or a first-order
     ``optimizer`` (``options``: ``FirstOrderOptions``) on the profiled criterion of ``cp``."""
@@ -47,8 +41,6 @@ def _minimize(cp, theta0, reml: bool, options, optimizer=None):
     objective = partial(profiled_deviance, cp=cp, reml=reml)
     if optimizer is not None:
         return minimize_first_order(objective, theta0, lower, optimizer, options, cp.structure.reflections())
-    if _large_dense(cp.structure, cp.p):
-        options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
     if options.trace:
         return minimize_newton_traced(objective, theta0, lower, options, cp.structure.reflections())
     return minimize_newton(objective, theta0, lower, options, cp.structure.reflections()), None

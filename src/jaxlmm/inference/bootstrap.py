@@ -88,23 +88,18 @@ def bootstrap(fit, nsim: int = 500, seed: int | None = None, use_u: bool = False
     if chunk_size is not None:
         count_argument(chunk_size, "chunk_size", 1)
     Y = simulate(fit, nsim, seed, use_u)
-    if func is None and fit.model.optimizer is None:
-        from . import bootstrap_host
-        from .bootstrap_lanes import bootstrap_lanes
-
-        if bootstrap_host.applies(fit):
-            table = bootstrap_host.bootstrap_host(fit, Y, chunk_size)
-        else:
-            table = bootstrap_lanes(fit, Y)
+    engine = fit.model.engine
+    if func is None:
+        table = engine.bootstrap(fit, Y, chunk_size)     # the engine's own replicate path, if it has one
         if table is not None:
             table.attrs.update(nsim=nsim, use_u=use_u)
             return table
-    if hasattr(fit, "marginal_satterthwaite_parts"):
+    elif not engine.supports_bootstrap_func:
         from ..errors import JaxlmmError
 
         raise JaxlmmError("bootstrap(func=...) of models with structured covariances or dispformula is not "
                           "supported yet; the default statistics are")
-    model = fit.model.sibling(trace=False) if getattr(fit.model, "trace", False) else fit.model  # no paths
+    model = fit.model.sibling(trace=False) if fit.model.trace else fit.model  # no paths
     batch = model.fit_many(Y, start=fit.theta, chunk_size=chunk_size, progress=progress)
     table = func(batch) if func is not None else replicate_table(batch)
     ok = batch.converged.to_numpy()

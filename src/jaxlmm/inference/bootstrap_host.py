@@ -60,15 +60,6 @@ def _program(name: str):
     return _PROGRAMS[key]
 
 
-def applies(fit) -> bool:
-    """Whether this path fits ``fit``'s replicates (``bootstrap`` uses it by default when it does)."""
-    from ..core.fit import _large_dense
-
-    model = fit.model
-    return (model.optimizer is None and not model.is_marginal and not getattr(model, "trace", False)
-            and not _large_dense(model.design.structure, model.design.X.shape[1]))
-
-
 LANES = 128  # replicates per program call: the problems still running are evaluated in calls of this size
 
 

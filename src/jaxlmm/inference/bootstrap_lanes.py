@@ -27,8 +27,8 @@ def bootstrap_lanes(fit, Y: np.ndarray) -> pd.DataFrame | None:
     from ..core.optimize import NewtonOptions
 
     design = fit.design
-    if not fit.model.is_marginal or np.any(np.asarray(design.weights) <= 0):
-        return None             # lme4's models: the compiled batch path is faster warm
+    if np.any(np.asarray(design.weights) <= 0):
+        return None             # rows without weight: the generic batch refit
     mm = fit.model.marginal
     phi0 = np.asarray(fit._phi, float)
     Yc = np.asarray(Y, float) - np.asarray(design.offset, float)[:, None]

@@ -67,24 +67,26 @@ def _dense_active(layout) -> np.ndarray:
     return active
 
 
-def _satterthwaite_dense(fit) -> SatterthwaiteParts:
+def satterthwaite_dense(fit) -> SatterthwaiteParts:
+    """The dense engine's Satterthwaite parts (``core/ddf_dense.py``)."""
     import jax
 
     from ..core.ddf_dense import satterthwaite_program
 
-    layout, system = fit._dense
+    layout, system = fit.model.dense
     varpar = np.append(layout.pad_theta(fit.theta), fit.sigma).astype(system.A.dtype)
     A, J, V = jax.device_get(satterthwaite_program(system, varpar, _dense_active(layout), np.asarray(fit.reml)))
     idx, p = _dense_varpar_index(layout), layout.p
     return SatterthwaiteParts(np.asarray(A)[np.ix_(idx, idx)], np.asarray(J)[idx][:, :p, :p], np.asarray(V)[:p, :p])
 
 
-def _kenward_roger_dense(fit) -> KenwardRogerParts:
+def kenward_roger_dense(fit) -> KenwardRogerParts:
+    """The dense engine's Kenward-Roger parts of a REML ``fit`` (``core/ddf_dense.py``)."""
     import jax
 
     from ..core.ddf_dense import kenward_roger_program
 
-    layout, system = fit._dense
+    layout, system = fit.model.dense
     gamma = np.zeros(layout.k_pad + 1)
     for t, lam in zip(layout.terms, fit.design.structure.lambdas_numpy(fit.theta)):
         cov = fit.sigma ** 2 * lam @ lam.T
@@ -100,45 +102,42 @@ def _kenward_roger_dense(fit) -> KenwardRogerParts:
     return KenwardRogerParts(Phi[:p, :p], PhiA[:p, :p], P[idx][:, :p, :p], W[np.ix_(idx, idx)])
 
 
+def satterthwaite_block(fit) -> SatterthwaiteParts:
+    """The blocked engine's Satterthwaite parts (``core/ddf_block.py``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ..core.ddf_block import satterthwaite_program
+
+    A, J, V, _ = satterthwaite_program(fit.cross_products, jnp.asarray(fit.theta), jnp.asarray(fit.sigma),
+                                       reml=fit.reml)
+    return SatterthwaiteParts(*(np.asarray(x) for x in jax.device_get((A, J, V))))
+
+
+def kenward_roger_block(fit) -> KenwardRogerParts:
+    """The blocked engine's Kenward-Roger parts of a REML ``fit`` (``core/ddf_block.py``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ..core.ddf_block import kenward_roger_program
+
+    Phi, PhiA, P, W, _ = kenward_roger_program(fit.cross_products, jnp.asarray(fit.theta), jnp.asarray(fit.sigma))
+    return KenwardRogerParts(*(np.asarray(x) for x in jax.device_get((Phi, PhiA, P, W))))
+
+
 def satterthwaite_parts(fit) -> SatterthwaiteParts:
-    """lmerTest's ingredients of ``fit`` (cached on the result)."""
-    if hasattr(fit, "marginal_satterthwaite_parts"):
-        return fit.marginal_satterthwaite_parts()
+    """lmerTest's ingredients of ``fit``, from its model's engine (cached on the result)."""
     cached = fit.__dict__.get("_satterthwaite")
-    if cached is None and getattr(fit, "_dense", None) is not None:
-        cached = fit.__dict__["_satterthwaite"] = _satterthwaite_dense(fit)
     if cached is None:
-        import jax
-        import jax.numpy as jnp
-
-        from ..core.ddf_block import satterthwaite_program
-
-        A, J, V, _ = satterthwaite_program(fit.cross_products, jnp.asarray(fit.theta), jnp.asarray(fit.sigma),
-                                           reml=fit.reml)
-        cached = SatterthwaiteParts(*(np.asarray(x) for x in jax.device_get((A, J, V))))
-        fit.__dict__["_satterthwaite"] = cached
+        cached = fit.__dict__["_satterthwaite"] = fit.model.engine.satterthwaite_parts(fit)
     return cached
 
 
 def kenward_roger_parts(fit) -> KenwardRogerParts:
-    """pbkrtest's ingredients of ``fit`` (cached on the result)."""
+    """pbkrtest's ingredients of ``fit``, from its model's engine (cached on the result)."""
     cached = fit.__dict__.get("_kenward_roger")
-    if cached is None and hasattr(fit, "marginal_kenward_roger_parts"):
-        cached = fit.__dict__["_kenward_roger"] = fit.marginal_kenward_roger_parts()
     if cached is None:
-        import jax
-        import jax.numpy as jnp
-
-        from ..core.ddf_block import kenward_roger_program
-
-        base = fit if fit.reml else fit.refit_reml()
-        if getattr(base, "_dense", None) is not None:
-            cached = fit.__dict__["_kenward_roger"] = _kenward_roger_dense(base)
-            return cached
-        Phi, PhiA, P, W, _ = kenward_roger_program(base.cross_products, jnp.asarray(base.theta),
-                                                   jnp.asarray(base.sigma))
-        cached = KenwardRogerParts(*(np.asarray(x) for x in jax.device_get((Phi, PhiA, P, W))))
-        fit.__dict__["_kenward_roger"] = cached
+        cached = fit.__dict__["_kenward_roger"] = fit.model.engine.kenward_roger_parts(fit)
     return cached
 
 

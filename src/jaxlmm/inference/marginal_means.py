@@ -81,7 +81,7 @@ def emmeans(fit, specs, ddf: str | None = None, level: float = 0.95) -> EMMeans:
     ``ddf`` defaults to Kenward-Roger (emmeans' default for lmer fits), or Satterthwaite for a model with
     structured covariances or ``dispformula``."""
     if ddf is None:
-        ddf = "satterthwaite" if hasattr(fit, "marginal_satterthwaite_parts") else "kenward-roger"
+        ddf = fit.model.engine.default_ddf
     ddf = normalize_ddf(ddf)
     specs = [specs] if isinstance(specs, str) else list(specs)
     grid, X = reference_grid(fit)

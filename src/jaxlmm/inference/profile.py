@@ -189,7 +189,7 @@ def profile(fit, level: float = 0.95) -> Profile:
     loops with one BLAS thread, ``core/threads.py``)."""
     from ..core.threads import small_blas
 
-    with small_blas(getattr(fit, "_dense", None) is not None):
+    with small_blas(fit.model.engine.small):
         return _profile(fit, level)
 
 

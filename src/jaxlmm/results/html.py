@@ -95,9 +95,7 @@ def fit_html(fit) -> str:
     blocks.append(("Scaled residuals:", pd.DataFrame([[f"{v:.4f}" for v in q]],
                                                     columns=["Min", "1Q", "Median", "3Q", "Max"]), False))
     blocks.append(("Random effects:", random_effects_frame(fit), False))
-    from .structured_result import StructuredResult
-
-    if isinstance(fit, StructuredResult):     # lme4's summary has no such table: its fits show VarCorr only
+    if fit.kind == "structured":     # lme4's summary has no such table: its fits show VarCorr only
         cp = fit.covariance_parameters
         shown = pd.DataFrame({"Group": cp["grp"], "Structure": cp["structure"], "Parameter": cp["parameter"],
                               "Estimate": _column(cp["estimate"].to_numpy()),

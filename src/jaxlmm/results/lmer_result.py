@@ -39,6 +39,8 @@ class LmerResult:
     ``bic``, ``fitted``, ``residuals()``, ``predict()``, ``summary()``.
     """
 
+    kind = "lme4"   # the model class, by type: "structured" for ``StructuredResult``
+
     def __init__(self, model, output, *, optimizer: str = "newton"):
         self.model = model          # the ``lmer_model.Model`` that was fitted
         self._out = _numpy_tree(output)
@@ -54,11 +56,6 @@ class LmerResult:
     def _fit_options(self) -> dict:
         m = self.model
         return dict(dtype=m.requested_dtype, max_iter=m.max_iter, optimizer=m.optimizer)
-
-    @property
-    def _dense(self):
-        """(DenseLayout, DenseSystem) when fitted by the small-model programs, else None."""
-        return self.model.dense if self.model.optimizer is None else None
 
     @property
     def plan(self):
@@ -339,7 +336,6 @@ class LmerResult:
         import jax.numpy as jnp
 
         from ..core.deviance import profiled_deviance
-        from ..core.fit import _large_dense
         from ..core.heritability import heritability, heritability_se
         from ..core.optimize import value_grad_hessian
 
@@ -347,7 +343,7 @@ class LmerResult:
         if k is None:
             return float("nan"), float("nan")
         theta = jnp.asarray(self.theta)
-        reml, sequential = bool(self.reml), _large_dense(self.design.structure, self.design.X.shape[1])
+        reml, sequential = bool(self.reml), self.model.engine.large
 
         def hessian(th, cp):
             return value_grad_hessian(lambda t: profiled_deviance(t, cp=cp, reml=reml), th, sequential)[2]

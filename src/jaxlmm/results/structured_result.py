@@ -29,6 +29,8 @@ RESIDUAL_BOUND = 1e-5   # a residual SD at most this times the response's SD is 
 class StructuredResult(LmerResult):
     """A fitted model with structured covariances (module docstring)."""
 
+    kind = "structured"
+
     @property
     def _marginal(self):
         return self.model.marginal

@@ -134,9 +134,7 @@ def correlation_table(fit) -> str:
 def format_summary(fit, coef_table: pd.DataFrame | None = None, title_suffix: str = "") -> str:
     """``print(summary(m))`` of lme4 (of lmerTest with a ``title_suffix`` and its ``coef_table``)."""
     method = "REML" if fit.reml else "maximum likelihood"
-    from .structured_result import StructuredResult
-
-    structured = fit.structure_description if isinstance(fit, StructuredResult) else None
+    structured = fit.structure_description if fit.kind == "structured" else None
     if structured:          # no lme4 or lmerTest class: the structures and the residual model instead
         kind = structured
     else:

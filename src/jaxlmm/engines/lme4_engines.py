@@ -1,0 +1,152 @@
+"""lme4's models -- unstructured and diagonal terms, relationship matrices, prior weights -- on the
+profiled criterion of lme4 (theta relative to sigma; beta and sigma profiled out): two engines.
+
+- ``DenseEngine``: small models.  The penalized system ``[L'Z'ZL + I, ...; X'X ...]`` is one dense
+  matrix padded to a size bucket (``core/dense_layout.py``), its block log-determinants have closed-form
+  gradients and Hessians (``core/dense.py``), and the host driver of the Newton kernel runs on them
+  (``core/dense_fit.py``): every model of one bucket shares the same compiled programs.
+- ``BlockedEngine``: larger models.  The cross-products are blocked by the first term's levels (its
+  diagonal blocks), the rest dense or sparse (``core/crossprod.py``, ``core/schur*.py``); the whole fit
+  is one jitted program (``core/fit.py``) with the in-jit driver of the Newton kernel, or an optax /
+  optimistix optimizer.  With a large dense part (``large``) the Hessian is formed column by column,
+  and the line search raises a Levenberg-Marquardt damping and keeps an interior floor.
+
+Both give the same criterion; the selector (``select.py``) chooses by size and options.  The parts of
+Satterthwaite's and Kenward-Roger's formulas come from each engine's own programs
+(``inference/ddf.py``, ``core/ddf_block.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Engine
+
+
+class _Lme4Engine(Engine):
+    """What both lme4 engines share: the parameters, the batch path, the blocked programs' ddf parts."""
+
+    def __init__(self, large: bool = False):
+        self.large = bool(large)    # the blocked structure's dense part is large (core/linalg.RECURSIVE_MAX)
+
+    def __repr__(self) -> str:
+        return f"<jaxlmm engine {self.name!r}{' (large dense part)' if self.large else ''}>"
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.large == self.large
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.large))
+
+    def newton_options(self, max_iter: int, trace: bool = False):
+        """The Newton kernel's options for this engine's programs (single fits and batches)."""
+        from ..core.optimize import NewtonOptions
+
+        options = NewtonOptions(max_iter=int(max_iter), trace=bool(trace))
+        if self.large:      # a costly Hessian, cheap criterion values (core/optimize.py)
+            options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
+        return options
+
+    def check_memory(self, model, verbose: bool) -> None:
+        from ..model.memory import check_memory
+
+        itemsize = np.dtype(model.dtype).itemsize
+        check_memory(model.design, itemsize, sparse_ok=True)
+        plan = model.plan
+        check_memory(model.design, itemsize, need=plan.bytes_peak)
+        if verbose:
+            print(plan, flush=True)
+
+    def _block_objective(self, model, theta):
+        import jax.numpy as jnp
+
+        return _jitted("block")(jnp.asarray(theta, model.dtype), model.cross_products, reml=model.reml)
+
+    def satterthwaite_parts(self, fit):
+        from ..inference.ddf import satterthwaite_block
+
+        return satterthwaite_block(fit)
+
+    def kenward_roger_parts(self, fit):
+        from ..inference.ddf import kenward_roger_block
+
+        return kenward_roger_block(fit if fit.reml else fit.refit_reml())
+
+    def bootstrap(self, fit, Y, chunk_size):
+        """Replicates as lanes of the host Newton loop on the blocked programs (``bootstrap_host``)."""
+        model = fit.model
+        if self.large or model.optimizer is not None or model.trace:
+            return None
+        from ..inference.bootstrap_host import bootstrap_host
+
+        return bootstrap_host(fit, Y, chunk_size)
+
+
+class DenseEngine(_Lme4Engine):
+    """Small models on the dense programs shared by size bucket (module docstring)."""
+
+    name = "dense"
+    small = True
+
+    def objective(self, model, theta):
+        import jax.numpy as jnp
+
+        layout, system = model.dense
+        theta = jnp.asarray(theta, model.dtype)
+        pad = jnp.zeros(theta.shape[:-1] + (layout.k_pad - layout.k,), theta.dtype)
+        return _jitted("dense")(jnp.concatenate([theta, pad], axis=-1), system, reml=model.reml)
+
+    def fit(self, model, start):
+        from ..core.threads import small_blas
+        from ..fit_single import dense_fit
+
+        with small_blas():
+            return dense_fit(model, self.start(model, start)), "newton"
+
+    def satterthwaite_parts(self, fit):
+        from ..inference.ddf import satterthwaite_dense
+
+        return satterthwaite_dense(fit)
+
+    def kenward_roger_parts(self, fit):
+        from ..inference.ddf import kenward_roger_dense
+
+        return kenward_roger_dense(fit if fit.reml else fit.refit_reml())
+
+
+class BlockedEngine(_Lme4Engine):
+    """Larger models, and any model fitted with an optax/optimistix optimizer or a trace (module docstring)."""
+
+    name = "blocked"
+
+    def objective(self, model, theta):
+        return self._block_objective(model, theta)
+
+    def fit(self, model, start):
+        import jax.numpy as jnp
+
+        from ..core.fit import fit_program, fit_program_optax, run_fit_program
+
+        theta0 = jnp.asarray(self.start(model, start), model.dtype)
+        if model.optimizer is not None:
+            return (fit_program_optax(model.data, theta0, model.optimizer, reml=model.reml,
+                                      options=model.first_order_options), model.optimizer_name)
+        options = self.newton_options(model.max_iter, model.trace)
+        program = fit_program if model.trace else run_fit_program
+        return program(model.data, theta0, reml=model.reml, options=options), "newton"
+
+
+def _jitted(name: str):
+    """The compiled objective programs (one each, shared by all models)."""
+    import jax
+
+    if name not in _JITTED:
+        from ..core.dense import dense_deviance
+        from ..core.deviance import profiled_deviance
+
+        fn = {"dense": dense_deviance, "block": profiled_deviance}[name]
+        _JITTED[name] = jax.jit(fn, static_argnames="reml")
+    return _JITTED[name]
+
+
+_JITTED: dict = {}

@@ -1,0 +1,82 @@
+"""Structured covariances (glmmTMB's ``us diag cs ar1 ou exp gau`` and user covariances) and
+``dispformula``: the marginal criterion of ``y ~ N(X beta, V(phi))`` in absolute parameters
+(``core/marginal.py``), fitted by the host driver of the Newton kernel (``core/marginal_fit.py``).
+
+The parameters ``phi`` are each term's own (ar1's ``(sd, a)``, exp's ``(sd, log range)``, ...) and
+the residual's (one SD, or the dispersion coefficients), with upper bounds where a structure has
+them; the result is a ``StructuredResult``; fixed effects default to Satterthwaite's df, as glmmTMB
+reports z tests and lmerTest's formula applies to any covariance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Engine
+
+
+class MarginalEngine(Engine):
+    name = "marginal"
+    default_ddf = "satterthwaite"
+    supports_bootstrap_func = False
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self).__name__)
+
+    def theta0(self, model) -> np.ndarray:
+        from ..marginal_entry import start_values
+
+        return start_values(model, None)
+
+    def start(self, model, start) -> np.ndarray:
+        from ..marginal_entry import start_values
+
+        return start_values(model, start)
+
+    def lower(self, model) -> np.ndarray:
+        return model.marginal.lower()
+
+    def upper(self, model) -> np.ndarray:
+        return model.marginal.upper()
+
+    def theta_names(self, model) -> list[str]:
+        from ..model.naming import unique_group_names
+
+        groups = unique_group_names([t.group for t in model.design.terms])
+        return ([f"{g}.{n}" for g, t in zip(groups, model.marginal.terms) for n in t.cov.names]
+                + list(model.marginal.residual.names))
+
+    def objective(self, model, theta):
+        import jax.numpy as jnp
+
+        return model.marginal_criterion(jnp.asarray(theta, model.dtype))
+
+    def fit(self, model, start):
+        from ..marginal_entry import fit_marginal_model
+
+        return fit_marginal_model(model, start), "newton"
+
+    @property
+    def result_type(self):
+        from ..results.structured_result import StructuredResult
+
+        return StructuredResult
+
+    def fit_many(self, model, names, Y, *, start=None, **options):
+        from ..structured_batch import fit_structured_batch
+
+        return fit_structured_batch(model, names, Y, start=start)
+
+    def satterthwaite_parts(self, fit):
+        return fit.marginal_satterthwaite_parts()
+
+    def kenward_roger_parts(self, fit):
+        return fit.marginal_kenward_roger_parts()
+
+    def bootstrap(self, fit, Y, chunk_size):
+        from ..inference.bootstrap_lanes import bootstrap_lanes
+
+        return bootstrap_lanes(fit, Y)
