@@ -218,3 +218,17 @@ def test_cli_dispformula_and_the_covariance_parameters_table(tmp_path, capsys):
     assert len(rho) >= 1 and np.all(np.abs(rho) <= 1)
     assert (out / "theta.csv").exists()
     capsys.readouterr()
+
+
+def test_diagnostics_counts_compilations():
+    """O.6: one public compile counter: a new shape compiles, the same shape again does not."""
+    import jax.numpy as jnp
+
+    with jaxlmm.diagnostics.count_compilations() as first:
+        jax_fn = __import__("jax").jit(lambda x: jnp.sin(x) * 3.0)
+        jax_fn(jnp.ones(7))
+    with jaxlmm.diagnostics.count_compilations() as again:
+        jax_fn(jnp.ones(7))
+    assert first.count >= 1 and again.count == 0
+    assert jaxlmm.diagnostics.compilations() >= first.count
+    assert jaxlmm.diagnostics.releases() >= 0

@@ -61,7 +61,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-_SUBMODULES = ("plot", "core")
+_SUBMODULES = ("plot", "core", "diagnostics")
 
 
 def __getattr__(name: str):

@@ -31,7 +31,8 @@ MAX_PROGRAMS = 2000       # without /proc: release after this many new executabl
 DEFAULT_FRACTION = 0.5    # of vm.max_map_count
 
 _lock = threading.Lock()
-_state = {"installed": False, "new": 0, "since_release": 0, "releases": 0, "fraction": DEFAULT_FRACTION}
+_state = {"installed": False, "new": 0, "since_release": 0, "total": 0, "releases": 0,
+          "fraction": DEFAULT_FRACTION}
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
@@ -40,6 +41,7 @@ def _on_event(event: str, duration: float, **kwargs) -> None:
         with _lock:
             _state["new"] += 1
             _state["since_release"] += 1
+            _state["total"] += 1
 
 
 def install() -> None:
@@ -77,6 +79,11 @@ def map_limit() -> int:
             return int(fh.read().strip())
     except (OSError, ValueError):
         return 65530
+
+
+def compilations() -> int:
+    """Executables compiled (or loaded from the persistent cache) since ``install``."""
+    return _state["total"]
 
 
 def releases() -> int:
