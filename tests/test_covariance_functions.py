@@ -182,7 +182,7 @@ def test_covariance_constructor_checks():
 def test_block_evaluation_equals_the_dense_one(case, folder):
     """V block-diagonal over subjects (marginal_blocks.py) gives the dense formulas' numbers."""
     from jaxlmm.core.marginal import evaluate, evaluate_dense
-    from jaxlmm.marginal_entry import start_values
+    from jaxlmm.model.marginal_design import start_values
 
     ref, data = _structured_case(case, folder)
     model = jaxlmm.Model(jaxlmm.build_design(ref["formula"], data, dispformula=ref.get("dispformula")))

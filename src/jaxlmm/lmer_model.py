@@ -171,7 +171,7 @@ class Model:
 
     @property
     def theta0(self) -> np.ndarray:
-        """The fit's default start (lme4's; a structured model: each structure's, ``marginal_entry``)."""
+        """The fit's default start (lme4's; a structured model: each structure's, ``model.marginal_design.start_values``)."""
         return self.engine.theta0(self)
 
     @property

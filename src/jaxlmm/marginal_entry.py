@@ -22,45 +22,13 @@ class MarginalOutput(NamedTuple):
     phi_cov: np.ndarray  # 2 H^-1 on the free parameters
 
 
-def start_values(model, start) -> np.ndarray:
-    """The fit's start: ``start`` as given, or each structure's default scaled to the response."""
-    from .model.marginal_design import response_scale
-
-    mm = model.marginal
-    if start is not None:
-        phi0 = np.asarray(start, float).reshape(-1)
-        if phi0.shape != (mm.n_params,):
-            raise ValueError(f"start must have {mm.n_params} values (the term parameters, then the residual "
-                             f"parameters), got {phi0.shape[0]}")
-        return check_user_covariances(mm, np.clip(phi0, mm.lower(), mm.upper()))
-    observed = (np.asarray(model.design.weights) > 0) & np.isfinite(np.asarray(model.design.y, float))
-    return check_user_covariances(mm, np.clip(mm.start(response_scale(model.design, np.asarray(model.design.y, float),
-                                                                      observed)), mm.lower(), mm.upper()))
-
-
-def check_user_covariances(mm, phi: np.ndarray, at_start: bool = True) -> np.ndarray:
-    """Every user-written covariance of ``mm`` evaluated at ``phi`` (``covfuns.check_at_start``: an (S, S)
-    finite, symmetric, positive semi-definite matrix with finite derivatives; at the estimate the matrix
-    only); ``phi`` unchanged."""
-    from .core.covfuns import check_at_start, check_matrix
-
-    for t, off in zip(mm.terms, mm.offsets):
-        if t.cov.origin is None:
-            continue
-        p = phi[off:off + t.cov.n_params]
-        if at_start:
-            check_at_start(t.cov, p, t.z.shape[1])
-        else:
-            check_matrix(t.cov, p, t.z.shape[1], "the estimate")
-    return phi
-
-
 def fit_marginal_model(model, start=None) -> MarginalOutput:
-    """Fit ``model`` (a ``lmer_model.Model`` whose design ``structured_terms.is_marginal``)."""
+    """Fit ``model`` (a ``Model`` of the marginal engine) from ``start`` (``marginal_design.start_values``)."""
     from .core.estimates import Solution
     from .core.marginal_fit import estimates, fit_marginal, parameter_covariance
     from .core.optimize import NewtonOptions, OptimResult
     from .core.parts import DevianceParts
+    from .model.marginal_design import check_user_covariances, start_values
 
     mm, design = model.marginal, model.design
     offset = np.asarray(design.offset, float)

@@ -34,8 +34,7 @@ def fit_structured_batch(model, names: list[str], Y: np.ndarray, start=None):
     from .core.marginal_fit import blas_threads, fit_marginal, parameter_covariance
     from .core.marginal import evaluate
     from .core.optimize import OptimResult
-    from .marginal_entry import check_user_covariances, start_values
-    from .model.marginal_design import response_scale
+    from .model.marginal_design import check_user_covariances, response_scale, start_values
     from .model.structured_terms import level_checked_terms
 
     mm, design = model.marginal, model.design

@@ -98,7 +98,6 @@ class DenseEngine(_Lme4Engine):
 
     def fit(self, model, start):
         from ..core.threads import small_blas
-        from ..fit_single import dense_fit
 
         with small_blas():
             return dense_fit(model, self.start(model, start)), "newton"
@@ -134,6 +133,32 @@ class BlockedEngine(_Lme4Engine):
         options = self.newton_options(model.max_iter, model.trace)
         program = fit_program if model.trace else run_fit_program
         return program(model.data, theta0, reml=model.reml, options=options), "newton"
+
+
+def dense_fit(model, theta0: np.ndarray):
+    """The dense engine's fit: the host driver of the Newton kernel on the dense programs
+    (``core.dense_fit.fit_dense``), the output in the blocked engine's layout (``core.fit.FitOutput``)."""
+    from ..core.dense_fit import fit_dense
+    from ..core.dense_layout import derivative_rows, per_term_solution
+    from ..core.fit import FitOutput
+    from ..core.optimize import NewtonOptions, OptimResult
+
+    design, data = model.design, model.data
+    structure = data.structure
+    layout, system = model.dense
+    transforms = [None if t.relmat is None else t.relmat.factor for t in design.terms]
+    dt = np.dtype(model.dtype)
+    lower = layout.pad_theta(structure.lower_bounds()).astype(dt)
+    reflections = layout.pad_reflections(structure.reflections()).astype(dt)
+    k = layout.k
+    res, sol = fit_dense(system, derivative_rows(system.lam_index, layout.k_pad), layout.pad_theta(theta0), lower,
+                         reflections, k, reml=model.reml, options=NewtonOptions(max_iter=model.max_iter))
+    optim = OptimResult(res.theta[:k], res.fun, res.grad[:k], res.n_iter, res.status, res.step)
+    solution = per_term_solution(sol, layout, [t.nlevels for t in structure.terms], transforms)
+    eta = np.asarray(data.offset) + np.asarray(data.X) @ solution.beta
+    for zk, rk, bk in zip(data.z, data.refs, solution.b):
+        eta = eta + np.sum(np.asarray(zk) * bk[np.asarray(rk)], axis=1)
+    return FitOutput(optim, solution, eta.astype(dt))
 
 
 def _jitted(name: str):

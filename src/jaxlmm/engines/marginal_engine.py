@@ -27,12 +27,12 @@ class MarginalEngine(Engine):
         return hash(type(self).__name__)
 
     def theta0(self, model) -> np.ndarray:
-        from ..marginal_entry import start_values
+        from ..model.marginal_design import start_values
 
         return start_values(model, None)
 
     def start(self, model, start) -> np.ndarray:
-        from ..marginal_entry import start_values
+        from ..model.marginal_design import start_values
 
         return start_values(model, start)
 

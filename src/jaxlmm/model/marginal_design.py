@@ -42,3 +42,34 @@ def response_scale(design, y: np.ndarray, observed: np.ndarray) -> float:
     dof = max(len(yy) - X.shape[1], 1)
     s = float(np.sqrt(r @ r / dof))
     return s if s > 0 else 1.0
+
+
+def start_values(model, start) -> np.ndarray:
+    """The fit's start: ``start`` as given, or each structure's default scaled to the response."""
+    mm = model.marginal
+    if start is not None:
+        phi0 = np.asarray(start, float).reshape(-1)
+        if phi0.shape != (mm.n_params,):
+            raise ValueError(f"start must have {mm.n_params} values (the term parameters, then the residual "
+                             f"parameters), got {phi0.shape[0]}")
+        return check_user_covariances(mm, np.clip(phi0, mm.lower(), mm.upper()))
+    observed = (np.asarray(model.design.weights) > 0) & np.isfinite(np.asarray(model.design.y, float))
+    return check_user_covariances(mm, np.clip(mm.start(response_scale(model.design, np.asarray(model.design.y, float),
+                                                                      observed)), mm.lower(), mm.upper()))
+
+
+def check_user_covariances(mm, phi: np.ndarray, at_start: bool = True) -> np.ndarray:
+    """Every user-written covariance of ``mm`` evaluated at ``phi`` (``covfuns.check_at_start``: an (S, S)
+    finite, symmetric, positive semi-definite matrix with finite derivatives; at the estimate the matrix
+    only); ``phi`` unchanged."""
+    from ..core.covfuns import check_at_start, check_matrix
+
+    for t, off in zip(mm.terms, mm.offsets):
+        if t.cov.origin is None:
+            continue
+        p = phi[off:off + t.cov.n_params]
+        if at_start:
+            check_at_start(t.cov, p, t.z.shape[1])
+        else:
+            check_matrix(t.cov, p, t.z.shape[1], "the estimate")
+    return phi
