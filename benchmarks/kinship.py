@@ -79,7 +79,7 @@ def main() -> None:
     import jax
 
     import jaxlmm
-    from jaxlmm.spectral_batch import eigen
+    from jaxlmm.many.spectral import eigen
 
     k_path, traits_path = SHARED / "bench" / "kinship_K.csv", SHARED / "bench" / "kinship_traits.csv"
     K = pd.read_csv(k_path, index_col=0)

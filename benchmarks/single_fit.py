@@ -74,7 +74,7 @@ def main() -> None:
 
     proc = {}
     # the installed console script, else the same entry point through this interpreter
-    cli = [shutil.which("jaxlmm")] if shutil.which("jaxlmm") else [sys.executable, "-m", "jaxlmm.cli"]
+    cli = [shutil.which("jaxlmm")] if shutil.which("jaxlmm") else [sys.executable, "-m", "jaxlmm.cli.main"]
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "JAXLMM_CACHE": cache}
         subprocess.run([*cli, "fit", "--example", "sleepstudy"], capture_output=True, check=True, env=env)

@@ -22,7 +22,7 @@ from _common import SHARED, machine, write_results
 CHILD = r"""
 import json, sys, time, warnings
 import pandas as pd
-import jaxlmm, jaxlmm.fitting
+import jaxlmm, jaxlmm.fitting.lmer
 warnings.simplefilter("ignore")
 which, shared = sys.argv[1], sys.argv[2]
 if which == "traits":

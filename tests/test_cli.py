@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxlmm.cli import main
+from jaxlmm.cli.main import main
 
 
 def test_example_sulfur(capsys):
@@ -65,7 +65,7 @@ def test_errors_are_messages(tmp_path, capsys):
 
 
 def test_help_documents_commands():
-    out = subprocess.run([sys.executable, "-m", "jaxlmm.cli", "fit", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "jaxlmm.cli.main", "fit", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     for piece in ["--example", "--ml", "--out", "--factors", "sleepstudy", "sulfur"]:
         assert piece in out.stdout

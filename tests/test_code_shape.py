@@ -8,7 +8,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "jaxlmm"
 
 # lower rank = lower layer; a module may import modules of its own rank or lower
-LAYERS = {"base": 0, "core": 1, "model": 2, "inference": 3, "results": 4, "entry": 5}
+LAYERS = {"base": 0, "core": 1, "model": 2, "inference": 3, "results": 4, "parallel": 5, "many": 6, "engines": 7,
+          "fitting": 8, "plot": 9, "gwas": 10, "cli": 11, "entry": 12}
+SPECIAL = {"_config": LAYERS["core"]}   # process settings: the cache folder (core.cache_safety), XLA flags
 BASE = {"errors", "_x64", "_program_budget", "datasets"}
 
 
@@ -29,6 +31,8 @@ def _layer(module: str) -> int:
     head = parts[1]
     if head in BASE:
         return LAYERS["base"]
+    if head in SPECIAL:
+        return SPECIAL[head]
     return LAYERS.get(head, LAYERS["entry"])
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import jaxlmm
 from jaxlmm import DataError, FormulaError
-from jaxlmm.cli import main
+from jaxlmm.cli.main import main
 from jaxlmm.core import aot, cache_safety
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -300,7 +300,7 @@ def test_out_folder_is_written_whole_and_never_in_place(data, tmp_path, capsys):
 
 
 def test_failed_write_leaves_the_old_folder_untouched(tmp_path):
-    from jaxlmm.output_dir import write_tables
+    from jaxlmm.cli.output_dir import write_tables
 
     out = tmp_path / "out"
     write_tables(out, {"a.csv": (pd.DataFrame({"x": [1]}), False)})

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import jaxlmm
-from jaxlmm.cli import main
+from jaxlmm.cli.main import main
 from jaxlmm.errors import ArgumentError, DataError
 
 pytestmark = pytest.mark.usefixtures("x64")

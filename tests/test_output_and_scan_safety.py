@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 import jaxlmm
-from jaxlmm.cli import main
+from jaxlmm.cli.main import main
 from jaxlmm.errors import JaxlmmError
-from jaxlmm.output_dir import TEMP_PREFIX, OutputDirError, write_tables
+from jaxlmm.cli.output_dir import TEMP_PREFIX, OutputDirError, write_tables
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -243,7 +243,7 @@ def test_scan_does_not_depend_on_the_scale_of_K(pheno, genotypes, relmat):
 def test_lambda_at_an_end_of_the_range_is_not_converged(pheno, genotypes, relmat):
     """No relatedness (``noise``): REML lambda ~0, at the lower end -- at every scale of K.  A trait that is
     all genetic (no residual): at the upper end.  Neither is called converged; both keep their statistics."""
-    from jaxlmm.association import relmat_scale
+    from jaxlmm.gwas.association import relmat_scale
 
     rng = np.random.default_rng(3)
     L = np.linalg.cholesky(relmat.to_numpy() + 1e-9 * np.eye(N_IND))
@@ -306,7 +306,7 @@ def test_colliding_trait_names_get_distinct_files(scan_inputs, tmp_path):
 
 
 def test_file_stems_are_safe_and_unique():
-    from jaxlmm.scan_cli import file_stems
+    from jaxlmm.cli.scan import file_stems
 
     names = ["a/b", "a_b", "A_B", "..", ".hidden", "", "x" * 300, "ok-1.2"]
     stems = file_stems(names)

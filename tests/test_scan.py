@@ -65,7 +65,7 @@ def test_matches_gemma(exact, trait):
 
 
 def test_table_shape(exact):
-    from jaxlmm.association import RESULT_COLUMNS
+    from jaxlmm.gwas.association import RESULT_COLUMNS
 
     assert list(exact.columns) == RESULT_COLUMNS
     assert len(exact) == 5 * 302
@@ -142,7 +142,7 @@ def test_ids_must_be_genotyped(inputs):
 
 
 def test_cli_writes_tables_and_plots(tmp_path, inputs):
-    from jaxlmm.cli import main
+    from jaxlmm.cli.main import main
 
     pytest.importorskip("matplotlib")
     data, K = inputs
@@ -200,7 +200,7 @@ def test_sharded_over_two_devices_matches():
 def test_host_chunks_follow_free_memory(monkeypatch):
     """On the host, markers per chunk shrink (to multiples of 64) when n x chunk arrays would not fit."""
     import jaxlmm.model.memory as memory
-    from jaxlmm.association import CPU_SNP_CHUNK, host_snp_chunk
+    from jaxlmm.gwas.association import CPU_SNP_CHUNK, host_snp_chunk
 
     monkeypatch.setattr(memory, "available_bytes", lambda device=None: 8 << 30)
     assert host_snp_chunk(1000) == CPU_SNP_CHUNK

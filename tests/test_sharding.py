@@ -82,7 +82,7 @@ def test_two_process_distributed_equals_one_process(tmp_path):
     port = _free_port()
     procs = []
     for pid in range(2):
-        cmd = [sys.executable, "-m", "jaxlmm.cli", "fit", str(src), "~ Days + (1 | Subject)", "--responses",
+        cmd = [sys.executable, "-m", "jaxlmm.cli.main", "fit", str(src), "~ Days + (1 | Subject)", "--responses",
                "trait*", "--out", str(tmp_path / "dist"), "--no-cache", "--coordinator", f"127.0.0.1:{port}",
                "--num-processes", "2", "--process-id", str(pid)]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -276,7 +276,7 @@ def test_structured_batch_answers_batch_results_questions(sleep):
 
 def test_command_line_writes_a_structured_batch(sleep, tmp_path):
     """Before: `jaxlmm fit ... ar1(...) --responses ... --out` crashed (no to_frame / varcorr)."""
-    from jaxlmm.cli import main
+    from jaxlmm.cli.main import main
 
     data = sleep.assign(r2=sleep["Reaction"] + np.random.default_rng(0).normal(0, 5, len(sleep)))
     data.to_csv(tmp_path / "sleep.csv", index=False)

@@ -196,7 +196,7 @@ def test_batch_html_shows_a_long_batch_in_part():
 def test_cli_dispformula_and_the_covariance_parameters_table(tmp_path, capsys):
     """S.8: ``--dispformula`` at the command line; a structured fit writes its covariance parameters (the
     model's variances and correlations, not the optimizer's internal atanh(rho))."""
-    from jaxlmm.cli import main
+    from jaxlmm.cli.main import main
 
     sleep = jaxlmm.load_dataset("sleepstudy")
     csv = tmp_path / "sleep.csv"

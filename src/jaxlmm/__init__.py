@@ -21,9 +21,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it (loaded on first use, so that
 # ``import jaxlmm.core`` stays free of pandas and formulaic)
 _EXPORTS = {
-    "lmer": "fitting",
-    "deviance_function": "fitting",
-    "DevianceFunction": "fitting",
+    "lmer": "fitting.lmer",
+    "deviance_function": "fitting.lmer",
+    "DevianceFunction": "fitting.lmer",
     "build_design": "model.design",
     "lformula": "model.design",
     "LmerResult": "results.lmer_result",
@@ -42,7 +42,7 @@ _EXPORTS = {
     "EMMeans": "inference.marginal_means",
     "anova": "inference.anova_tables",
     "likelihood_ratio_test": "inference.anova_tables",
-    "Model": "lmer_model",
+    "Model": "fitting.model",
     "grm": "model.markers",
     "RelationshipMatrix": "model.relmat",
     "factorization_plan": "model.plan",
@@ -54,7 +54,7 @@ _EXPORTS = {
     "fit_function": "model.fit_function",
     "FitFunction": "model.fit_function",
     "FitState": "core.implicit",
-    "scan": "association",
+    "scan": "gwas.association",
     "read_plink": "model.plink",
 }
 

@@ -1,5 +1,5 @@
-"""``python -m jaxlmm``: the command line (``jaxlmm.cli``)."""
+"""``python -m jaxlmm``: the command line (``jaxlmm.cli.main``)."""
 
-from .cli import run
+from .cli.main import run
 
 run()

@@ -389,7 +389,7 @@ def _per_trait(fn, n_traits: int, *args):
     return jax.vmap(fn)(*args)
 
 
-# The device path's three steps are plain functions of a chunk of traits (leading axis); association.py
+# The device path's three steps are plain functions of a chunk of traits (leading axis); gwas/association.py
 # compiles them with ``sharding.on_mesh``: one program each, run per device on a mesh.
 EIGEN_SPLIT = (False, True)                      # which arguments have the trait axis
 PIECES_SPLIT = (True, True, False, True, True)

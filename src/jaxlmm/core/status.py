@@ -2,7 +2,7 @@
 
 Codes 0-5 are set by the optimizers (``optimize``, ``newton_host``); codes 10
 and up by a batch's checks of each trait before it is fitted
-(``jaxlmm.batch_engine.trait_checks``).  Each code has a short name (a batch's
+(``jaxlmm.many.engine.trait_checks``).  Each code has a short name (a batch's
 ``status`` column) and a message (lme4-style warnings and ``diagnostics``).
 The codes are plain ints (they enter compiled programs); ``Status`` is the same table
 as an ``IntEnum`` whose ``str`` is the name (``LmerResult.status``).

@@ -1,6 +1,6 @@
 """The engine interface: how one class of model is evaluated, fitted and made ready for inference.
 
-A ``Model`` (``lmer_model.py``) is a design, options, and the engine that ``select_engine`` chose for
+A ``Model`` (``fitting/model.py``) is a design, options, and the engine that ``select_engine`` chose for
 them once (``engines/select.py``, the only reader of the predicates that tell the classes apart).
 Everything downstream asks the engine, never the design or the result's attributes:
 
@@ -79,7 +79,7 @@ class Engine:
         return LmerResult
 
     def fit_many(self, model, names, Y, **options):
-        from ..batch_engine import fit_design_batch
+        from ..many.engine import fit_design_batch
 
         return fit_design_batch(model, names, Y, **options)
 

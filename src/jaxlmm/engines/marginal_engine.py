@@ -55,7 +55,7 @@ class MarginalEngine(Engine):
         return model.marginal_criterion(jnp.asarray(theta, model.dtype))
 
     def fit(self, model, start):
-        from ..marginal_entry import fit_marginal_model
+        from .marginal_fit import fit_marginal_model
 
         return fit_marginal_model(model, start), "newton"
 
@@ -66,7 +66,7 @@ class MarginalEngine(Engine):
         return StructuredResult
 
     def fit_many(self, model, names, Y, *, start=None, **options):
-        from ..structured_batch import fit_structured_batch
+        from ..many.structured import fit_structured_batch
 
         return fit_structured_batch(model, names, Y, start=start)
 

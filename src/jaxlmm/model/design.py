@@ -40,7 +40,7 @@ from .model_matrix import _compiled, _model_matrix, formula_offset
 from .naming import lme4_column_name
 from .structured_terms import checked_covariances, is_pos_term, pos_design, pos_variables, residual_groups
 
-# Part of this module's interface (predict.py, batch.py, anova_tables.py, marginal_means.py and
+# Part of this module's interface (predict.py, fitting/responses.py, anova_tables.py, marginal_means.py and
 # the tests import them from here): aliased_columns, formula_offset, GroupingFactor,
 # grouping_factor, _as_frame, _model_matrix, _numeric_vector.
 

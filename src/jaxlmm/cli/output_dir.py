@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import JaxlmmError
+from ..errors import JaxlmmError
 
 TEMP_PREFIX = ".jaxlmm-tmp-"
 

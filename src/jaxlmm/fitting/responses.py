@@ -2,7 +2,7 @@
 
 The responses are read (``response_matrix``: column names, an array or a data
 frame), the design is built once for all of them, and the ``Model`` fits them
-(``Model.fit_many``, ``batch_engine.py``).
+(``Model.fit_many``, ``many/engine.py``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._x64 import float64_scope
-from .errors import DataError
-from .model.design import build_design
+from .._x64 import float64_scope
+from ..errors import DataError
+from ..model.design import build_design
 
 
 def response_matrix(responses, data: pd.DataFrame) -> tuple[list[str], np.ndarray]:
@@ -68,8 +68,8 @@ def fit_batch(formula: str, data, responses, *, reml: bool = True, weights=None,
     starts its replicates from the fitted theta, as lme4's ``refit`` does.
     ``optimizer``, ``trace``: as for a single fit, per trait (the general path).
     """
-    from .lmer_model import Model
-    from .model.design import _as_frame
+    from .model import Model
+    from ..model.design import _as_frame
 
     frame = _as_frame(data)
     names, Y_all = response_matrix(responses, frame)

@@ -21,10 +21,10 @@ import sys
 
 import numpy as np
 
-from .core.status import CONSTANT_RESPONSE, LEVELS_VS_OBSERVATIONS, ONE_LEVEL, TOO_FEW_OBSERVATIONS, X_RANK_DEFICIENT
-from .model.design import Design, bucket, heritability_term
-from .sharding import chunks, on_mesh, put, resolve_devices, round_chunk, trait_mesh
-from .spectral_batch import MAX_MISSING_FRACTION, fit_spectral, missing_counts, spectral_layout
+from ..core.status import CONSTANT_RESPONSE, LEVELS_VS_OBSERVATIONS, ONE_LEVEL, TOO_FEW_OBSERVATIONS, X_RANK_DEFICIENT
+from ..model.design import Design, bucket, heritability_term
+from ..parallel.sharding import chunks, on_mesh, put, resolve_devices, round_chunk, trait_mesh
+from .spectral import MAX_MISSING_FRACTION, fit_spectral, missing_counts, spectral_layout
 
 
 def trait_checks(design: Design, Y: np.ndarray, terms=None) -> np.ndarray:
@@ -60,7 +60,7 @@ def trait_checks(design: Design, Y: np.ndarray, terms=None) -> np.ndarray:
 def default_chunk_size(design: Design, n_traits: int, dtype_bytes: int, device=None) -> int:
     """Traits per call: all of them (as a shape bucket) if they fit in a quarter of the
     free memory, else the largest power of two that does."""
-    from .model.memory import available_bytes, batch_bytes_per_trait
+    from ..model.memory import available_bytes, batch_bytes_per_trait
 
     per_trait = batch_bytes_per_trait(design, dtype_bytes)
     fits = int(available_bytes(device) // 4 // max(per_trait, 1))
@@ -83,8 +83,8 @@ def fit_design_batch(model, names: list[str], Y: np.ndarray, *, start=None, chun
     """Fit ``model`` to every column of ``Y`` (n x T, NaN = missing): a ``BatchResult`` that keeps the model."""
     import jax
 
-    from .core.optimize import NewtonOptions
-    from .results.batch_result import BatchResult
+    from ..core.optimize import NewtonOptions
+    from ..results.batch_result import BatchResult
 
     design, reml = model.design, model.reml
     T = Y.shape[1]
@@ -189,9 +189,9 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
     import jax
     import jax.numpy as jnp
 
-    from .core.fit import CPU_COMPILER_OPTIONS, fit_batch_program
+    from ..core.fit import CPU_COMPILER_OPTIONS, fit_batch_program
 
-    from .model.memory import check_memory
+    from ..model.memory import check_memory
 
     n_sel = idx.size
     check_memory(design, np_dtype.itemsize, device)  # at least one trait must fit

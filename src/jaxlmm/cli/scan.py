@@ -56,8 +56,8 @@ def run(args) -> int:
     ``DataError``) that ``cli.main`` reports as one line with exit status 2."""
     import pandas as pd
 
-    from .cli_inputs import check_column, fail, match_columns, numeric_columns, read_csv, read_relmat, relmat_spec
-    from .errors import count_argument
+    from .inputs import check_column, fail, match_columns, numeric_columns, read_csv, read_relmat, relmat_spec
+    from ..errors import count_argument
     from .output_dir import check_target, write_tables
 
     for flag, value in (("--snp-chunk", args.snp_chunk), ("--trait-chunk", args.trait_chunk)):
@@ -117,9 +117,9 @@ def run(args) -> int:
 
 def _genotypes(prefix: str):
     """``read_plink(prefix)``, its problems (a missing or malformed file) naming ``--bfile``."""
-    from .cli_inputs import fail
-    from .errors import DataError
-    from .model.plink import read_plink
+    from .inputs import fail
+    from ..errors import DataError
+    from ..model.plink import read_plink
 
     try:
         return read_plink(prefix)
@@ -129,7 +129,7 @@ def _genotypes(prefix: str):
 
 def _scan_and_write(args, formula, data, traits, relmat, out, genotypes) -> int:
     """Scan ``traits`` and write their tables and plots (and ``summary.csv``) to ``out``."""
-    from .association import scan
+    from ..gwas.association import scan
     from .output_dir import write_tables
 
     results = scan(formula, data, genotypes=genotypes, relmat=relmat, responses=traits, test=args.test,
@@ -146,7 +146,7 @@ def per_trait_files(results, test: str, plots: bool = True) -> dict:
     ``assoc_file`` column names each trait's table; its plots share the table's stem)."""
     import pandas as pd
 
-    from .association import TESTED_STATUSES
+    from ..gwas.association import TESTED_STATUSES
 
     shown = "wald" if test == "all" else test
     figures = _plot_module() if plots else None
@@ -172,7 +172,7 @@ def _plot_module():
         import matplotlib
 
         matplotlib.use("Agg")
-        from . import plot
+        from .. import plot
     except ImportError:
         print("jaxlmm: note: matplotlib is not installed; no plots written", file=sys.stderr)
         return None

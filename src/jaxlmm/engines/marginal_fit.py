@@ -24,11 +24,11 @@ class MarginalOutput(NamedTuple):
 
 def fit_marginal_model(model, start=None) -> MarginalOutput:
     """Fit ``model`` (a ``Model`` of the marginal engine) from ``start`` (``marginal_design.start_values``)."""
-    from .core.estimates import Solution
-    from .core.marginal_fit import estimates, fit_marginal, parameter_covariance
-    from .core.optimize import NewtonOptions, OptimResult
-    from .core.parts import DevianceParts
-    from .model.marginal_design import check_user_covariances, start_values
+    from ..core.estimates import Solution
+    from ..core.marginal_fit import estimates, fit_marginal, parameter_covariance
+    from ..core.optimize import NewtonOptions, OptimResult
+    from ..core.parts import DevianceParts
+    from ..model.marginal_design import check_user_covariances, start_values
 
     mm, design = model.marginal, model.design
     offset = np.asarray(design.offset, float)

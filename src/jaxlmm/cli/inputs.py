@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ArgumentError
+from ..errors import ArgumentError
 
 
 def fail(message: str):
@@ -142,8 +142,8 @@ def read_relmat(group: str, file: str, option: str = "--relmat") -> object:
     same on both axes) with every message naming the option and the file."""
     import pandas as pd
 
-    from .errors import DataError
-    from .model.relmat import as_relationship_matrix
+    from ..errors import DataError
+    from ..model.relmat import as_relationship_matrix
 
     what = f"{option} {group}={file}:"
     K = read_csv(file, f"{option} file", converters={0: str})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model.design import Design, bucket
+from ..model.design import Design, bucket
 
 MAX_MISSING_FRACTION = 0.5
 CPU_CHUNK = 8
@@ -75,7 +75,7 @@ def default_chunk_size(n: int, p: int, m: int, dtype_bytes: int, device=None) ->
     """
     import jax
 
-    from .model.memory import available_bytes
+    from ..model.memory import available_bytes
 
     dev = device if device is not None else jax.devices()[0]
     if dev.platform == "cpu":
@@ -94,8 +94,8 @@ def fit_spectral(design: Design, layout: SpectralLayout, Yt: np.ndarray, W: np.n
     import jax
     import jax.numpy as jnp
 
-    from .core.spectral import fit_spectral_program
-    from .sharding import chunks, on_mesh, put, round_chunk
+    from ..core.spectral import fit_spectral_program
+    from ..parallel.sharding import chunks, on_mesh, put, round_chunk
 
     order = layout.order
     X = design.X[order].astype(np_dtype)

@@ -8,7 +8,7 @@ partitioning the vmapped optimizer loop's stopping test (any trait still
 running) was an all-reduce across devices at every iteration.  Chunk sizes are
 rounded up to a multiple of the number of devices.
 
-Across hosts, ``jaxlmm.distributed`` splits the traits between processes
+Across hosts, ``jaxlmm.cli.distributed`` splits the traits between processes
 before this (each process shards its own slice over its local devices).
 """
 
@@ -82,7 +82,7 @@ def on_mesh(program, mesh, split: tuple, compiler_options=None, **static):
         return lambda *args: program(*args, **static)
     from functools import partial
 
-    from .core.per_device import per_device_program
+    from ..core.per_device import per_device_program
 
     key = (program, mesh, tuple(split), tuple(sorted(static.items())))
     if key not in _ON_MESH:

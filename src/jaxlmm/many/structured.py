@@ -24,18 +24,18 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ._x64 import float64_methods
-from .core.status import CONVERGED, STATUS_MESSAGES, STATUS_NAMES
+from .._x64 import float64_methods
+from ..core.status import CONVERGED, STATUS_MESSAGES, STATUS_NAMES
 
 
 def fit_structured_batch(model, names: list[str], Y: np.ndarray, start=None):
     """``StructuredBatchResult`` of the columns of ``Y`` (NaN = missing)."""
-    from .batch_engine import trait_checks
-    from .core.marginal_fit import blas_threads, fit_marginal, parameter_covariance
-    from .core.marginal import evaluate
-    from .core.optimize import OptimResult
-    from .model.marginal_design import check_user_covariances, response_scale, start_values
-    from .model.structured_terms import level_checked_terms
+    from .engine import trait_checks
+    from ..core.marginal_fit import blas_threads, fit_marginal, parameter_covariance
+    from ..core.marginal import evaluate
+    from ..core.optimize import OptimResult
+    from ..model.marginal_design import check_user_covariances, response_scale, start_values
+    from ..model.structured_terms import level_checked_terms
 
     mm, design = model.marginal, model.design
     offset = np.asarray(design.offset, float)
@@ -80,7 +80,7 @@ class StructuredBatchResult:
         self._valid = np.ones(len(self.traits), bool) if fitted is None else np.asarray(fitted, bool)
         self.reml = model.reml
         self.data_name = model.data_name
-        from .core.optimize import NewtonOptions
+        from ..core.optimize import NewtonOptions
 
         self.max_iter = NewtonOptions().max_iter       # fit_marginal's default, as the batch runs it
         self.path = np.where(self._valid, "marginal", "none").astype(object)
@@ -106,7 +106,7 @@ class StructuredBatchResult:
 
     @cached_property
     def theta_names(self) -> list[str]:
-        from .model.naming import unique_group_names
+        from ..model.naming import unique_group_names
 
         groups = unique_group_names([t.group for t in self.design.terms])
         return [f"{g}.{n}" for g, t in zip(groups, self.model.marginal.terms) for n in t.cov.names]
@@ -209,7 +209,7 @@ class StructuredBatchResult:
     @property
     def is_singular(self) -> pd.Series:
         """A term's standard deviation at (numerically) 0, as ``StructuredResult.is_singular``."""
-        from .results.lmer_result import SINGULAR_TOL
+        from ..results.lmer_result import SINGULAR_TOL
 
         mm = self.model.marginal
         scales = np.concatenate([off + np.asarray(t.cov.scales, int) for t, off in zip(mm.terms, mm.offsets)]
@@ -234,8 +234,8 @@ class StructuredBatchResult:
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         """``StructuredResult.varcorr`` of every trait, with a ``trait`` column (as ``BatchResult.varcorr``)."""
-        from .core.covariance import sd_and_cor
-        from .model.naming import unique_group_names
+        from ..core.covariance import sd_and_cor
+        from ..model.naming import unique_group_names
 
         frames = []
         groups = unique_group_names([t.group for t in self.design.terms])

@@ -34,7 +34,7 @@ shipped examples (jaxlmm fit --example NAME):
 
 
 def _examples_text() -> str:
-    from .datasets import DATASETS
+    from ..datasets import DATASETS
 
     return "\n".join(f"  {name:<16} {formula}" for name, (_, _, formula) in sorted(DATASETS.items()))
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     multi.add_argument("--process-id", type=int, metavar="K", help="this process's index, 0..N-1")
     fit.add_argument("--no-cache", action="store_true", help="do not use the persistent compilation cache")
     sub.add_parser("datasets", help="list the shipped example datasets")
-    from .scan_cli import add_parser as add_scan_parser
+    from .scan import add_parser as add_scan_parser
 
     add_scan_parser(sub)
     return parser
@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args):
     """The data, formula and name of ``jaxlmm fit``: a shipped example or a CSV file, with ``--factors``
     applied and the ``--weights`` and ``--offset`` columns checked."""
-    from .cli_inputs import check_column, fail, read_csv
-    from .datasets import DATASETS, example_formula, load_dataset
+    from .inputs import check_column, fail, read_csv
+    from ..datasets import DATASETS, example_formula, load_dataset
 
     if args.example:
         if args.example not in DATASETS:
@@ -129,8 +129,8 @@ def _load(args):
 
 def _grouping_columns(formula: str) -> set[str]:
     """The grouping-factor columns of ``formula`` (empty if it does not parse: the fit reports that)."""
-    from .errors import FormulaError
-    from .model.formula import parse_formula
+    from ..errors import FormulaError
+    from ..model.formula import parse_formula
 
     try:
         return {v for term in parse_formula(formula).random for v in term.group_vars}
@@ -140,8 +140,8 @@ def _grouping_columns(formula: str) -> set[str]:
 
 def _formula_columns(formula: str, columns) -> set[str]:
     """Every column ``formula`` names (variables and grouping factors)."""
-    from .errors import FormulaError
-    from .model.formula_grammar import tokenize
+    from ..errors import FormulaError
+    from ..model.formula_grammar import tokenize
 
     try:
         names = {t.text.strip("`") for t in tokenize(formula) if t.kind in ("name", "quoted")}
@@ -180,7 +180,7 @@ def _structured(fit) -> bool:
 
 
 def _relmats(specs: dict) -> dict | None:
-    from .cli_inputs import read_relmat
+    from .inputs import read_relmat
 
     return {group: read_relmat(group, file) for group, file in specs.items()} or None
 
@@ -188,9 +188,9 @@ def _relmats(specs: dict) -> dict | None:
 def _traits(args, data, formula: str, source: str) -> list[str]:
     """The columns ``--responses`` names: numeric, and neither a column of the formula nor the
     ``--weights`` or ``--offset`` column; the formula must then have no left side."""
-    from .cli_inputs import fail, match_columns, numeric_columns
-    from .errors import FormulaError
-    from .model.formula import parse_formula
+    from .inputs import fail, match_columns, numeric_columns
+    from ..errors import FormulaError
+    from ..model.formula import parse_formula
 
     try:
         response = parse_formula(formula).response
@@ -207,7 +207,7 @@ def _traits(args, data, formula: str, source: str) -> list[str]:
 
 
 def _cmd_batch(args, data, formula, name, traits) -> int:
-    from .fitting import lmer
+    from ..fitting.lmer import lmer
 
     if args.coordinator:
         from .distributed import run_distributed_batch
@@ -229,13 +229,13 @@ def _cmd_batch(args, data, formula, name, traits) -> int:
 
 
 def _cmd_fit(args) -> int:
-    from . import _config
+    from .. import _config
 
     if not args.no_cache and not os.environ.get("JAXLMM_NO_CACHE"):
         _config.enable_compilation_cache(ahead_of_time=True)
-    from .cli_inputs import relmat_specs
-    from .errors import JaxlmmWarning, count_argument
-    from .fitting import lmer
+    from .inputs import relmat_specs
+    from ..errors import JaxlmmWarning, count_argument
+    from ..fitting.lmer import lmer
 
     if args.chunk_size is not None:
         count_argument(args.chunk_size, "--chunk-size", 1)
@@ -273,8 +273,8 @@ def report(exc: Exception) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._config import configure_xla
-    from .errors import JaxlmmError
+    from .._config import configure_xla
+    from ..errors import JaxlmmError
 
     configure_xla()  # the command line owns its process (see _config.configure_xla)
     parser = build_parser()
@@ -283,13 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fit":
             return _cmd_fit(args)
         if args.command == "scan":
-            from .scan_cli import run as run_scan
+            from .scan import run as run_scan
 
             return run_scan(args)
     except JaxlmmError as exc:          # every input error of every command: one line, status 2
         return report(exc)
     if args.command == "datasets":
-        from .datasets import DATASETS
+        from ..datasets import DATASETS
 
         for name, (fname, factors, formula) in sorted(DATASETS.items()):
             print(f"{name:<16} {formula}")

@@ -27,9 +27,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import errors
-from ._x64 import float64_scope, working_dtype
-from .model.design import Design
+from .. import errors
+from .._x64 import float64_scope, working_dtype
+from ..model.design import Design
 
 
 def _cross_products_program(small: bool):
@@ -39,8 +39,8 @@ def _cross_products_program(small: bool):
     import jax
 
     if small not in _CROSS_PRODUCTS:
-        from .core.crossprod import cross_products
-        from .core.dense_fit import OPTIONS, compiler_options
+        from ..core.crossprod import cross_products
+        from ..core.dense_fit import OPTIONS, compiler_options
 
         _CROSS_PRODUCTS[small] = jax.jit(cross_products,
                                          compiler_options=OPTIONS[compiler_options(1)] if small else None)
@@ -52,7 +52,7 @@ _CROSS_PRODUCTS: dict = {}
 
 def dense_model(design: Design, dtype):
     """The small-model layout and padded ``DenseSystem`` of ``design`` (``core/dense_layout.py``)."""
-    from .core.dense_layout import DenseLayout, dense_system
+    from ..core.dense_layout import DenseLayout, dense_system
 
     layout = DenseLayout.build([(len(t.factor.levels), len(t.columns), t.cov) for t in design.terms],
                                design.X.shape[1])
@@ -88,12 +88,12 @@ class Model:
         self.requested_dtype = dtype
         self.max_iter, self.optimizer = errors.count_argument(max_iter, "max_iter"), optimizer
         if optimizer is not None:
-            from .core.optimizers import optimizer_kind
+            from ..core.optimizers import optimizer_kind
 
             optimizer_kind(optimizer)  # a clear error for an object that is not an optimizer
         self.trace = bool(trace)
         self.offset_arg, self.data_name = offset_arg, data_name
-        from .engines import select_engine
+        from ..engines import select_engine
 
         self.engine = select_engine(design, optimizer=optimizer, trace=self.trace)
         self._data = self._cross_products = self._dense = self._plan = None
@@ -111,7 +111,7 @@ class Model:
     @property
     def optimizer_name(self) -> str:
         """``"newton"`` (the default), ``"optax"`` or ``"optimistix"``."""
-        from .core.optimizers import optimizer_kind
+        from ..core.optimizers import optimizer_kind
 
         return "newton" if self.optimizer is None else optimizer_kind(self.optimizer)
 
@@ -119,7 +119,7 @@ class Model:
     def first_order_options(self):
         """``core.optimizers.FirstOrderOptions`` of an optax/optimistix fit: ``max_iter`` (the default 100,
         meant for Newton, becomes the first-order default, 10000), the trace."""
-        from .core.optimizers import FirstOrderOptions
+        from ..core.optimizers import FirstOrderOptions
 
         default = FirstOrderOptions()
         return default._replace(max_iter=self.max_iter if self.max_iter != 100 else default.max_iter, trace=self.trace)
@@ -138,7 +138,7 @@ class Model:
     def marginal(self):
         """The ``core.marginal.MarginalModel`` of a structured model."""
         if self._marginal is None:
-            from .model.marginal_design import marginal_model
+            from ..model.marginal_design import marginal_model
 
             self._marginal = marginal_model(self.design)
         return self._marginal
@@ -164,7 +164,7 @@ class Model:
     def plan(self):
         """The factorization plan (``jaxlmm.model.plan.FactorizationPlan``)."""
         if self._plan is None:
-            from .model.plan import factorization_plan
+            from ..model.plan import factorization_plan
 
             self._plan = factorization_plan(self.design, self.data, np.dtype(self.dtype).itemsize)
         return self._plan
@@ -218,7 +218,7 @@ class Model:
         """The marginal engine's criterion as a JAX function of all its parameters (built on first use)."""
         import jax
 
-        from .core.marginal_jax import marginal_criterion
+        from ..core.marginal_jax import marginal_criterion
 
         if self._marginal_fn is None:
             y = np.asarray(self.design.y, float) - np.asarray(self.design.offset, float)
@@ -232,7 +232,7 @@ class Model:
         import jax
         import jax.numpy as jnp
 
-        from .core.solution import solve
+        from ..core.solution import solve
 
         if not self._needs_scope(theta):
             return solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)
@@ -247,7 +247,7 @@ class Model:
 
         ``reml`` (default the model's) fits the same model by REML or ML; ``start`` is theta to start from.
         """
-        from .fit_single import fit_model
+        from .single import fit_model
 
         model = self if reml is None or bool(reml) == self.reml else self.sibling(reml=bool(reml))
         return fit_model(model, start=start, warn=warn, verbose=verbose)

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._x64 import float64_scope
-from .core import status as codes
-from .errors import DataError, JaxlmmError
+from .._x64 import float64_scope
+from ..core import status as codes
+from ..errors import DataError, JaxlmmError
 
 TESTS = ("wald", "lrt", "score")
 RESULT_COLUMNS = ["trait", "snp", "chrom", "pos", "allele1", "allele0", "af", "n_obs", "n_miss", "beta", "se",
@@ -89,7 +89,7 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
         raise ValueError(f"mode must be 'exact' or 'null', got {mode!r}")
     if test not in ("all",) + TESTS:
         raise ValueError(f"test must be one of 'all', 'wald', 'lrt', 'score', got {test!r}")
-    from .model.plink import as_genotypes
+    from ..model.plink import as_genotypes
 
     problem = scan_problem(formula, data, relmat, responses, as_genotypes(genotypes))
     stats = run_scan(problem, mode=mode, lrt=test in ("all", "lrt"), snp_chunk=snp_chunk,
@@ -151,12 +151,12 @@ class ScanProblem:
 
 def scan_problem(formula: str, data, relmat, responses, genotypes) -> ScanProblem:
     """Build the design (``build_design``), check it fits the scan, and match the genotypes by id."""
-    from .batch import response_matrix
-    from .model.design import _as_frame, build_design
-    from .model.plink import match_individuals
-    from .spectral_batch import spectral_layout
+    from ..fitting.responses import response_matrix
+    from ..model.design import _as_frame, build_design
+    from ..model.plink import match_individuals
+    from ..many.spectral import spectral_layout
 
-    from .model.relmat import relmat_argument
+    from ..model.relmat import relmat_argument
 
     frame = _as_frame(data)
     relmat = relmat_argument(relmat)
@@ -199,9 +199,9 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     """Statistics (name -> (T, n_snps) array) of every trait and marker, chunk by chunk."""
     import jax
 
-    from .core import scan as core
-    from .core import scan_data
-    from .sharding import on_mesh, put, resolve_devices, round_chunk, trait_mesh
+    from ..core import scan as core
+    from ..core import scan_data
+    from ..parallel.sharding import on_mesh, put, resolve_devices, round_chunk, trait_mesh
 
     devices = resolve_devices(None, devices)
     mesh = trait_mesh(devices)
@@ -268,7 +268,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
 def _stack_series(bases, gram_b, observed):
     """One ``TraitSeries`` with a leading trait axis from per-trait weight bases (of one width), the
     coefficients ``gram_b`` and the observed rows."""
-    from .core.scan import TraitSeries
+    from ..core.scan import TraitSeries
 
     return TraitSeries(np.stack([b.poles for b in bases]), np.stack([b.coef.sum(axis=0) for b in bases]),
                        np.array([b.logdet0 for b in bases]), np.array([float(b.coef.shape[0]) for b in bases]),
@@ -286,7 +286,7 @@ class _TraitCache:
         self.K, self.X, self.center, self.entries = K, X, center, {}
 
     def _eigen(self, observed: np.ndarray):
-        from .core.scan_data import host_eigen
+        from ..core.scan_data import host_eigen
 
         key = (observed > 0).tobytes()
         if key not in self.entries:
@@ -302,9 +302,9 @@ class _TraitCache:
     def host(self, Y: np.ndarray, observed: np.ndarray) -> list:
         """``(basis, U_rows, Rb, gram_b)`` of each trait (rows of ``Y`` and ``observed``), on the host
         (``U_rows``: ``scan_data.host_moments``); the traits share one set of poles."""
-        from .core.scan import LOG_RANGE
-        from .core.scan_basis import weight_bases
-        from .core.scan_data import trait_pieces
+        from ..core.scan import LOG_RANGE
+        from ..core.scan_basis import weight_bases
+        from ..core.scan_data import trait_pieces
 
         eig = [self._eigen(o) for o in observed]
         bases = weight_bases([d for _, d, _ in eig], *LOG_RANGE)
@@ -316,9 +316,9 @@ class _TraitCache:
         the eigenvalues on the host)."""
         import jax
 
-        from .core import scan as core
-        from .core.scan_basis import weight_bases
-        from .sharding import on_mesh, put
+        from ..core import scan as core
+        from ..core.scan_basis import weight_bases
+        from ..parallel.sharding import on_mesh, put
 
         K, X = put((jax.numpy.asarray(self.K), jax.numpy.asarray(self.X)), mesh, False)
         Yd, od = put((jax.numpy.asarray(Y), jax.numpy.asarray(observed)), mesh, True)
@@ -333,7 +333,7 @@ def host_snp_chunk(n: int) -> int:
     """Markers per chunk on the host: ``CPU_SNP_CHUNK``, or fewer (a multiple of 64) where its working
     arrays -- the dosages, their squares, the missing mask, the imputed and the rotated markers, each
     n x chunk in float64 -- would take more than an eighth of the free memory."""
-    from .model.memory import available_bytes
+    from ..model.memory import available_bytes
 
     fits = available_bytes() // 8 // (5 * 8 * max(n, 1))
     return int(max(64, min(CPU_SNP_CHUNK, fits // 64 * 64)))
@@ -343,7 +343,7 @@ def default_trait_chunk(n: int, snp_chunk: int, devices) -> int:
     """Traits per call on an accelerator: as many (up to 64) as a quarter of the free memory of a device
     holds -- per trait its eigenvectors and their weight-basis coefficients (~n^2) and, per marker, the
     imputed and rotated dosages (2n) and the Gram coefficients with their grid evaluation."""
-    from .model.memory import available_bytes
+    from ..model.memory import available_bytes
 
     per_trait = 8 * (2 * n * n + snp_chunk * (3 * n + 12 * 16 * 32))
     fits = int(available_bytes(devices[0]) // 4 // per_trait) * len(devices)
@@ -360,7 +360,7 @@ class _GenotypeCache:
     MAX_CACHE_BYTES = 2 << 30
 
     def __init__(self, problem: ScanProblem, width: int, host: bool, observed: np.ndarray):
-        from .model.memory import available_bytes
+        from ..model.memory import available_bytes
 
         self.problem, self.width, self.host, self.observed = problem, width, host, observed
         self.n_snps = problem.genotypes.n_snps
@@ -370,7 +370,7 @@ class _GenotypeCache:
         self.cached = [self._read(k) for k in range(self.n_chunks)] if small else None
 
     def _read(self, k: int):
-        from .core.scan_data import HostChunk
+        from ..core.scan_data import HostChunk
 
         start, stop = k * self.width, min((k + 1) * self.width, self.n_snps)
         G = self.problem.genotypes.read(self.problem.rows, start, stop)

@@ -8,7 +8,7 @@ Every process runs the same command with its own ``process_id``:
 ``jax.distributed.initialize`` connects the processes (JAX's own runtime; the
 coordinator runs in process 0).  Process K takes the K-th of N contiguous
 slices of the traits, fits them on its local devices (sharded over them, see
-``sharding.py``) and writes ``results.partK.csv``; after a barrier, process 0
+``parallel/sharding.py``) and writes ``results.partK.csv``; after a barrier, process 0
 concatenates the parts, in the original trait order, into ``results.csv``
 (this needs ``--out`` on a file system all processes see; otherwise collect the
 parts yourself).  No trait is fitted twice and no data moves between hosts
@@ -41,8 +41,8 @@ def _barrier(name: str) -> None:
 def run_distributed_batch(args, data: pd.DataFrame, formula: str, name: str, traits: list[str]) -> int:
     import jax
 
-    from .errors import ArgumentError, JaxlmmError
-    from .fitting import lmer
+    from ..errors import ArgumentError, JaxlmmError
+    from ..fitting.lmer import lmer
 
     if args.num_processes is None or args.process_id is None:
         raise ArgumentError("--coordinator needs --num-processes and --process-id")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from . import errors
+from .. import errors
 
 
 def fit_model(model, *, start=None, warn: bool = True, verbose: bool = False):

@@ -1,19 +1,19 @@
 """``lmer``: lme4's pipeline ``lFormula -> mkLmerDevfun -> optimizeLmer -> mkMerMod``.
 
 - ``build_design`` (``lFormula``, ``jaxlmm.model``): formula + data -> arrays and names;
-- ``Model`` (``mkLmerDevfun``, ``lmer_model.py``): the profiled criterion as a
+- ``Model`` (``mkLmerDevfun``, ``fitting/model.py``): the profiled criterion as a
   pure, differentiable JAX function of theta (``deviance_function`` builds one);
-- ``Model.fit`` (``optimizeLmer`` + ``mkMerMod``, ``fit_single.py``): the
+- ``Model.fit`` (``optimizeLmer`` + ``mkMerMod``, ``fitting/single.py``): the
   optimizer and the ``LmerResult`` that keeps its model;
-- ``Model.fit_many``: many responses at once (``batch_engine.py``).
+- ``Model.fit_many``: many responses at once (``many/engine.py``).
 """
 
 from __future__ import annotations
 
 
-from ._x64 import float64_scope
-from .lmer_model import Model
-from .model.design import Design, build_design
+from .._x64 import float64_scope
+from .model import Model
+from ..model.design import Design, build_design
 
 
 DevianceFunction = Model  # the name of mkLmerDevfun's output in earlier releases
@@ -77,7 +77,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         Where to compute (default: JAX's default device, a GPU when JAX sees one).
     devices : list of jax.Device, optional
         For a batch: shard the traits over these devices (default: all local
-        devices of JAX's default backend; see ``jaxlmm.sharding``).
+        devices of JAX's default backend; see ``jaxlmm.parallel.sharding``).
     relmat : dict, optional
         Relationship matrices by grouping factor, ``{"id": K}``: the term's random
         effects have covariance ``sigma^2 lambda^2 K`` (GBLUP; see ``jaxlmm.relmat``
@@ -112,8 +112,8 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     if REML is not None:
         reml = bool(REML)
     if responses is not None:
-        from .batch import fit_batch
-        from .errors import count_argument
+        from .responses import fit_batch
+        from ..errors import count_argument
 
         if chunk_size is not None:
             count_argument(chunk_size, "chunk_size", 1)

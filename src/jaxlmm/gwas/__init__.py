@@ -1,0 +1,1 @@
+"""gwas: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""many: see docs/architecture.md."""
