@@ -11,9 +11,9 @@ the predicates it uses:
    ``large`` when the blocked structure's dense part passes ``core.linalg.RECURSIVE_MAX`` (then the
    Hessian is formed column by column, with damping and an interior floor).
 
-A batch's traits may still go through K's eigenbasis (``spectral_batch``) when the model has one
+A batch's traits may still go through K's eigenbasis (``many.spectral``) when the model has one
 relationship-matrix term with one record per level: that choice depends on each trait's missing values
-and is made per trait by the batch (``batch_engine``), with ``spectral_batch.spectral_layout``.
+and is made per trait by the batch (``many.engine``), with ``many.spectral.spectral_layout``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from .. import errors
 
 
 def fit_model(model, *, start=None, warn: bool = True, verbose: bool = False):
-    """Fit ``model`` (a ``lmer_model.Model``) by its engine and return its result."""
+    """Fit ``model`` (a ``fitting.model.Model``) by its engine and return its result."""
     engine = model.engine
     engine.check_memory(model, verbose)
     started = time.perf_counter()

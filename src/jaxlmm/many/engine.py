@@ -7,7 +7,7 @@ single-trait optimizer runs vmapped over traits: one jitted program for the
 whole batch (``core.fit.fit_batch_program``), compiled once per design shape
 and chunk size and reused by later calls with new responses.  Traits whose
 only random term is one relationship-matrix term with one record per level go
-through K's eigenbasis instead (``spectral_batch``).
+through K's eigenbasis instead (``many.spectral``).
 
 Traits that cannot be fitted (too few observations, a grouping factor with
 fewer than two observed levels, fixed effects not estimable on the trait's

@@ -1,7 +1,7 @@
 """Many responses of a model with structured covariances or ``dispformula`` (``core/marginal.py``).
 
 Every trait first passes the general batch's checks on its own rows
-(``batch_engine.trait_checks``: too few observations, a constant response, fixed
+(``many.engine.trait_checks``: too few observations, a constant response, fixed
 effects not estimable, and lme4's level checks on the terms a single fit checks);
 the traits that pass are lanes of one host Newton loop
 (``core.marginal_fit.fit_marginal``), with their own missing values (their rows);

@@ -26,7 +26,7 @@ class BatchResult:
     def __init__(self, design: Design, traits: list[str], output: dict, pre_status: np.ndarray, *, reml: bool,
                  dtype, data_name: str | None, max_iter: int, chunk_size: int, k: int, p: int,
                  path=None, h2_term: int | None = None, model=None):
-        self.model = model          # the ``lmer_model.Model`` fitted to every trait
+        self.model = model          # the ``fitting.model.Model`` fitted to every trait
         self.design = design
         self.traits = list(traits)
         self._out = output

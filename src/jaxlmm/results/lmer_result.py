@@ -42,7 +42,7 @@ class LmerResult:
     kind = "lme4"   # the model class, by type: "structured" for ``StructuredResult``
 
     def __init__(self, model, output, *, optimizer: str = "newton"):
-        self.model = model          # the ``lmer_model.Model`` that was fitted
+        self.model = model          # the ``fitting.model.Model`` that was fitted
         self._out = _numpy_tree(output)
         self.optimizer = optimizer
 
