@@ -37,7 +37,8 @@ CHUNK_BYTES = 1 << 28  # working memory of one program call (chunks of a stack a
 MAX_CHUNK = 256
 
 # a stack of systems shares Lambda's index matrix; every other leaf has a leading lane axis
-SYSTEM_AXES = DenseSystem(A=0, lam_index=None, p=0, n_obs=0, sum_log_w=0, beta_shift=0, x_scale=0, y_scale=0)
+SYSTEM_AXES = DenseSystem(A=0, lam_index=None, p=0, n_obs=0, sum_log_w=0, beta_shift=0, x_scale=0, y_scale=0,
+                          ref_b=0, ref_beta=0)
 
 
 def compiler_options(batch: int = 1) -> str:
@@ -211,10 +212,28 @@ def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k:
               options: NewtonOptions = NewtonOptions()) -> tuple[OptimResult, DenseSolution]:
     """Minimize the criterion of one system from ``theta0``; the estimates at the optimum.
 
-    Arrays are padded (``dense_layout``): only the first ``active_k`` thetas are free.
+    Arrays are padded (``dense_layout``): only the first ``active_k`` thetas are free.  Where the
+    PWRSS at the optimum is far below the terms it is computed from (a near-perfect fit:
+    ``dense_reference``), the fit goes on from there on the system rereferenced at the optimum,
+    until the criterion is computed to full precision near the optimum (``dense_reference.ROUNDS``
+    refits at most; the iterations add up, the status is the last refit's).
     """
-    stack = DenseStack.of(system, 1, row_of)
-    res = fit_stack(stack, np.asarray(theta0, float)[None], lower, reflections, active_k, bool(reml), options)
-    sol = stack.estimates(res.theta, [bool(reml)])
-    return (OptimResult(*(np.asarray(v)[0] for v in res)),
-            jax.tree_util.tree_map(lambda a: a[0], sol))
+    from . import dense_reference
+
+    res, sol, n_iter = None, None, 0
+    theta = np.asarray(theta0, float)[None]
+    for _ in range(dense_reference.ROUNDS + 1):
+        if sol is not None:
+            if dense_reference.cancellation(system, sol) <= dense_reference.CANCELLATION_MAX:
+                break
+            system = dense_reference.rereference(system, sol)
+            if system is None:
+                break
+        stack = DenseStack.of(system, 1, row_of)
+        res = fit_stack(stack, theta, lower, reflections, active_k, bool(reml), options)
+        n_iter += int(np.asarray(res.n_iter)[0])
+        theta = np.asarray(res.theta, float)
+        sol = stack.estimates(res.theta, [bool(reml)])
+        sol = jax.tree_util.tree_map(lambda a: a[0], sol)
+    res = OptimResult(*(np.asarray(v)[0] for v in res))._replace(n_iter=np.asarray(n_iter, np.int32))
+    return res, sol

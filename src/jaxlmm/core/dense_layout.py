@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dense import DenseSystem
+from .dense_reference import Rows, remember_rows
 from .structure import theta_positions
 
 DENSE_MAX = 256  # largest padded q + p + 1 fitted by the dense programs (q_pad 64 or 128)
@@ -152,8 +153,11 @@ def dense_system(X, y, weights, offset, refs, z, transforms, layout: DenseLayout
 
     Rows with weight 0 or a missing response are left out.
     """
-    systems = dense_systems(X, np.asarray(y, float)[:, None], weights, offset, refs, z, transforms, layout, dtype)
-    return DenseSystem(*(leaf if name == "lam_index" else leaf[0] for name, leaf in zip(DenseSystem._fields, systems)))
+    systems, rows = _systems(X, np.asarray(y, float)[:, None], weights, offset, refs, z, transforms, layout, dtype)
+    system = DenseSystem(*(leaf if name == "lam_index" else leaf[0]
+                           for name, leaf in zip(DenseSystem._fields, systems)))
+    remember_rows(system, rows._replace(R=rows.R[:, 0]))
+    return system
 
 
 def dense_systems(X, Y, weights, offset, refs, z, transforms, layout: DenseLayout, dtype) -> DenseSystem:
@@ -163,6 +167,11 @@ def dense_systems(X, Y, weights, offset, refs, z, transforms, layout: DenseLayou
     (callers give columns with other missing rows their own call).  Only the parts of ``A``
     that involve y differ between columns.
     """
+    return _systems(X, Y, weights, offset, refs, z, transforms, layout, dtype)[0]
+
+
+def _systems(X, Y, weights, offset, refs, z, transforms, layout: DenseLayout, dtype):
+    """``dense_systems`` and the rows they were formed from, in the systems' units (``Rows``)."""
     X = np.asarray(X, float)
     Y = np.asarray(Y, float)
     w = np.asarray(weights, float)
@@ -202,9 +211,10 @@ def dense_systems(X, Y, weights, offset, refs, z, transforms, layout: DenseLayou
     def each(value):
         return np.full(T, value, dtype=dt)
 
-    return DenseSystem(A.astype(dt), layout.lam_index(), each(p), each(observed.sum()),
-                       each(np.sum(np.log(w[observed]))), shift_pad.astype(dt), scale_pad.astype(dt),
-                       np.asarray(y_scale, dt))
+    systems = DenseSystem(A.astype(dt), layout.lam_index(), each(p), each(observed.sum()),
+                          each(np.sum(np.log(w[observed]))), shift_pad.astype(dt), scale_pad.astype(dt),
+                          np.asarray(y_scale, dt), np.zeros((T, qp), dt), np.zeros((T, pp), dt))
+    return systems, Rows(X, R, Z, w)
 
 
 def column_scales(M: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -273,4 +283,5 @@ def compact_system(system: DenseSystem, layout: DenseLayout) -> tuple[DenseSyste
     keep = np.concatenate([np.arange(q_new), np.arange(layout.q_pad, m)])
     A = np.asarray(system.A)[..., keep[:, None], keep[None, :]]
     lam = np.asarray(system.lam_index)[:q_new, :q_new]
-    return system._replace(A=A, lam_index=lam), derivative_rows(lam, layout.k_pad)
+    return (system._replace(A=A, lam_index=lam, ref_b=np.asarray(system.ref_b)[..., :q_new]),
+            derivative_rows(lam, layout.k_pad))

@@ -36,7 +36,7 @@ def _line_search(fun, first, s: kernel.Step, f, skip, opt: NewtonOptions):
         searching = ~ok & ~kernel.gives_up(np, s, n, opt)
         if not searching.any():
             return x_new, ok
-        xa = kernel.trial_point(np, s, c, opt)
+        xa = kernel.trial_point(np, s, c, n, opt)
         rows = np.flatnonzero(searching)
         fa = np.zeros(s.x.shape[0])
         fa[rows] = np.asarray((first if not n.any() or fun is None else fun)(xa[rows], rows), dtype=float)

@@ -100,7 +100,9 @@ def newton_step(xp, eigh, x, f, g, H, lower, upper, held, reflections, n_small, 
     v = V[:, :, 0]
     slope = xp.sum(gf * v, axis=1)
     inward = xp.sum(xp.where(at_bound, v, 0.0) - xp.where(at_upper, v, 0.0), axis=1)
-    sign = xp.where(xp.abs(inward) > 1e-8, xp.sign(inward), xp.where(slope > 0, -1.0, 1.0))
+    # downhill where the slope along v is not flat; into the feasible set where it is (on 0 by symmetry)
+    sign = xp.where(xp.abs(slope) > flat, -xp.sign(slope),
+                    xp.where(xp.abs(inward) > 1e-8, xp.sign(inward), 1.0))
     size = xp.maximum(xp.max(xp.abs(newton), axis=1), 0.1 * xp.maximum(1.0, xp.max(xp.abs(x), axis=1)))
     negative = w[:, 0] < -1e-8 * scale
     extra = xp.where(negative, sign * size, 0.0)[:, None] * v
@@ -148,28 +150,37 @@ def first_trial(xp, s: Step, opt):
     return xp.zeros_like(s.step) if opt.damping == "lm" else xp.ones_like(s.step)
 
 
+def _damped_phase(n, opt):
+    """Whether trial number ``n`` (0-based) raises the damping: always with ``lm``; with ``halve``
+    after ``lm_after`` halvings have failed (a poor direction: item 6)."""
+    return (n >= 0) if opt.damping == "lm" else (n >= opt.lm_after)
+
+
 def next_trial(xp, s: Step, c, n, opt):
     """The control after a rejected trial number ``n`` (0-based)."""
     if opt.damping == "lm":
         return xp.where(n == 0, s.mu1, 4.0 * c)
-    return 0.5 * c
+    return xp.where(n + 1 < opt.lm_after, 0.5 * c, xp.where(n + 1 == opt.lm_after, s.mu1, 4.0 * c))
 
 
-def trial_point(xp, s: Step, c, opt):
-    """The point tried at control ``c`` (B,): the snapped point, or the projected step."""
-    d = damped_direction(xp, s, c) if opt.damping == "lm" else c[:, None] * s.d
+def trial_point(xp, s: Step, c, n, opt):
+    """The point tried at control ``c`` (B,) on trial ``n``: the snapped point, or the projected step."""
+    damped = xp.asarray(_damped_phase(n, opt))
+    d = xp.where(xp.reshape(damped, (-1, 1)), damped_direction(xp, s, xp.where(damped, c, 0.0)), c[:, None] * s.d)
     return xp.where(s.snap[:, None], s.x_snap, xp.minimum(xp.maximum(s.x + d, s.floor), s.ceiling))
 
 
 def accepts(xp, s: Step, f, xa, fa, opt):
     """Whether the trial ``xa`` with value ``fa`` (NaN counted as +inf) is accepted."""
     fa = xp.where(xp.isnan(fa), xp.inf, fa)
+    moves = xp.any(xa != s.x, axis=1)       # a step below the iterate's rounding is no step
     return xp.where(s.snap, fa <= f + opt.snap_ftol * (1.0 + xp.abs(f)),
-                    fa <= f + opt.armijo * xp.sum(s.g * (xa - s.x), axis=1))
+                    moves & (fa <= f + opt.armijo * xp.sum(s.g * (xa - s.x), axis=1)))
 
 
 def gives_up(xp, s: Step, n, opt):
-    """After ``n`` trials: a snap is tried once, a step ``max_halvings`` times."""
+    """After ``n`` trials: a snap is tried once, a step ``max_halvings`` times (``halve``: ``lm_after``
+    halvings, then raised dampings)."""
     return xp.where(s.snap, n >= 1, n >= opt.max_halvings)
 
 

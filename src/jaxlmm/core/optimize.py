@@ -66,7 +66,8 @@ class NewtonOptions(NamedTuple):
     # parts); "forward" is accepted and means False (few parameters always use forward mode)
     xtol: float = 1e-8
     armijo: float = 1e-4
-    max_halvings: int = 40
+    max_halvings: int = 40   # line-search trials per iteration
+    lm_after: int = 12       # damping="halve": after this many halvings fail, raise a Levenberg-Marquardt damping
     snap_eps: float = 1e-4
     snap_ftol: float = 1e-10
     damping: str = "halve"   # line search: "halve" the step, or "lm": raise a Levenberg-Marquardt damping
@@ -179,7 +180,7 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
 
         def ls_body(c):
             a, _, _, n = c
-            xa = kernel.trial_point(jnp, s, a, opt)
+            xa = kernel.trial_point(jnp, s, a, n, opt)
             ok = kernel.accepts(jnp, s, f1, xa, fun(xa[0])[None], opt)
             return (jnp.where(ok, a, kernel.next_trial(jnp, s, a, n, opt)), xa, ok, n + 1)
 
