@@ -26,6 +26,7 @@ import pandas as pd
 
 from .._x64 import float64_methods
 from ..core.status import CONVERGED, STATUS_MESSAGES, STATUS_NAMES
+from ..results.trait_tables import TraitTables
 
 
 def fit_structured_batch(model, names: list[str], Y: np.ndarray, start=None):
@@ -70,7 +71,7 @@ def fit_structured_batch(model, names: list[str], Y: np.ndarray, start=None):
 
 
 @float64_methods
-class StructuredBatchResult:
+class StructuredBatchResult(TraitTables):
     """Per-trait estimates of a structured model (tables with one row per trait; module docstring)."""
 
     def __init__(self, model, traits, optim, beta, vcov, n_obs, fitted=None):
@@ -85,24 +86,9 @@ class StructuredBatchResult:
         self.max_iter = NewtonOptions().max_iter       # fit_marginal's default, as the batch runs it
         self.path = np.where(self._valid, "marginal", "none").astype(object)
 
-    # ------------------------------------------------------------ helpers
-    def _frame(self, values, columns):
-        return pd.DataFrame(values, index=pd.Index(self.traits, name="trait"), columns=columns)
-
-    def _series(self, values, name: str) -> pd.Series:
-        return pd.Series(values, index=pd.Index(self.traits, name="trait"), name=name)
-
     @property
     def _phi(self) -> np.ndarray:
         return np.asarray(self._optim.theta, float)
-
-    @property
-    def n_traits(self) -> int:
-        return len(self.traits)
-
-    @property
-    def formula(self) -> str:
-        return self.design.formula.text
 
     @cached_property
     def theta_names(self) -> list[str]:
@@ -258,16 +244,6 @@ class StructuredBatchResult:
         order = np.argsort(np.tile(np.arange(self.n_traits), len(frames)), kind="stable")
         return out.iloc[order].reset_index(drop=True)
 
-    @cached_property
-    def variance_components(self) -> pd.DataFrame:
-        """Variances per trait (traits x components), ``varcorr``'s ``vcov`` made wide (``BatchResult``'s)."""
-        vc = self.varcorr
-        vc = vc[vc["var2"] == ""]
-        plain = vc["var1"].isin(["", "(Intercept)"])
-        label = np.where(plain, vc["grp"], vc["grp"] + "." + vc["var1"])
-        wide = vc.assign(component=label).pivot(index="trait", columns="component", values="vcov")
-        return wide.loc[self.traits, list(dict.fromkeys(label))]
-
     # ------------------------------------------------------------ diagnostics
     @cached_property
     def diagnostics(self) -> pd.DataFrame:
@@ -306,20 +282,7 @@ class StructuredBatchResult:
             parts.append(self.residual_sd.add_prefix("residual_sd_"))
         return pd.concat(parts, axis=1)
 
-    def to_csv(self, path, **kwargs) -> None:
-        self.to_frame().to_csv(path, **kwargs)
-
     # ------------------------------------------------------------ one trait
-    def _index(self, trait) -> int:
-        if isinstance(trait, (int, np.integer)) and not isinstance(trait, bool):
-            if not -self.n_traits <= trait < self.n_traits:
-                raise IndexError(f"trait index {trait} out of range for {self.n_traits} traits")
-            return int(trait) % self.n_traits
-        try:
-            return self.traits.index(trait)
-        except ValueError:
-            raise KeyError(f"no trait named {trait!r}") from None
-
     def trait(self, i):
         """The full ``StructuredResult`` of trait ``i`` (index or name), refitted from its estimate."""
         b = self._index(i)

@@ -19,10 +19,11 @@ from ..core.status import STATUS_MESSAGES, STATUS_NAMES
 from ..model.design import Design
 from ..model.naming import theta_names as _theta_names
 from .lmer_result import SINGULAR_TOL
+from .trait_tables import TraitTables
 
 
 @float64_methods
-class BatchResult:
+class BatchResult(TraitTables):
     def __init__(self, design: Design, traits: list[str], output: dict, pre_status: np.ndarray, *, reml: bool,
                  dtype, data_name: str | None, max_iter: int, chunk_size: int, k: int, p: int,
                  path=None, h2_term: int | None = None, model=None):
@@ -41,23 +42,6 @@ class BatchResult:
         optim_status = np.asarray(output["status"], dtype=np.int32)
         self.status_code = np.where(pre_status != 0, pre_status, optim_status)
         self._valid = pre_status == 0
-
-    # ------------------------------------------------------------ helpers
-    def _series(self, values, name: str) -> pd.Series:
-        return pd.Series(values, index=pd.Index(self.traits, name="trait"), name=name)
-
-    def _masked(self, values) -> np.ndarray:
-        values = np.asarray(values, dtype=float).copy()
-        values[~self._valid] = np.nan
-        return values
-
-    @property
-    def n_traits(self) -> int:
-        return len(self.traits)
-
-    @property
-    def formula(self) -> str:
-        return self.design.formula.text
 
     @cached_property
     def theta_names(self) -> list[str]:
@@ -148,17 +132,6 @@ class BatchResult:
     def h2_se(self) -> pd.Series:
         """Delta-method SE of ``h2`` from the exact Hessian of the criterion (NaN at a boundary)."""
         return self._series(self._masked(self._out["h2_se"]), "h2_se")
-
-    @cached_property
-    def variance_components(self) -> pd.DataFrame:
-        """Variances per trait (traits x components): ``vcov`` of ``varcorr`` made wide, columns
-        named by group (``id``, ``Residual``) or ``group.column`` for a term's other columns."""
-        vc = self.varcorr
-        vc = vc[vc["var2"] == ""]
-        plain = vc["var1"].isin(["", "(Intercept)"])
-        label = np.where(plain, vc["grp"], vc["grp"] + "." + vc["var1"])
-        wide = vc.assign(component=label).pivot(index="trait", columns="component", values="vcov")
-        return wide.loc[self.traits, list(dict.fromkeys(label))]
 
     @property
     def converged(self) -> pd.Series:
@@ -257,20 +230,7 @@ class BatchResult:
             parts.append(pd.concat([self.h2, self.h2_se], axis=1))
         return pd.concat(parts, axis=1)
 
-    def to_csv(self, path, **kwargs) -> None:
-        self.to_frame().to_csv(path, **kwargs)
-
     # ------------------------------------------------------------ one trait
-    def _index(self, trait) -> int:
-        if isinstance(trait, (int, np.integer)):
-            if not -self.n_traits <= trait < self.n_traits:
-                raise IndexError(f"trait index {trait} out of range for {self.n_traits} traits")
-            return int(trait) % self.n_traits
-        try:
-            return self.traits.index(trait)
-        except ValueError:
-            raise KeyError(f"no trait named {trait!r}") from None
-
     def trait(self, trait):
         """The full single-trait result (``LmerResult``) of one trait, by name or index.
 

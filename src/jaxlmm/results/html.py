@@ -15,31 +15,6 @@ from ..inference.html_tables import html_report
 
 
 # ------------------------------------------------------------------ single fits (LmerResult, StructuredResult)
-def random_effects_frame(fit) -> pd.DataFrame:
-    """The ``Random effects:`` table of the summary as a frame (Groups, Name, Variance, Std.Dev., Corr),
-    from the same covariances (``fit.term_covariances``, ``fit.residual_variances``) as
-    ``summary.random_effects_table``; numbers formatted as that table prints them."""
-    from ..core.covariance import sd_and_cor
-    from ..model.naming import unique_group_names
-    from .summary import MAX_SHOWN, _column
-
-    rows = []
-    groups = unique_group_names([t.group for t in fit.design.terms])
-    for t, grp, cov in zip(fit.design.terms, groups, fit.term_covariances):
-        sd, cor = sd_and_cor(cov)
-        shown = min(len(t.columns), MAX_SHOWN)
-        for i, col in enumerate(t.columns[:shown]):
-            rows.append([grp if i == 0 else "", col, cov[i, i], sd[i], " ".join(f"{cor[i, j]:.2f}" for j in range(i))])
-        if shown < len(t.columns):
-            rows.append(["", f"... ({len(t.columns) - shown} more)", np.nan, np.nan, ""])
-    for name, variance in fit.residual_variances:
-        rows.append([name, "", variance, np.sqrt(variance), ""])
-    blank = lambda values: [v if v != "nan" else "" for v in _column(values)]  # noqa: E731
-    return pd.DataFrame({"Groups": [r[0] for r in rows], "Name": [r[1] for r in rows],
-                         "Variance": blank([r[2] for r in rows]), "Std.Dev.": blank([r[3] for r in rows]),
-                         "Corr": [r[4] for r in rows]})
-
-
 MAX_CORRELATIONS = 12     # fixed effects up to which the correlations are shown (lme4's lme4.summary.cor.max)
 
 
@@ -71,7 +46,7 @@ def fit_html(fit) -> str:
     and the fixed effects with SE, df, t (or z) and p of ``fit.coef_table()`` with the default ``ddf`` of
     ``fit.summary()`` (the estimates, SEs and t values alone, with the reason, if the df fail)."""
     from ..inference.ddf import normalize_ddf
-    from .summary import _column, _groups_line, _wald_table
+    from .summary import _column, _groups_line, _wald_table, random_effects_frame
 
     method = normalize_ddf(fit._default_ddf)
     suffix = {"satterthwaite": ". t-tests use Satterthwaite's method",

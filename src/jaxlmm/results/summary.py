@@ -54,25 +54,30 @@ def format_table(frame: pd.DataFrame, index: bool = True) -> str:
 MAX_SHOWN = 8   # columns of a term shown in the summary (a spatial term may have hundreds)
 
 
-def random_effects_table(fit) -> str:
-    """The ``Random effects:`` block (Groups, Name, Variance, Std.Dev., Corr)."""
+def random_effects_frame(fit) -> pd.DataFrame:
+    """The ``Random effects:`` rows (Groups, Name, Variance, Std.Dev., Corr) from ``fit.term_covariances`` and
+    ``fit.residual_variances``, numbers formatted as the summary prints them (text and HTML alike)."""
     rows = []
     groups = unique_group_names([t.group for t in fit.design.terms])
     for t, grp, cov in zip(fit.design.terms, groups, fit.term_covariances):
         sd, cor = sd_and_cor(cov)
         shown = min(len(t.columns), MAX_SHOWN)
         for i, col in enumerate(t.columns[:shown]):
-            corr = [f"{cor[i, j]:.2f}" for j in range(i)]
-            rows.append([grp if i == 0 else "", col, cov[i, i], sd[i], " ".join(corr)])
+            rows.append([grp if i == 0 else "", col, cov[i, i], sd[i], " ".join(f"{cor[i, j]:.2f}" for j in range(i))])
         if shown < len(t.columns):
             rows.append(["", f"... ({len(t.columns) - shown} more)", np.nan, np.nan, ""])
     for name, variance in fit.residual_variances:
         rows.append([name, "", variance, np.sqrt(variance), ""])
-    var = [v if v != "nan" else "" for v in _column([r[2] for r in rows])]
-    sds = [v if v != "nan" else "" for v in _column([r[3] for r in rows])]
-    table = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
-    for r, v, s in zip(rows, var, sds):
-        table.append([r[0], r[1], v, s, r[4]])
+    blank = lambda values: [v if v != "nan" else "" for v in _column(values)]  # noqa: E731
+    return pd.DataFrame({"Groups": [r[0] for r in rows], "Name": [r[1] for r in rows],
+                         "Variance": blank([r[2] for r in rows]), "Std.Dev.": blank([r[3] for r in rows]),
+                         "Corr": [r[4] for r in rows]})
+
+
+def random_effects_table(fit) -> str:
+    """The ``Random effects:`` block (Groups, Name, Variance, Std.Dev., Corr)."""
+    frame = random_effects_frame(fit)
+    table = [list(frame.columns)] + frame.astype(str).values.tolist()
     widths = [max(len(row[j]) for row in table) for j in range(5)]
     lines = []
     for row in table:
