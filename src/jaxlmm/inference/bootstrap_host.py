@@ -68,6 +68,7 @@ def bootstrap_host(fit, Y: np.ndarray, chunk_size: int | None = None) -> pd.Data
     import jax
     import jax.numpy as jnp
 
+    from ..core.lanes import map_padded
     from ..core.newton_host import minimize_newton_host
     from ..core.optimize import NewtonOptions
     from ..model.design import bucket
@@ -85,23 +86,21 @@ def bootstrap_host(fit, Y: np.ndarray, chunk_size: int | None = None) -> pd.Data
     lanes = max(1, min(lanes, bucket(B)))
     base = design.model_data(dtype, y=np.zeros(design.nobs), weights=design.weights)
     w = np.tile(design.pad_rows(np.asarray(design.weights, float)), (lanes, 1)).astype(dtype)
-    parts = []
-    for start in range(0, B, lanes):
-        take = np.minimum(np.arange(start, start + lanes), B - 1)
+
+    def cross_products(take):
         Yc = np.stack([design.pad_rows(Y[:, j]) for j in take]).astype(dtype)
-        parts.append(jax.device_get(_program("cross_products")(base, jnp.asarray(Yc), jnp.asarray(w))))
-    cp_all = jax.tree_util.tree_map(lambda *a: np.concatenate(a)[:B], *parts)
+        return _program("cross_products")(base, jnp.asarray(Yc), jnp.asarray(w))
+
+    cp_all = map_padded(cross_products, B, lanes)
     evaluate = _program("evaluate")
 
     def run(x, rows):
         """``evaluate`` of the replicates ``rows`` at ``x`` (their rows), in calls of ``lanes``."""
-        out = []
-        for lo in range(0, len(rows), lanes):
-            sel = np.minimum(np.arange(lo, lo + lanes), len(rows) - 1)
+        def call(sel):
             cp = jax.tree_util.tree_map(lambda a: a[rows[sel]], cp_all)
-            res = jax.device_get(evaluate(jnp.asarray(x[sel], dtype), cp, reml=reml))
-            out.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:min(lanes, len(rows) - lo)], res))
-        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *out)
+            return evaluate(jnp.asarray(x[sel], dtype), cp, reml=reml)
+
+        return map_padded(call, len(rows), lanes)
 
     def vgh(x, rows):
         return run(x, rows)[0]

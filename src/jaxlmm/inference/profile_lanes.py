@@ -59,17 +59,15 @@ class ProfileLanes:
         """``lane_program`` in chunks of ``LANES`` lanes (the last one padded with its last lane)."""
         import jax
 
+        from ..core.lanes import map_padded
         from ..core.profile_block import lane_program
 
-        n, out = len(z), []
-        for lo in range(0, n, LANES):
-            sel = np.minimum(np.arange(lo, lo + LANES), n - 1)
-            res = jax.device_get(lane_program(np.asarray(z, float)[sel].astype(self.dtype),
-                                              np.asarray(j)[sel].astype(np.int32),
-                                              np.asarray(c, float)[sel].astype(self.dtype),
-                                              np.asarray(fixed, bool)[sel], self.cp))
-            out.append([np.asarray(r, float)[:min(LANES, n - lo)] for r in res])
-        return tuple(np.concatenate(part) for part in zip(*out))
+        def call(sel):
+            return tuple(lane_program(np.asarray(z, float)[sel].astype(self.dtype), np.asarray(j)[sel].astype(np.int32),
+                                      np.asarray(c, float)[sel].astype(self.dtype), np.asarray(fixed, bool)[sel],
+                                      self.cp))
+
+        return tuple(np.asarray(r, float) for r in map_padded(call, len(z), LANES))
 
     def at_estimate(self, w_hat):
         """The ML deviance at ``w_hat`` and its Hessian in w, on lme4's atanh(cor) scale

@@ -60,10 +60,11 @@ def put(tree, mesh, per_trait: bool):
 
 def chunks(idx: np.ndarray, size: int):
     """Consecutive chunks of the trait indices ``idx``: pairs ``(sel, take)`` where ``take`` pads
-    ``sel`` to ``size`` by repeating its first trait (one static shape for every chunk)."""
-    for lo in range(0, idx.size, size):
-        sel = idx[lo:lo + size]
-        yield sel, np.concatenate([sel, np.repeat(sel[:1], size - sel.size)])
+    ``sel`` to ``size`` (``core.lanes.padded_chunks``: one static shape for every chunk)."""
+    from ..core.lanes import padded_chunks
+
+    for take, n_real in padded_chunks(idx.size, size):
+        yield idx[take[:n_real]], idx[take]
 
 
 
