@@ -30,6 +30,7 @@ from .parts import DevianceParts
 from .fit import CPU_COMPILER_OPTIONS
 from .newton_host import minimize_newton_host
 from .optimize import NewtonOptions, OptimResult
+from .theta_scale import dense_default, dense_scale, scaled_start
 
 FAST_COMPILE = {**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 FAST_MAX_BATCH = 8  # stacks up to this many problems use FAST_COMPILE on a CPU
@@ -204,8 +205,11 @@ def fit_stack(stack: DenseStack, theta0, lower, reflections, active_k: int, reml
         return host_criterion(stack.blocks(x, rows), _take(sys64, rows), reml[rows])
 
     # a line-search trial costs as much as the derivatives (kept for the next iteration)
-    return minimize_newton_host(vgh, None, np.asarray(theta0, float), lower, options,
-                                reflections, active_k=active_k, dtype=stack.dtype)
+    k_pad = np.asarray(theta0).shape[-1]
+    scale = dense_scale(sys64, k_pad)
+    theta0 = scaled_start(np.asarray(theta0, float), dense_default(stack.host.lam_index, k_pad), scale)
+    return minimize_newton_host(vgh, None, theta0, lower, options,
+                                reflections, active_k=active_k, dtype=stack.dtype, scale=scale)
 
 
 def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k: int, reml: bool = True,

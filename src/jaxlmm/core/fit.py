@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .batch_crossprod import batch_cross_products
 from .crossprod import cross_products
@@ -23,6 +24,7 @@ from .deviance import DevianceParts, profiled_deviance
 from .heritability import heritability, heritability_se
 from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_newton_traced, value_grad_hessian
 from .optimizers import FirstOrderOptions, minimize_first_order
+from .theta_scale import blocked_scale, scaled_start
 from .trace import Trace
 from .solution import Estimates, Solution, estimates, linear_predictor, solve
 
@@ -41,9 +43,11 @@ def _minimize(cp, theta0, reml: bool, options, optimizer=None):
     objective = partial(profiled_deviance, cp=cp, reml=reml)
     if optimizer is not None:
         return minimize_first_order(objective, theta0, lower, optimizer, options, cp.structure.reflections())
+    scale = blocked_scale(cp)
+    theta0 = scaled_start(theta0, jnp.asarray(cp.structure.theta0(), theta0.dtype), scale)
     if options.trace:
-        return minimize_newton_traced(objective, theta0, lower, options, cp.structure.reflections())
-    return minimize_newton(objective, theta0, lower, options, cp.structure.reflections()), None
+        return minimize_newton_traced(objective, theta0, lower, options, cp.structure.reflections(), scale=scale)
+    return minimize_newton(objective, theta0, lower, options, cp.structure.reflections(), scale=scale), None
 
 
 def _fit(data: ModelData, theta0, reml: bool, options, optimizer=None) -> FitOutput:
@@ -67,13 +71,57 @@ def fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonOptio
 
 
 def run_fit_program(data: ModelData, theta0, reml: bool = True, options: NewtonOptions = NewtonOptions()):
-    """``fit_program``, served from the ahead-of-time cache when it is enabled (``aot.py``)."""
+    """``fit_program``, served from the ahead-of-time cache when it is enabled (``aot.py``); where the
+    fit is near-perfect, refitted from its optimum with the explicit residual (``explicit_refit``)."""
     from . import aot
 
     if not aot.enabled():
-        return fit_program(data, theta0, reml=reml, options=options)
-    aot.register_output_types(FitOutput, OptimResult, Solution, DevianceParts)
-    return aot.call("fit_program", _fit, (data, theta0), dict(reml=reml, options=options))
+        out = fit_program(data, theta0, reml=reml, options=options)
+    else:
+        aot.register_output_types(FitOutput, OptimResult, Solution, DevianceParts)
+        out = aot.call("fit_program", _fit, (data, theta0), dict(reml=reml, options=options))
+    return explicit_refit(out, data, reml, options)
+
+
+def explicit_refit(out: FitOutput, data: ModelData, reml: bool, options: NewtonOptions) -> FitOutput:
+    """``out`` refitted from its optimum on the criterion whose PWRSS comes from the explicit residual
+    (``explicit_residual``), where the factor's PWRSS has lost digits to cancellation; the iterations
+    add up.  ``out`` itself where that is not needed, not available (a sparse cross block) or not finite."""
+    from . import explicit_residual
+
+    if not explicit_residual.needs_explicit(data, out):
+        return out
+    polished = explicit_program(data, out.optim.theta, reml=reml, options=options)
+    if polished is None or not np.isfinite(float(polished.solution.criterion)):
+        return out
+    optim = polished.optim._replace(n_iter=polished.optim.n_iter + out.optim.n_iter)
+    return polished._replace(optim=optim)
+
+
+def explicit_program(data: ModelData, theta0, reml: bool = True, options: NewtonOptions = NewtonOptions()):
+    """``_explicit_fit`` compiled, on the dense cross block (a sparse one is formed dense where it is
+    small enough: ``explicit_residual.dense_cross_data``; None where it is not)."""
+    from .explicit_residual import dense_cross_data
+
+    data = dense_cross_data(data)
+    if data is None:
+        return None
+    return _EXPLICIT(data, jnp.asarray(theta0), reml=reml, options=options)
+
+
+def _explicit_fit(data: ModelData, theta0, reml: bool, options: NewtonOptions) -> FitOutput:
+    from . import explicit_residual as er
+
+    cp = er.precise_cross_products(cross_products(data))
+    lower = jnp.asarray(cp.structure.lower_bounds(), dtype=theta0.dtype)
+    objective = partial(er.explicit_deviance, cp=cp, data=data, reml=reml)
+    res = minimize_newton(objective, theta0, lower, options._replace(trace=False), cp.structure.reflections(),
+                          scale=blocked_scale(cp))
+    sol = er.with_explicit_pwrss(solve(res.theta, cp, reml, data.transforms), res.theta, cp, data, reml)
+    return FitOutput(res, sol, linear_predictor(data, sol.beta, sol.b))
+
+
+_EXPLICIT = jax.jit(_explicit_fit, static_argnames=("reml", "options"))
 
 
 def _fit_first_order(data: ModelData, theta0, optimizer, reml: bool, options: FirstOrderOptions) -> FitOutput:

@@ -63,13 +63,14 @@ def _remember_last(vgh):
 
 
 def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOptions(), reflections=None,
-                         fixed=None, active_k: int | None = None, dtype=None, upper=None) -> OptimResult:
+                         fixed=None, active_k: int | None = None, dtype=None, upper=None, scale=None) -> OptimResult:
     """Minimize B problems ``fun(x)`` subject to ``lower <= x <= upper`` (``x0``: (B, k)); NumPy results.
 
     ``vgh(x, rows)`` returns ``(f, g, H)`` of the problems ``rows`` at ``x`` (their rows).  Only the first
     ``active_k`` components are optimized (the rest are shape padding, held
     where they are).  ``fixed`` (B, k) holds components at their start (profiles); ``lower``,
-    ``upper`` and ``reflections`` may differ by problem (a leading B axis).  ``dtype`` is
+    ``upper``, ``reflections`` and ``scale`` (the units the iteration works in, ``newton_kernel`` item 8)
+    may differ by problem (a leading B axis).  ``dtype`` is
     the precision the programs compute in (default ``x0``'s): the tolerances follow it, while the
     iterate itself is kept in float64 on the host.
     """
@@ -81,6 +82,7 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
     upper = np.broadcast_to(np.asarray(np.inf if upper is None else upper, float), (B, k_all))[:, :k]
     held = np.zeros((B, k), bool) if fixed is None else np.asarray(fixed, bool)[:, :k]
     R = None if reflections is None else np.asarray(reflections, float)[..., :k, :k]
+    scale = None if scale is None else np.broadcast_to(np.asarray(scale, float), (B, k_all))[:, :k]
     tol = Tolerances.of(opt, np.asarray(x0).dtype if dtype is None else dtype)
     f_out, g_out = np.full(B, np.inf), np.zeros((B, k))
     step_out = np.full(B, np.inf)
@@ -105,14 +107,15 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
         f[rows], g[rows], H[rows] = derivatives(x[rows], rows)
         it = it + lanes
         finite, g, H, f0 = kernel.sanitize(np, f, g[:, :k], H[:, :k, :k])
-        s = kernel.newton_step(np, np.linalg.eigh, x[:, :k], f0, g, H, lower, upper, held, R, n_small, tol, opt)
+        s = kernel.newton_step(np, np.linalg.eigh, x[:, :k], f0, g, H, lower, upper, held, R, n_small, tol, opt,
+                               scale)
         n_small = s.n_small
         skip = ~finite | (s.converged & ~s.snap) | ~lanes
         value = None if fun is None else (lambda z, r: fun(pad(z, x[r]), r))
         x_new, ls_ok = _line_search(value, lambda z, r: derivatives(pad(z, x[r]), r)[0], s, f0, skip, opt)
         moved = ls_ok & ~skip
         stop = ~finite | (s.converged & ~moved) | (~s.converged & ~ls_ok)
-        code = kernel.status_code(np, finite, s.converged, ls_ok, s.step)
+        code = kernel.status_code(np, finite, s.converged, ls_ok, s.step, s.flat)
         x[:, :k] = np.where((lanes & moved)[:, None], x_new, np.where(lanes[:, None], s.x, x[:, :k]))
         f_out = np.where(lanes, f, f_out)
         g_out = np.where(lanes[:, None], s.g, g_out)

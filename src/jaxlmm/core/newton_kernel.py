@@ -34,14 +34,22 @@ One iteration at ``x`` with ``f``, ``g``, ``H`` (``newton_step``):
    the bound: a poor quadratic model far from the optimum no longer throws a well-determined
    variance component onto 0, where its gradient vanishes.
 7. Status (``status_code``): converged; the iteration limit; a failed line search (converged
-   after all when the Newton step was already below 1e-5); a non-finite criterion.
+   after all when the Newton step was already below 1e-5); a non-finite criterion; not
+   identified: stationary, but along a free eigenvector of the Hessian a move of ``1 + |x|``
+   changes the criterion by at most ``flat_tol (1 + |f|)`` (a flat criterion: the data do not
+   determine theta there, lme4's "nearly unidentifiable").
+8. Units (``scale``): the iteration may work on ``x / scale``.  Newton's direction does not depend
+   on the units, but the step cap, the tolerances, the eigenvalue floor, the escape along negative
+   curvature, the damping and the boundary snap do: the callers scale each element of theta by
+   the spread of its random-effect covariate (``theta_scale``), so that a covariate on the scale
+   of 1e4 or 1e-3 does not leave its thetas at 1e-4 or 1e3 beside the others.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE
+from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NOT_IDENTIFIED
 
 
 class Step(NamedTuple):
@@ -57,8 +65,9 @@ class Step(NamedTuple):
     floor: object      # (B, k) lowest value a trial may take (the bound, or the interior floor)
     ceiling: object    # (B, k)
     n_small: object    # (B,) iterations in a row at the noise floor
-    damped: tuple      # (V, Vg, w_abs, extra, cap, free): the directions at damping mu > 0
+    damped: tuple      # (V, Vg, w_abs, extra, cap, free, scale): the directions at damping mu > 0
     mu1: object        # (B,) first damping of a Levenberg-Marquardt search
+    flat: object       # (B,) the criterion is flat along a free direction (item 7: not identified)
 
 
 def reflect(xp, x, g, H, at_bound, flat, held, R):
@@ -72,8 +81,23 @@ def reflect(xp, x, g, H, at_bound, flat, held, R):
     return sign * x, sign * g, sign[:, :, None] * H * sign[:, None, :]
 
 
-def newton_step(xp, eigh, x, f, g, H, lower, upper, held, reflections, n_small, tol, opt) -> Step:
-    """Items 1-5 of the module docstring for B problems at ``x`` (``f`` finite; ``g``, ``H`` sanitized)."""
+def newton_step(xp, eigh, x, f, g, H, lower, upper, held, reflections, n_small, tol, opt, scale=None) -> Step:
+    """Items 1-5 and 7 of the module docstring for B problems at ``x`` (``f`` finite; ``g``, ``H`` sanitized).
+
+    ``scale`` (B, k) or (k,), positive: the iteration works on ``x / scale`` (item 8); the returned
+    point, gradient, direction and bounds are in ``x``'s own units.
+    """
+    if scale is None:
+        return _step(xp, eigh, x, f, g, H, lower, upper, held, reflections, n_small, tol, opt)
+    c = xp.broadcast_to(xp.asarray(scale, x.dtype), x.shape)
+    s = _step(xp, eigh, x / c, f, g * c, H * c[:, :, None] * c[:, None, :], lower / c, upper / c, held,
+              reflections, n_small, tol, opt)
+    return s._replace(x=s.x * c, g=s.g / c, d=s.d * c, x_snap=s.x_snap * c, floor=s.floor * c,
+                      ceiling=s.ceiling * c, damped=s.damped[:-1] + (c,))
+
+
+def _step(xp, eigh, x, f, g, H, lower, upper, held, reflections, n_small, tol, opt) -> Step:
+    """``newton_step`` in the iteration's units."""
     dtype = x.dtype
     k = x.shape[1]
     bounded, bounded_up = xp.isfinite(lower), xp.isfinite(upper)
@@ -132,17 +156,22 @@ def newton_step(xp, eigh, x, f, g, H, lower, upper, held, reflections, n_small, 
         floor = xp.where(keep, base + opt.interior * (x - base), lower)
     else:
         floor = lower + xp.zeros_like(x)
+    # item 7: along a free eigenvector of curvature w, a move of 1 + |x| changes f by w (1 + |x|)^2 / 2
+    reach = (1.0 + xp.max(xp.abs(x), axis=1)) ** 2
+    on_free = xp.einsum("bk,bki->bi", free.astype(dtype), V * V) > 0.5
+    flat_dir = xp.any(on_free & (xp.abs(w) * reach[:, None] <= 2.0 * opt.flat_tol * (1.0 + fa)[:, None]), axis=1)
     return Step(x, g, d, step, converged, snap, x_snap, floor, upper + xp.zeros_like(x), n_small,
-                (V, Vg, w_abs, extra, cap, free), mu1)
+                (V, Vg, w_abs, extra, cap, free, None), mu1, flat_dir)
 
 
 def damped_direction(xp, s: Step, mu):
     """``d(mu)`` of item 3 for B dampings ``mu`` (B,), capped as the undamped one."""
-    V, Vg, w_abs, extra, cap, free = s.damped
+    V, Vg, w_abs, extra, cap, free, scale = s.damped
     mu = mu[:, None]
     d = -xp.einsum("bki,bi->bk", V, Vg / (w_abs + mu)) + extra * (w_abs[:, :1] / (w_abs[:, :1] + mu))
     d = xp.where(free, d, 0.0)
-    return d * xp.minimum(1.0, cap / xp.maximum(xp.max(xp.abs(d), axis=1), 1e-300))[:, None]
+    d = d * xp.minimum(1.0, cap / xp.maximum(xp.max(xp.abs(d), axis=1), 1e-300))[:, None]
+    return d if scale is None else d * scale
 
 
 def first_trial(xp, s: Step, opt):
@@ -184,10 +213,11 @@ def gives_up(xp, s: Step, n, opt):
     return xp.where(s.snap, n >= 1, n >= opt.max_halvings)
 
 
-def status_code(xp, finite, converged, ls_ok, step):
+def status_code(xp, finite, converged, ls_ok, step, flat):
     """Item 7 of the module docstring."""
-    return xp.where(~finite, NONFINITE, xp.where(converged, CONVERGED, xp.where(
-        ls_ok, MAX_ITER, xp.where(step < 1e-5, CONVERGED, LINE_SEARCH_FAILED))))
+    stationary = xp.where(flat, NOT_IDENTIFIED, CONVERGED)
+    return xp.where(~finite, NONFINITE, xp.where(converged, stationary, xp.where(
+        ls_ok, MAX_ITER, xp.where(step < 1e-5, stationary, LINE_SEARCH_FAILED))))
 
 
 def sanitize(xp, f, g, H):

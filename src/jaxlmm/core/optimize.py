@@ -48,7 +48,7 @@ from . import linalg, newton_kernel as kernel
 from .carry import tie
 from .trace import Trace, projected_gradient
 
-from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE  # noqa: F401
+from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NOT_IDENTIFIED  # noqa: F401
 
 
 class OptimResult(NamedTuple):
@@ -68,6 +68,8 @@ class NewtonOptions(NamedTuple):
     armijo: float = 1e-4
     max_halvings: int = 40   # line-search trials per iteration
     lm_after: int = 12       # damping="halve": after this many halvings fail, raise a Levenberg-Marquardt damping
+    flat_tol: float = 1e-7   # not identified: a move of 1 + |theta| along a free direction changes f by less
+    # than this relative to 1 + |f| (``newton_kernel``, item 7)
     snap_eps: float = 1e-4
     snap_ftol: float = 1e-10
     damping: str = "halve"   # line search: "halve" the step, or "lm": raise a Levenberg-Marquardt damping
@@ -133,19 +135,19 @@ def value_grad_hessian(fun: Callable, x: jnp.ndarray, sequential: bool | str = F
 
 
 def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
-                    options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None) -> OptimResult:
+                    options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None, scale=None) -> OptimResult:
     """Projected Newton minimization of ``fun`` subject to ``x >= lower`` (``_newton_loop``)."""
-    return _newton_loop(fun, x0, lower, options, reflections, fixed)[0]
+    return _newton_loop(fun, x0, lower, options, reflections, fixed, scale=scale)[0]
 
 
 def minimize_newton_traced(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
-                           options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None):
+                           options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None, scale=None):
     """``minimize_newton`` and its path: ``(OptimResult, trace.Trace)`` (``options.trace`` is set)."""
-    return _newton_loop(fun, x0, lower, options._replace(trace=True), reflections, fixed)
+    return _newton_loop(fun, x0, lower, options._replace(trace=True), reflections, fixed, scale=scale)
 
 
 def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: NewtonOptions, reflections=None,
-                 fixed=None, upper=None):
+                 fixed=None, upper=None, scale=None):
     """Projected Newton minimization of ``fun`` subject to ``lower <= x <= upper``: the iterations of
     ``newton_kernel`` driven by ``lax.while_loop``.
 
@@ -155,6 +157,7 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
 
     ``reflections`` (k x k, 0/1) declares symmetries ``f(R x) = f(x)`` (``newton_kernel``, item 1).
     ``fixed`` (k, bool; may be traced) holds components at their starting values, for profiling.
+    ``scale`` (k,): the units the iteration works in (``newton_kernel``, item 8).
     """
     opt = options
     dtype = x0.dtype
@@ -162,6 +165,7 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
     upper = (jnp.full_like(lower, jnp.inf) if upper is None else jnp.asarray(upper, dtype)[None])
     held = (jnp.zeros(x0.shape, bool) if fixed is None else jnp.asarray(fixed, bool))[None]
     R = None if reflections is None else jnp.asarray(reflections, dtype)
+    scale = None if scale is None else jnp.asarray(scale, dtype)[None]
     tol = Tolerances.of(opt, dtype)
 
     def cond(state):
@@ -172,7 +176,7 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
         f, g, H = value_grad_hessian(fun, x, opt.sequential_hessian)
         finite, g1, H1, f1 = kernel.sanitize(jnp, f[None], g[None], H[None])
         s = kernel.newton_step(jnp, linalg.symmetric_eigen, x[None], f1, g1, H1, lower, upper, held, R,
-                               state["n_small"][None], tol, opt)
+                               state["n_small"][None], tol, opt, scale)
 
         def ls_cond(c):
             _, _, ok, n = c
@@ -190,7 +194,7 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
         moved = (ls_ok & ~skip)[0]
         converged, ls_ok, finite = s.converged[0], ls_ok[0], finite[0]
         done = ~finite | (converged & ~moved) | (~converged & ~ls_ok)
-        status = kernel.status_code(jnp, finite, converged, ls_ok, s.step[0])
+        status = kernel.status_code(jnp, finite, converged, ls_ok, s.step[0], s.flat[0])
         x_refl = s.x[0]
         new = dict(x=jnp.where(moved, x_new[0], x_refl), f=f, g=s.g[0], it=it + 1,
                    status=status.astype(jnp.int32), done=done, step=s.step[0], n_small=s.n_small[0])

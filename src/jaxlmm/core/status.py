@@ -1,6 +1,6 @@
 """The one table of fit statuses: the optimizer's outcomes and a batch's per-trait checks.
 
-Codes 0-5 are set by the optimizers (``optimize``, ``newton_host``); codes 10
+Codes 0-6 are set by the optimizers (``optimize``, ``newton_host``); codes 10
 and up by a batch's checks of each trait before it is fitted
 (``jaxlmm.many.engine.trait_checks``).  Each code has a short name (a batch's
 ``status`` column) and a message (lme4-style warnings and ``diagnostics``).
@@ -18,6 +18,7 @@ LINE_SEARCH_FAILED = 2
 NONFINITE = 3
 NONFINITE_STEP = 4
 CRITERION_ROSE = 5
+NOT_IDENTIFIED = 6
 TOO_FEW_OBSERVATIONS = 10
 ONE_LEVEL = 11
 LEVELS_VS_OBSERVATIONS = 12
@@ -31,6 +32,7 @@ STATUS_NAMES = {
     NONFINITE: "nonfinite",
     NONFINITE_STEP: "nonfinite_step",
     CRITERION_ROSE: "criterion_rose",
+    NOT_IDENTIFIED: "not_identified",
     TOO_FEW_OBSERVATIONS: "too_few_observations",
     ONE_LEVEL: "one_level",
     LEVELS_VS_OBSERVATIONS: "levels_vs_observations",
@@ -48,6 +50,9 @@ OPTIMIZER_MESSAGES = {
                     "the fit stopped at the last finite iterate",
     CRITERION_ROSE: "the optimizer ended at a higher criterion than it started from (check its learning rate "
                     "or schedule): not a minimum",
+    NOT_IDENTIFIED: "unable to evaluate scaled gradient: the criterion is flat in theta at the estimate (the model "
+                    "is unidentifiable: the data do not determine the variance parameters); theta is where the "
+                    "optimizer stopped, and the standard errors are conditional on it",
 }
 
 # a batch's diagnostics ("{max_iter}" is filled in)
@@ -59,6 +64,8 @@ STATUS_MESSAGES = {
     NONFINITE_STEP: "the optimizer proposed a non-finite step (learning rate or schedule); stopped at the last "
                     "finite iterate",
     CRITERION_ROSE: "the optimizer ended above its starting criterion (learning rate or schedule): not a minimum",
+    NOT_IDENTIFIED: "the criterion is flat in theta at the estimate: the variance parameters are not identified "
+                    "(estimates conditional on theta)",
     TOO_FEW_OBSERVATIONS: "too few observations for the fixed effects",
     ONE_LEVEL: "a grouping factor has fewer than 2 observed levels",
     LEVELS_VS_OBSERVATIONS: "number of levels of a grouping factor >= number of observations (lme4's checks)",
@@ -102,6 +109,7 @@ class Status(enum.IntEnum):
     NONFINITE = NONFINITE
     NONFINITE_STEP = NONFINITE_STEP
     CRITERION_ROSE = CRITERION_ROSE
+    NOT_IDENTIFIED = NOT_IDENTIFIED
     TOO_FEW_OBSERVATIONS = TOO_FEW_OBSERVATIONS
     ONE_LEVEL = ONE_LEVEL
     LEVELS_VS_OBSERVATIONS = LEVELS_VS_OBSERVATIONS
