@@ -21,7 +21,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .crossprod import _dense_columns, _transform_rows, cross_products, least_squares_shift
+from .crossprod import REFINE_SHIFT, _dense_columns, _transform_rows, cross_products, least_squares_shift
 from .data import CrossProducts, ModelData
 
 MAX_FEATURE_ELEMENTS = 2.5e7
@@ -61,7 +61,11 @@ def batch_cross_products(data: ModelData, Y: jnp.ndarray, W: jnp.ndarray) -> Cro
 
     XX = mm(W, X[:, :, None] * X[:, None, :])
     beta_shift = jax.vmap(least_squares_shift)(XX, mm(W * Y, X))
-    Y = jnp.where(observed, Y - beta_shift @ X.T, 0.0)
+    R = jnp.where(observed, Y - beta_shift @ X.T, 0.0)
+    for _ in range(REFINE_SHIFT):          # refined on the residual (crossprod.REFINE_SHIFT)
+        beta_shift = beta_shift + jax.vmap(least_squares_shift)(XX, mm(W * R, X))
+        R = jnp.where(observed, Y - beta_shift @ X.T, 0.0)
+    Y = R
     WY = W * Y
 
     if s.block_term is not None:

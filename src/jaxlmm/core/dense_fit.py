@@ -220,11 +220,13 @@ def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k:
     PWRSS at the optimum is far below the terms it is computed from (a near-perfect fit:
     ``dense_reference``), the fit goes on from there on the system rereferenced at the optimum,
     until the criterion is computed to full precision near the optimum (``dense_reference.ROUNDS``
-    refits at most; the iterations add up, the status is the last refit's).
+    refits at most; the iterations add up, the status is the last refit's).  The system given then
+    takes that reference too (``dense_reference.adopt``): the model's objective is as precise there.
     """
     from . import dense_reference
 
     res, sol, n_iter = None, None, 0
+    original = system
     theta = np.asarray(theta0, float)[None]
     for _ in range(dense_reference.ROUNDS + 1):
         if sol is not None:
@@ -239,5 +241,6 @@ def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k:
         theta = np.asarray(res.theta, float)
         sol = stack.estimates(res.theta, [bool(reml)])
         sol = jax.tree_util.tree_map(lambda a: a[0], sol)
+    dense_reference.adopt(original, system)
     res = OptimResult(*(np.asarray(v)[0] for v in res))._replace(n_iter=np.asarray(n_iter, np.int32))
     return res, sol

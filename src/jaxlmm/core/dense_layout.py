@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .crossprod import REFINE_SHIFT
 from .dense import DenseSystem
 from .dense_reference import Rows, remember_rows
 from .structure import theta_positions
@@ -181,8 +182,12 @@ def _systems(X, Y, weights, offset, refs, z, transforms, layout: DenseLayout, dt
     n, p = X.shape
     T = Y.shape[1]
     WX = w[:, None] * X
-    shift = least_squares_shift(X.T @ WX, WX.T @ Yo)                      # (p, T)
+    XtWX = X.T @ WX
+    shift = least_squares_shift(XtWX, WX.T @ Yo)                          # (p, T)
     R = np.where(observed[:, None], Yo - X @ shift, 0.0)
+    for _ in range(REFINE_SHIFT):     # refined on the residual (crossprod.REFINE_SHIFT)
+        shift = shift + least_squares_shift(XtWX, WX.T @ R)
+        R = np.where(observed[:, None], Yo - X @ shift, 0.0)
     # unit root-mean-square columns of X and of each shifted y: the system is formed in the same
     # units whatever the data's (float32 then holds y * 1e10 as well as y); dense.py undoes it
     x_scale, y_scale = column_scales(X, w), column_scales(R, w)

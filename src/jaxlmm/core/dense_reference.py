@@ -102,3 +102,19 @@ def rereference(system, sol):
     out = system._replace(A=A.astype(dt), ref_b=ref_b.astype(dt), ref_beta=ref_beta.astype(dt))
     remember_rows(out, rows)
     return out
+
+
+def adopt(system, rereferenced) -> None:
+    """Give ``system`` (in place) the reference of ``rereferenced``, the same problem: its last row and
+    column of ``A`` and its reference fit.  Nothing where they are one system or ``system``'s arrays are
+    read-only (a broadcast stack)."""
+    if rereferenced is system or rereferenced is None:
+        return
+    leaves = [np.asarray(system.A), np.asarray(system.ref_b), np.asarray(system.ref_beta)]
+    if not all(isinstance(a, np.ndarray) and a.flags.writeable for a in leaves):
+        return
+    A, ref_b, ref_beta = leaves
+    A[-1, :] = np.asarray(rereferenced.A)[-1, :]
+    A[:, -1] = np.asarray(rereferenced.A)[:, -1]
+    ref_b[...] = np.asarray(rereferenced.ref_b)
+    ref_beta[...] = np.asarray(rereferenced.ref_beta)

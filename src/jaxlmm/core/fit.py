@@ -89,7 +89,7 @@ def explicit_refit(out: FitOutput, data: ModelData, reml: bool, options: NewtonO
     add up.  ``out`` itself where that is not needed, not available (a sparse cross block) or not finite."""
     from . import explicit_residual
 
-    if not explicit_residual.needs_explicit(data, out):
+    if not explicit_residual.needs_explicit(data, out, reml):
         return out
     polished = explicit_program(data, out.optim.theta, reml=reml, options=options)
     if polished is None or not np.isfinite(float(polished.solution.criterion)):

@@ -18,9 +18,11 @@ One iteration at ``x`` with ``f``, ``g``, ``H`` (``newton_step``):
    (or flat there with non-negative curvature).
 3. Direction on the free set: ``d(mu) = -V (|w| + mu)^{-1} V^T g_f`` with ``H_ff = V diag(w)
    V^T`` (saddle-free Newton at ``mu = 0``; ``|w|`` floored); where ``H_ff`` has a negative
-   eigenvalue the eigenvector of the most negative one is added, oriented downhill and into
-   the feasible set.  Raising ``mu`` (Levenberg-Marquardt, ``damping="lm"``) damps the
-   directions of small curvature first.  The step is capped at ``10 max(1, |x|)``.
+   eigenvalue the eigenvector of the most negative one is added, oriented downhill (into the
+   feasible set only where the slope along it is flat, as on theta = 0 by symmetry: oriented
+   inward but uphill it made an ascent direction, on which the line search failed at once).
+   Raising ``mu`` (Levenberg-Marquardt, ``damping="lm"``) damps the directions of small
+   curvature first.  The step is capped at ``10 max(1, |x|)``.
 4. Convergence: lme4's relative-gradient test, the Newton step ``H^{-1} g`` below ``xtol (1 +
    |x|)`` componentwise, with ``H_ff`` positive definite; or the predicted decrease ``-g^T d``
    at the criterion's rounding noise for more than three iterations in a row.
@@ -28,8 +30,10 @@ One iteration at ``x`` with ``f``, ``g``, ``H`` (``newton_step``):
    kept there if ``f`` rises by at most ``snap_ftol (1 + |f|)`` (singular fits on theta = 0
    exactly, as lme4's bobyqa).
 6. Line search (``trial_point`` / ``accepts``): projected backtracking ``x(a) = clip(x + a d,
-   floor, ceiling)`` with Armijo's condition, halving ``a`` (``damping="halve"``) or raising
-   ``mu`` (``"lm"``: first the curvature that dominates the step, then times 4).  With
+   floor, ceiling)`` with Armijo's condition, halving ``a`` (``damping="halve"``; after
+   ``lm_after`` halvings fail, a poor direction, the trials raise ``mu`` instead) or raising
+   ``mu`` (``"lm"``: first the curvature that dominates the step, then times 4); a trial equal
+   to ``x`` (a step below its rounding) is not accepted.  With
    ``interior > 0`` a trial keeps bounded components above that fraction of their distance to
    the bound: a poor quadratic model far from the optimum no longer throws a well-determined
    variance component onto 0, where its gradient vanishes.

@@ -30,6 +30,11 @@ gradient and Hessian from autodiff:
    ``snap_ftol * (1 + |f|)``; the iteration then continues with them active.
    This puts singular fits exactly on theta = 0, as lme4's bobyqa does.
 
+``newton_kernel`` states the method in full: the halving line search turns to a damping after
+``lm_after`` failed halvings, the iteration may work in units scaled by each theta's covariate
+(``scale``, ``theta_scale``), and a stationary point on a flat criterion has the status
+``not_identified``.
+
 Everything runs in ``lax.while_loop``; failures are status codes, never
 exceptions, so one bad problem in a vmapped batch does not stop the others.
 Any optax or optimistix optimizer can be used instead (``optimizers.minimize_first_order``).
