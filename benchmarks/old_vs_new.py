@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import HERE, machine, write_results
+from _common import HERE, SHARED, machine, write_results
 
 BENCHMARKS = {   # script, its arguments, results file, {label: path in the JSON}
     "latency": (["--repeats", "1"], "latency_cpu", {
@@ -54,8 +54,9 @@ def _get(tree: dict, path: str):
 def run(tree: Path, name: str, args: list[str], results: str, env_extra: dict) -> dict:
     bench = tree / "benchmarks"
     out = bench / "results" / f"{results}.json"
-    keep = out.read_bytes() if out.exists() else None
-    env = dict(os.environ, **env_extra)
+    files = [out, out.with_suffix(".md")]
+    keep = {f: f.read_bytes() for f in files if f.exists()}
+    env = dict(os.environ, JAXLMM_SHARED=str(SHARED), **env_extra)
     try:
         proc = subprocess.run([sys.executable, str(bench / f"{name}.py"), *args], cwd=bench, env=env,
                               capture_output=True, text=True, timeout=3600)
@@ -63,8 +64,8 @@ def run(tree: Path, name: str, args: list[str], results: str, env_extra: dict) -
             return {"error": proc.stderr[-1500:]}
         return json.loads(out.read_text())
     finally:     # the tree's committed results stay as they were
-        if keep is not None:
-            out.write_bytes(keep)
+        for f, data in keep.items():
+            f.write_bytes(data)
 
 
 def main() -> None:
@@ -91,7 +92,9 @@ def main() -> None:
     for label, a, b, r in rows:
         fmt = (lambda v: "n/a" if v is None else f"{v:.4g}")
         lines.append(f"| {label} | {fmt(a)} | {fmt(b)} | {fmt(r)} |")
-    write_results("old_vs_new_cpu", {"machine": info, "old_tree": str(args.old_tree), "rows": rows}, "\n".join(lines))
+    errors = {f"{name}.{side}": r["error"] for name, sides in raw.items() for side, r in sides.items() if "error" in r}
+    write_results("old_vs_new_cpu", {"machine": info, "old_tree": str(args.old_tree), "rows": rows, "errors": errors},
+                  "\n".join(lines))
 
 
 if __name__ == "__main__":
