@@ -82,3 +82,16 @@ def fits() -> FitCache:
 
 # scripts that made the reference files are not tests (run them by hand; see their docstrings)
 collect_ignore_glob = ["reference/*"]
+
+
+def write_plink(prefix, genotypes) -> None:
+    """``prefix.bed/.bim/.fam`` of a genotype frame (individuals x markers, dosages; bed-reader), ids on
+    both id columns, markers on chromosome 1 every 1000 bp."""
+    import numpy as np
+    from bed_reader import to_bed
+
+    ids, n_snp = list(genotypes.index), genotypes.shape[1]
+    to_bed(f"{prefix}.bed", np.array(genotypes.to_numpy(), dtype=np.float32, order="C"), properties={
+        "fid": ids, "iid": ids, "sid": list(genotypes.columns), "chromosome": ["1"] * n_snp,
+        "bp_position": list(range(1000, 1000 * (n_snp + 1), 1000)), "allele_1": ["A"] * n_snp,
+        "allele_2": ["G"] * n_snp})

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 import jaxlmm
+from conftest import write_plink
 from jaxlmm.cli.main import main
 from jaxlmm.errors import ArgumentError, DataError
 
@@ -52,20 +53,10 @@ def relmat(genotypes):
     return K + 0.1 * np.eye(N_IND)
 
 
-def _write_plink(prefix, genotypes):
-    from bed_reader import to_bed
-
-    ids = list(genotypes.index)
-    to_bed(f"{prefix}.bed", np.array(genotypes.to_numpy(), dtype=np.float32, order="C"), properties={
-        "fid": ids, "iid": ids, "sid": list(genotypes.columns), "chromosome": ["1"] * N_SNP,
-        "bp_position": list(range(1000, 1000 * (N_SNP + 1), 1000)), "allele_1": ["A"] * N_SNP,
-        "allele_2": ["G"] * N_SNP})
-
-
 @pytest.fixture
 def scan_files(tmp_path, genotypes, relmat):
     """geno.bed/.bim/.fam, K.csv and pheno.csv (id, y, cov, note) in ``tmp_path``."""
-    _write_plink(tmp_path / "geno", genotypes)
+    write_plink(tmp_path / "geno", genotypes)
     relmat.rename_axis("id").to_csv(tmp_path / "K.csv")
     rng = np.random.default_rng(7)
     pd.DataFrame({"id": genotypes.index, "y": rng.normal(size=N_IND), "cov": rng.normal(size=N_IND),

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import jaxlmm
+from conftest import write_plink
 from jaxlmm.cli.main import main
 from jaxlmm.errors import JaxlmmError
 from jaxlmm.cli.output_dir import TEMP_PREFIX, OutputDirError, write_tables
@@ -58,22 +59,12 @@ def pheno(genotypes, relmat):
                          "a/b": g + rng.normal(size=n), "a_b": 2.0 * rng.normal(size=n) + g})
 
 
-def _write_plink(prefix, genotypes):
-    from bed_reader import to_bed
-
-    ids = list(genotypes.index)
-    to_bed(f"{prefix}.bed", np.array(genotypes.to_numpy(), dtype=np.float32, order="C"), properties={
-        "fid": ids, "iid": ids, "sid": list(genotypes.columns), "chromosome": ["1"] * N_SNP,
-        "bp_position": list(range(1000, 1000 * (N_SNP + 1), 1000)), "allele_1": ["A"] * N_SNP,
-        "allele_2": ["G"] * N_SNP})
-
-
 @pytest.fixture
 def scan_inputs(tmp_path, genotypes, relmat, pheno):
     """The scan's input files inside ``tmp_path / "work"``: geno.bed/.bim/.fam, K.csv and pheno.csv."""
     work = tmp_path / "work"
     work.mkdir()
-    _write_plink(work / "geno", genotypes)
+    write_plink(work / "geno", genotypes)
     relmat.rename_axis("id").to_csv(work / "K.csv")
     pheno.to_csv(work / "pheno.csv", index=False)
     return work
