@@ -24,16 +24,17 @@ One iteration at ``x`` with ``f``, ``g``, ``H`` (``newton_step``):
    Raising ``mu`` (Levenberg-Marquardt, ``damping="lm"``) damps the directions of small
    curvature first.  The step is capped at ``10 max(1, |x|)``.
 4. Convergence: lme4's relative-gradient test, the Newton step ``H^{-1} g`` below ``xtol (1 +
-   |x|)`` componentwise, with ``H_ff`` positive definite; or the predicted decrease ``-g^T d``
-   at the criterion's rounding noise for more than three iterations in a row.
+   |x|)`` componentwise, with ``H_ff`` positive definite (or flat: item 7); or the predicted
+   decrease ``-g^T d`` at the criterion's rounding noise for more than three iterations in a row.
 5. Boundary: at convergence, components within ``snap_eps`` of a bound are tried on it and
    kept there if ``f`` rises by at most ``snap_ftol (1 + |f|)`` (singular fits on theta = 0
    exactly, as lme4's bobyqa).
 6. Line search (``trial_point`` / ``accepts``): projected backtracking ``x(a) = clip(x + a d,
    floor, ceiling)`` with Armijo's condition, halving ``a`` (``damping="halve"``; after
    ``lm_after`` halvings fail, a poor direction, the trials raise ``mu`` instead) or raising
-   ``mu`` (``"lm"``: first the curvature that dominates the step, then times 4); a trial equal
-   to ``x`` (a step below its rounding) is not accepted.  With
+   ``mu`` (``"lm"``: first the curvature that dominates the step, then times 4).  (A trial
+   equal to ``x``, a step below its rounding, is accepted: the predicted decrease at the noise
+   floor then ends the fit through item 4's count.)  With
    ``interior > 0`` a trial keeps bounded components above that fraction of their distance to
    the bound: a poor quadratic model far from the optimum no longer throws a well-determined
    variance component onto 0, where its gradient vanishes.
@@ -144,7 +145,11 @@ def _step(xp, eigh, x, f, g, H, lower, upper, held, reflections, n_small, tol, o
     tiny = xp.max(xp.abs(d) / (1.0 + xp.abs(x)), axis=1) <= tol.xtol
     fa = xp.abs(f)
     n_small = xp.where(pred <= tol.small * (1.0 + fa), n_small + 1, 0)
-    converged = pos_def & (tiny | (pred <= tol.zero * (1.0 + fa)) | (n_small > 3))
+    # item 7: along a free eigenvector of curvature w, a move of 1 + |x| changes f by w (1 + |x|)^2 / 2
+    reach = (1.0 + xp.max(xp.abs(x), axis=1)) ** 2
+    on_free = xp.einsum("bk,bki->bi", free.astype(dtype), V * V) > 0.5
+    flat_dir = xp.any(on_free & (xp.abs(w) * reach[:, None] <= 2.0 * opt.flat_tol * (1.0 + fa)[:, None]), axis=1)
+    converged = (pos_def | flat_dir) & (tiny | (pred <= tol.zero * (1.0 + fa)) | (n_small > 3))
 
     # item 5: the bound for components within snap_eps of it
     near = bounded & (x > lower) & (x - xp.where(bounded, lower, 0.0) <= opt.snap_eps) & ~held
@@ -160,10 +165,6 @@ def _step(xp, eigh, x, f, g, H, lower, upper, held, reflections, n_small, tol, o
         floor = xp.where(keep, base + opt.interior * (x - base), lower)
     else:
         floor = lower + xp.zeros_like(x)
-    # item 7: along a free eigenvector of curvature w, a move of 1 + |x| changes f by w (1 + |x|)^2 / 2
-    reach = (1.0 + xp.max(xp.abs(x), axis=1)) ** 2
-    on_free = xp.einsum("bk,bki->bi", free.astype(dtype), V * V) > 0.5
-    flat_dir = xp.any(on_free & (xp.abs(w) * reach[:, None] <= 2.0 * opt.flat_tol * (1.0 + fa)[:, None]), axis=1)
     return Step(x, g, d, step, converged, snap, x_snap, floor, upper + xp.zeros_like(x), n_small,
                 (V, Vg, w_abs, extra, cap, free, None), mu1, flat_dir)
 
@@ -206,9 +207,8 @@ def trial_point(xp, s: Step, c, n, opt):
 def accepts(xp, s: Step, f, xa, fa, opt):
     """Whether the trial ``xa`` with value ``fa`` (NaN counted as +inf) is accepted."""
     fa = xp.where(xp.isnan(fa), xp.inf, fa)
-    moves = xp.any(xa != s.x, axis=1)       # a step below the iterate's rounding is no step
     return xp.where(s.snap, fa <= f + opt.snap_ftol * (1.0 + xp.abs(f)),
-                    moves & (fa <= f + opt.armijo * xp.sum(s.g * (xa - s.x), axis=1)))
+                    fa <= f + opt.armijo * xp.sum(s.g * (xa - s.x), axis=1))
 
 
 def gives_up(xp, s: Step, n, opt):
