@@ -14,7 +14,9 @@ reproduced here on small synthetic data made by the generators below.  lme4's cr
 - near-perfect fits (sigma 1e-8 of the response's spread): the PWRSS from the factor's last pivot
   scattered and was biased; the dense engine (case_184) and the blocked engine (case_176, case_216,
   case_067) now compute it from the residual;
-- a criterion flat in theta (the data do not determine it: case_030, case_140): flagged, not converged.
+- a criterion flat in theta (the data do not determine it: case_030, case_140): flagged, not converged;
+- a criterion unbounded below (the model reproduces the data: case_190, case_197): flagged, not converged
+  (case_190 stays above lme4's value, which is only where lme4's factorization broke down).
 """
 
 from __future__ import annotations
@@ -105,6 +107,34 @@ def flat_two_groups(seed: int = 1) -> pd.DataFrame:
     return pd.DataFrame(dict(y=y, x=x, g=pd.Categorical(g)))
 
 
+# population case_190 (seed 20261207), its 16 rows: with the fixed factors, the crossed factors can reproduce
+# every row, so the ML criterion falls without bound as theta grows (sigma -> 0)
+INTERPOLATED = [
+    ("g000", "h049", 7.473401772864236, "f7", "m2", -0.16702484974978507),
+    ("g000", "h093", 4.093659711108344, "f0", "m4", -0.215145355760346),
+    ("g000", "h047", 5.935263377763194, "f1", "m7", -0.2090255086474727),
+    ("g000", "h026", 10.108780304684808, "f4", "m3", -0.19964159794061884),
+    ("g000", "h090", 11.747047745605757, "f4", "m3", -0.20339396832612205),
+    ("g000", "h061", 14.621360405484095, "f3", "m1", -0.22979238480874223),
+    ("g000", "h067", 17.999453987746946, "f3", "m1", -0.21251426281116306),
+    ("g000", "h057", -2.016295427057637, "f1", "m7", -0.13520781038884816),
+    ("g000", "h030", 8.618935531630644, "f0", "m4", -0.20830200739564594),
+    ("g000", "h049", 9.317440912676874, "f7", "m2", -0.16820981972757218),
+    ("g000", "h049", -9.950729380603544, "f1", "m7", -0.17604745088504253),
+    ("g000", "h045", 2.9176021318330303, "f7", "m2", -0.19644615313457447),
+    ("g000", "h006", -28.734050039983146, "f1", "m7", -0.12832591907512578),
+    ("g000", "h045", -12.330001120154174, "f0", "m4", -0.24531362594954476),
+    ("g001", "h001", -7.424606762808781, "f3", "m1", -0.22020302893030283),
+    ("g002", "h034", 2.730880515101308, "f2", "m5", -0.17009145816906818),
+]
+
+
+def interpolated() -> pd.DataFrame:
+    g, h, x, f, f3, y = zip(*INTERPOLATED)
+    return pd.DataFrame(dict(g=pd.Categorical(g), h=pd.Categorical(h), x=x, f=pd.Categorical(f),
+                             f3=pd.Categorical(f3), y=y))
+
+
 # (data, formula, REML) -> lme4's best criterion (tests/reference/population_classes/lme4_classes.R)
 CLASSES = {
     "escape": (lambda: two_group_slopes(5), "y ~ x + z + f + (1 + x + z | g)", True, 77.5330184746),
@@ -113,6 +143,7 @@ CLASSES = {
     "near_perfect": (near_perfect, "y ~ x + f + (x | g)", True, -8822.69459032),
     "near_perfect_blocked": (near_perfect_intercepts, "y ~ x + f + (1 | g)", True, -42159.0291949),
     "flat": (flat_two_groups, "y ~ x + (1 | g)", True, 37.1775806465),
+    "unbounded": (interpolated, "y ~ x + f + f3 + (1 | g) + (1 | h)", False, -173.991729965),
 }
 
 
@@ -239,3 +270,13 @@ def test_population_case(case):
         assert not fit.converged
     elif best is not None:
         assert (fit.criterion - best) / max(1.0, abs(best)) <= TOL, (fit.criterion, best, str(fit.status))
+
+
+def test_unbounded_criterion_is_flagged_not_converged():
+    # case_190: lme4 stops where its factorization breaks down (theta 6e6, criterion -174.0, "failed to
+    # converge"); jaxlmm used to stop at theta 9.5e4 (-149.9) with max_iter, and once claimed convergence on
+    # a noisy gradient.  Now the ray 10, 100, 1000 theta shows the criterion still falling: status unbounded
+    fit, lme4, messages = _fit("unbounded")
+    assert str(fit.status) == "unbounded" and not fit.converged
+    assert any("decreases without bound" in m for m in messages)
+    assert fit.criterion < -160.0 and fit.theta[0] > 1e5

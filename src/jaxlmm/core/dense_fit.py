@@ -30,6 +30,7 @@ from .parts import DevianceParts
 from .fit import CPU_COMPILER_OPTIONS
 from .newton_host import minimize_newton_host
 from .optimize import NewtonOptions, OptimResult
+from .status import UNBOUNDED
 from .theta_scale import dense_default, dense_scale, scaled_start
 
 FAST_COMPILE = {**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
@@ -230,7 +231,8 @@ def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k:
     theta = np.asarray(theta0, float)[None]
     for _ in range(dense_reference.ROUNDS + 1):
         if sol is not None:
-            if dense_reference.cancellation(system, sol) <= dense_reference.CANCELLATION_MAX:
+            if (int(np.asarray(res.status)[0]) == UNBOUNDED
+                    or dense_reference.cancellation(system, sol) <= dense_reference.CANCELLATION_MAX):
                 break
             system = dense_reference.rereference(system, sol)
             if system is None:

@@ -24,6 +24,7 @@ from .deviance import DevianceParts, profiled_deviance
 from .heritability import heritability, heritability_se
 from .optimize import NewtonOptions, OptimResult, minimize_newton, minimize_newton_traced, value_grad_hessian
 from .optimizers import FirstOrderOptions, minimize_first_order
+from .status import UNBOUNDED
 from .theta_scale import blocked_scale, scaled_start
 from .trace import Trace
 from .solution import Estimates, Solution, estimates, linear_predictor, solve
@@ -89,7 +90,7 @@ def explicit_refit(out: FitOutput, data: ModelData, reml: bool, options: NewtonO
     add up.  ``out`` itself where that is not needed, not available (a sparse cross block) or not finite."""
     from . import explicit_residual
 
-    if not explicit_residual.needs_explicit(data, out, reml):
+    if int(out.optim.status) == UNBOUNDED or not explicit_residual.needs_explicit(data, out, reml):
         return out
     polished = explicit_program(data, out.optim.theta, reml=reml, options=options)
     if polished is None or not np.isfinite(float(polished.solution.criterion)):

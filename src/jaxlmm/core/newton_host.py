@@ -122,4 +122,18 @@ def minimize_newton_host(vgh, fun, x0, lower, options: NewtonOptions = NewtonOpt
         step_out = np.where(lanes, s.step, step_out)
         status = np.where(lanes, code, status).astype(np.int32)
         done = done | (lanes & stop)
+    x[:, :k], f_out, status = _ray(derivatives, fun, x, f_out, status, scale, k, opt)
     return OptimResult(x, f_out, g_out, it, status, step_out)
+
+
+def _ray(derivatives, fun, x, f, status, scale, k, opt):
+    """``newton_kernel`` item 9: the problems ending far out tried along the ray ``t x``."""
+    points, tried = kernel.ray_points(np, x[:, :k], scale, opt)
+    values = np.full(points.shape[:2], np.inf)
+    rows = np.flatnonzero(tried & np.isfinite(f))
+    for j in range(points.shape[1]):
+        if len(rows):
+            z = x[rows].copy()
+            z[:, :k] = points[rows, j]
+            values[rows, j] = np.asarray((derivatives if fun is None else (lambda a, r: (fun(a, r),)))(z, rows)[0])
+    return kernel.ray_verdict(np, x[:, :k], f, status, points, values, tried)

@@ -32,9 +32,10 @@ One iteration at ``x`` with ``f``, ``g``, ``H`` (``newton_step``):
 6. Line search (``trial_point`` / ``accepts``): projected backtracking ``x(a) = clip(x + a d,
    floor, ceiling)`` with Armijo's condition, halving ``a`` (``damping="halve"``; after
    ``lm_after`` halvings fail, a poor direction, the trials raise ``mu`` instead) or raising
-   ``mu`` (``"lm"``: first the curvature that dominates the step, then times 4).  (A trial
-   equal to ``x``, a step below its rounding, is accepted: the predicted decrease at the noise
-   floor then ends the fit through item 4's count.)  With
+   ``mu`` (``"lm"``: first the curvature that dominates the step, then times 4).  A trial equal
+   to ``x`` (a step below its rounding) is accepted only where the predicted decrease is at the
+   noise floor (item 4's count then ends the fit); elsewhere it is no step, and the search fails
+   instead of the fit repeating its point until the iteration limit.  With
    ``interior > 0`` a trial keeps bounded components above that fraction of their distance to
    the bound: a poor quadratic model far from the optimum no longer throws a well-determined
    variance component onto 0, where its gradient vanishes.
@@ -43,6 +44,11 @@ One iteration at ``x`` with ``f``, ``g``, ``H`` (``newton_step``):
    identified: stationary, but along a free eigenvector of the Hessian a move of ``1 + |x|``
    changes the criterion by at most ``flat_tol (1 + |f|)`` (a flat criterion: the data do not
    determine theta there, lme4's "nearly unidentifiable").
+9. Unbounded criterion (``ray_points`` / ``ray_verdict``): where the fit ends with ``x / scale`` above
+   ``ray_min`` in some component, the criterion is tried at ``t x`` for ``t`` in ``RAY``; a value below
+   ``f`` there means ``x`` is no minimum -- in lme4's models the criterion then falls without bound as
+   theta grows (the model reproduces the data, sigma -> 0) -- and the fit ends at the lowest of them
+   with the status ``unbounded``.
 8. Units (``scale``): the iteration may work on ``x / scale``.  Newton's direction does not depend
    on the units, but the step cap, the tolerances, the eigenvalue floor, the escape along negative
    curvature, the damping and the boundary snap do: the callers scale each element of theta by
@@ -54,7 +60,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NOT_IDENTIFIED
+from .status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NOT_IDENTIFIED, UNBOUNDED
+
+RAY = (10.0, 100.0, 1000.0)   # item 9: multiples of x tried where x is large
 
 
 class Step(NamedTuple):
@@ -207,8 +215,10 @@ def trial_point(xp, s: Step, c, n, opt):
 def accepts(xp, s: Step, f, xa, fa, opt):
     """Whether the trial ``xa`` with value ``fa`` (NaN counted as +inf) is accepted."""
     fa = xp.where(xp.isnan(fa), xp.inf, fa)
+    # a trial equal to x (a step below its rounding) only where the predicted decrease is at the noise floor
+    moves = xp.any(xa != s.x, axis=1) | (s.n_small > 0)
     return xp.where(s.snap, fa <= f + opt.snap_ftol * (1.0 + xp.abs(f)),
-                    fa <= f + opt.armijo * xp.sum(s.g * (xa - s.x), axis=1))
+                    moves & (fa <= f + opt.armijo * xp.sum(s.g * (xa - s.x), axis=1)))
 
 
 def gives_up(xp, s: Step, n, opt):
@@ -231,3 +241,21 @@ def sanitize(xp, f, g, H):
     k = g.shape[1]
     return (finite, xp.where(finite[:, None], g, 0.0),
             xp.where(finite[:, None, None], H, xp.eye(k, dtype=H.dtype)), xp.where(finite, f, 0.0))
+
+
+def ray_points(xp, x, scale, opt):
+    """(B, len(RAY), k) the points ``t x`` of item 9, and (B,) whether each problem is tried at all."""
+    rel = xp.abs(x) if scale is None else xp.abs(x / scale)
+    tried = xp.max(rel, axis=1) >= opt.ray_min
+    return xp.asarray(RAY, x.dtype)[None, :, None] * x[:, None, :], tried
+
+
+def ray_verdict(xp, x, f, status, points, values, tried):
+    """Item 9: ``(x, f, status)`` after the ray's ``values`` (B, len(RAY)) at ``points``."""
+    values = xp.where(xp.isnan(values) | ~tried[:, None], xp.inf, values)
+    best = xp.argmin(values, axis=1)
+    low = xp.take_along_axis(values, best[:, None], axis=1)[:, 0]
+    lower = low < f - 1e-8 * (1.0 + xp.abs(f))
+    x_best = xp.take_along_axis(points, best[:, None, None], axis=1)[:, 0]
+    return (xp.where(lower[:, None], x_best, x), xp.where(lower, low, f),
+            xp.where(lower, UNBOUNDED, status).astype(status.dtype))

@@ -33,7 +33,8 @@ gradient and Hessian from autodiff:
 ``newton_kernel`` states the method in full: the halving line search turns to a damping after
 ``lm_after`` failed halvings, the iteration may work in units scaled by each theta's covariate
 (``scale``, ``theta_scale``), and a stationary point on a flat criterion has the status
-``not_identified``.
+``not_identified``; one ending far out (large theta) where the criterion falls further along the ray
+``t theta`` has the status ``unbounded``.
 
 Everything runs in ``lax.while_loop``; failures are status codes, never
 exceptions, so one bad problem in a vmapped batch does not stop the others.
@@ -75,6 +76,7 @@ class NewtonOptions(NamedTuple):
     lm_after: int = 12       # damping="halve": after this many halvings fail, raise a Levenberg-Marquardt damping
     flat_tol: float = 1e-7   # not identified: a move of 1 + |theta| along a free direction changes f by less
     # than this relative to 1 + |f| (``newton_kernel``, item 7)
+    ray_min: float = 100.0   # a fit ending with |theta / scale| above this tries 10, 100, 1000 theta (item 9)
     snap_eps: float = 1e-4
     snap_ftol: float = 1e-10
     damping: str = "halve"   # line search: "halve" the step, or "lm": raise a Levenberg-Marquardt damping
@@ -213,8 +215,18 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
     # the reported f and g belong to the last evaluated point; a final accepted
     # step (max_iter reached) leaves them one step behind, which only happens
     # when the fit has not converged.
-    res = OptimResult(out["x"], out["f"], out["g"], out["it"], out["status"].astype(jnp.int32), out["step"])
+    x, f, status = _ray(fun, out["x"], out["f"], out["status"].astype(jnp.int32), scale, opt)
+    res = OptimResult(x, f, out["g"], out["it"], status, out["step"])
     return res, out.get("trace")
+
+
+def _ray(fun, x, f, status, scale, opt):
+    """``newton_kernel`` item 9 for the one problem of ``_newton_loop`` (its values only where tried)."""
+    points, tried = kernel.ray_points(jnp, x[None], scale, opt)
+    values = lax.cond(tried[0], lambda p: jax.vmap(fun)(p), lambda p: jnp.full(p.shape[:1], jnp.inf, f.dtype),
+                      points[0])
+    x, f, status = kernel.ray_verdict(jnp, x[None], f[None], status[None], points, values[None], tried)
+    return x[0], f[0], status[0]
 
 
 def _newton_start(x0, opt: NewtonOptions) -> dict:

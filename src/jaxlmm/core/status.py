@@ -1,6 +1,6 @@
 """The one table of fit statuses: the optimizer's outcomes and a batch's per-trait checks.
 
-Codes 0-6 are set by the optimizers (``optimize``, ``newton_host``); codes 10
+Codes 0-7 are set by the optimizers (``optimize``, ``newton_host``); codes 10
 and up by a batch's checks of each trait before it is fitted
 (``jaxlmm.many.engine.trait_checks``).  Each code has a short name (a batch's
 ``status`` column) and a message (lme4-style warnings and ``diagnostics``).
@@ -19,6 +19,7 @@ NONFINITE = 3
 NONFINITE_STEP = 4
 CRITERION_ROSE = 5
 NOT_IDENTIFIED = 6
+UNBOUNDED = 7
 TOO_FEW_OBSERVATIONS = 10
 ONE_LEVEL = 11
 LEVELS_VS_OBSERVATIONS = 12
@@ -33,6 +34,7 @@ STATUS_NAMES = {
     NONFINITE_STEP: "nonfinite_step",
     CRITERION_ROSE: "criterion_rose",
     NOT_IDENTIFIED: "not_identified",
+    UNBOUNDED: "unbounded",
     TOO_FEW_OBSERVATIONS: "too_few_observations",
     ONE_LEVEL: "one_level",
     LEVELS_VS_OBSERVATIONS: "levels_vs_observations",
@@ -53,6 +55,8 @@ OPTIMIZER_MESSAGES = {
     NOT_IDENTIFIED: "unable to evaluate scaled gradient: the criterion is flat in theta at the estimate (the model "
                     "is unidentifiable: the data do not determine the variance parameters); theta is where the "
                     "optimizer stopped, and the standard errors are conditional on it",
+    UNBOUNDED: "the criterion decreases without bound as theta grows (the model reproduces the data: the residual "
+               "variance tends to 0): there is no optimum; theta is where the optimizer stopped",
 }
 
 # a batch's diagnostics ("{max_iter}" is filled in)
@@ -66,6 +70,7 @@ STATUS_MESSAGES = {
     CRITERION_ROSE: "the optimizer ended above its starting criterion (learning rate or schedule): not a minimum",
     NOT_IDENTIFIED: "the criterion is flat in theta at the estimate: the variance parameters are not identified "
                     "(estimates conditional on theta)",
+    UNBOUNDED: "the criterion decreases without bound as theta grows (the model reproduces the data): no optimum",
     TOO_FEW_OBSERVATIONS: "too few observations for the fixed effects",
     ONE_LEVEL: "a grouping factor has fewer than 2 observed levels",
     LEVELS_VS_OBSERVATIONS: "number of levels of a grouping factor >= number of observations (lme4's checks)",
@@ -110,6 +115,7 @@ class Status(enum.IntEnum):
     NONFINITE_STEP = NONFINITE_STEP
     CRITERION_ROSE = CRITERION_ROSE
     NOT_IDENTIFIED = NOT_IDENTIFIED
+    UNBOUNDED = UNBOUNDED
     TOO_FEW_OBSERVATIONS = TOO_FEW_OBSERVATIONS
     ONE_LEVEL = ONE_LEVEL
     LEVELS_VS_OBSERVATIONS = LEVELS_VS_OBSERVATIONS
