@@ -109,3 +109,34 @@ def test_modules_and_functions_are_small():
                 if n > 80:
                     long_functions.append((path.name, node.name, n))
     assert not long_functions, long_functions
+
+
+# inside core/: the sub-packages by role (core/__init__.py), each importing only from its rank or lower
+CORE_LAYERS = {"status": 0, "carry": 0, "linalg": 0, "compile": 0, "optim": 1, "params": 2, "pls": 3,
+               "dense": 4, "marginal": 4, "spectral": 4}
+
+
+def _core_layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[:2] != ["jaxlmm", "core"] or len(parts) < 3:
+        return None
+    return CORE_LAYERS[parts[2]]
+
+
+def test_core_subpackages_import_only_downward():
+    edges = _imports(_modules())
+    upward = [(a, b) for a, targets in edges.items() for b in targets
+              if _core_layer(a) is not None and _core_layer(b) is not None and _core_layer(b) > _core_layer(a)]
+    assert not upward, "upward imports in core: " + ", ".join(f"{a} -> {b}" for a, b in sorted(upward)[:10])
+
+
+def test_core_is_split_by_role():
+    """No flat folder: core/ holds its sub-packages and at most a few foundation modules, and every
+    module of core lives in a sub-package named in CORE_LAYERS."""
+    flat = [p.name for p in (SRC / "core").glob("*.py") if p.name != "__init__.py"]
+    assert len(flat) <= 3, flat
+    packages = {p.name for p in (SRC / "core").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert packages <= set(CORE_LAYERS), packages - set(CORE_LAYERS)
+    for folder in (SRC / "core").rglob("*"):
+        if folder.is_dir() and folder.name != "__pycache__":
+            assert len(list(folder.glob("*.py"))) <= 20, folder

@@ -16,7 +16,7 @@ import optimistix as optx
 import pytest
 
 import jaxlmm
-from jaxlmm.core.optimizers import FirstOrderOptions, minimize_first_order
+from jaxlmm.core.optim.first_order import FirstOrderOptions, minimize_first_order
 from jaxlmm.core.status import CONVERGED, CRITERION_ROSE, MAX_ITER, STATUS_NAMES
 
 pytestmark = pytest.mark.usefixtures("x64")

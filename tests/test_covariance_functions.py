@@ -58,7 +58,7 @@ def test_user_ar1_equals_built_in_ar1():
 
 
 def test_user_covariance_gradient_and_hessian_equal_finite_differences():
-    from jaxlmm.core.marginal import evaluate
+    from jaxlmm.core.marginal.criterion import evaluate
 
     _, data = _structured_case("field_exp")
     cov = jaxlmm.covariance(matern32, 2, lower=[0.0, -np.inf], start=[1.0, 1.0], scales=[0], names=["sd", "log_range"])
@@ -103,7 +103,7 @@ def test_residual_variance_at_its_boundary_is_reached_and_reported():
 def test_sleepstudy_ar1_reaches_a_lower_optimum_than_glmmtmb():
     """glmmTMB stops at sigma = 0.009 (criterion 1739.21); the criterion is lower inside (1734.19 at
     sigma = 15.1): our criterion at glmmTMB's estimate equals glmmTMB's, and the fit goes below it."""
-    from jaxlmm.core.marginal import evaluate
+    from jaxlmm.core.marginal.criterion import evaluate
 
     ref, data = _structured_case("sleep_ar1_boundary", "heldout")
     fit = jaxlmm.lmer(ref["formula"], data)
@@ -181,7 +181,7 @@ def test_covariance_constructor_checks():
 @pytest.mark.parametrize("case, folder", [("repeated_ar1", ""), ("sulfur_hetres", ""), ("machines_cs", "")])
 def test_block_evaluation_equals_the_dense_one(case, folder):
     """V block-diagonal over subjects (marginal_blocks.py) gives the dense formulas' numbers."""
-    from jaxlmm.core.marginal import evaluate, evaluate_dense
+    from jaxlmm.core.marginal.criterion import evaluate, evaluate_dense
     from jaxlmm.model.marginal_design import start_values
 
     ref, data = _structured_case(case, folder)
@@ -246,7 +246,7 @@ def test_objective_of_a_structured_model_is_pure_jax(machines):
     autodiff equals the closed-form derivatives the fit uses."""
     import jax
 
-    from jaxlmm.core.marginal import evaluate
+    from jaxlmm.core.marginal.criterion import evaluate
 
     fit = jaxlmm.lmer("score ~ Machine + cs(0 + Machine | Worker)", machines)
     model = fit.model
@@ -289,10 +289,10 @@ def test_ml_fit_matches_glmmtmb():
 
 
 def test_bootstrap_of_a_structured_model(machines):
-    """Replicates as lanes of one Newton loop (core/marginal_lanes.py): equal to refitting each replicate."""
-    from jaxlmm.core.marginal import evaluate
-    from jaxlmm.core.marginal_blocks import BlockLayout, block_terms, row_blocks
-    from jaxlmm.core.marginal_lanes import evaluate_lanes
+    """Replicates as lanes of one Newton loop (core/marginal/lanes.py): equal to refitting each replicate."""
+    from jaxlmm.core.marginal.criterion import evaluate
+    from jaxlmm.core.marginal.blocks import BlockLayout, block_terms, row_blocks
+    from jaxlmm.core.marginal.lanes import evaluate_lanes
     from jaxlmm.inference.bootstrap import simulate
 
     fit = jaxlmm.lmer("score ~ Machine + cs(0 + Machine | Worker)", machines)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import jaxlmm
-from jaxlmm.core.dense import dense_deviance, value_grad_hessian
-from jaxlmm.core.dense_layout import DenseLayout, bucket_k, bucket_p, bucket_q, dense_system, derivative_rows
+from jaxlmm.core.dense.system import dense_deviance, value_grad_hessian
+from jaxlmm.core.dense.layout import DenseLayout, bucket_k, bucket_p, bucket_q, dense_system, derivative_rows
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -64,8 +64,8 @@ def test_second_model_of_a_session_compiles_nothing():
 
 
 def test_dense_and_block_paths_agree():
-    from jaxlmm.core.fit import run_fit_program
-    from jaxlmm.core.optimize import NewtonOptions
+    from jaxlmm.core.pls.programs import run_fit_program
+    from jaxlmm.core.optim.newton import NewtonOptions
 
     data = jaxlmm.load_dataset("sleepstudy")
     fit = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", data)
@@ -81,7 +81,7 @@ def test_dense_and_block_paths_agree():
 @pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject)", "Reaction ~ Days + (1 | Subject) + (1 | DaysF)"])
 def test_kenward_roger_derivatives_equal_autodiff(formula):
     """M = X^T V^-1 X and log|V|: closed-form first and second derivatives in gamma equal autodiff's."""
-    from jaxlmm.core.ddf_dense import marginal_derivatives, marginal_parts
+    from jaxlmm.core.dense.ddf import marginal_derivatives, marginal_parts
 
     data = jaxlmm.load_dataset("sleepstudy")
     data["DaysF"] = data["Days"].astype(str)

@@ -16,7 +16,8 @@ import pytest
 import jaxlmm
 from jaxlmm import DataError, FormulaError
 from jaxlmm.cli.main import main
-from jaxlmm.core import aot, cache_safety
+from jaxlmm.core.compile import aot
+from jaxlmm.core.compile import cache_safety
 
 pytestmark = pytest.mark.usefixtures("x64")
 

@@ -219,7 +219,7 @@ def test_satterthwaite_derivatives_match_finite_differences(fits):
     """The exact Hessian and Jacobian behind Satterthwaite's df against central differences."""
     import jax.numpy as jnp
 
-    from jaxlmm.core.varpar import deviance_varpar, vcov_beta_varpar
+    from jaxlmm.core.pls.varpar import deviance_varpar, vcov_beta_varpar
     from jaxlmm.inference.ddf import satterthwaite_parts
 
     fit = fits.get("sleepstudy_slope_reml")

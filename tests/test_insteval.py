@@ -1,4 +1,4 @@
-"""The sparse cross block (core/sparse.py, core/schur.py): the same fit as the dense path, and InstEval.
+"""The sparse cross block (core/pls/sparse.py, core/pls/schur/factor.py): the same fit as the dense path, and InstEval.
 
 A synthetic crossed design (students x lecturers, like InstEval but small) is
 large enough for the sparse path; every result is compared with the dense path
@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 
 import jaxlmm
-from jaxlmm.core import sparse
-from jaxlmm.core.crossprod import cross_products
-from jaxlmm.core.deviance import profiled_deviance
-from jaxlmm.core.fit import fit_program
-from jaxlmm.core.optimize import value_grad_hessian
+from jaxlmm.core.pls import sparse
+from jaxlmm.core.pls.crossprod import cross_products
+from jaxlmm.core.pls.criterion import profiled_deviance
+from jaxlmm.core.pls.programs import fit_program
+from jaxlmm.core.optim.newton import value_grad_hessian
 from jaxlmm import build_design
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -136,7 +136,7 @@ def test_fit_matches_dense_path(crossed):
     close(out_s.optim.fun, out_d.optim.fun)
     # at one theta, every estimate agrees to rounding
     th = out_d.optim.theta
-    from jaxlmm.core.solution import solve
+    from jaxlmm.core.pls.solve import solve
 
     sol_s = jax.jit(partial(solve, reml=True))(th, cross_products(data))
     sol_d = jax.jit(partial(solve, reml=True))(th, cross_products(dense))
@@ -157,7 +157,7 @@ def test_lmer_inference_on_sparse_path():
     assert fit.converged and fit.model_data.sparse is not None
     design = build_design(FORMULA, frame)
     dense = dataclasses.replace(design.model_data(np.float64), sparse=None)
-    from jaxlmm.core.ddf_block import kenward_roger_program, satterthwaite_program
+    from jaxlmm.core.pls.ddf import kenward_roger_program, satterthwaite_program
 
     cps, cpd = fit.cross_products, cross_products(dense)
     th, sig = jnp.asarray(fit.theta), jnp.asarray(fit.sigma)
@@ -189,7 +189,7 @@ def test_vector_block_term_and_batch():
     # a batch ignores the pattern: the dense cross-products of every trait, as without it
     # (a batch fit of a dense part this large hangs in XLA's CPU runtime with or without the
     # sparse path -- batched LAPACK calls in a vmapped loop -- so only the cross-products here)
-    from jaxlmm.core.batch_crossprod import batch_cross_products
+    from jaxlmm.core.pls.batch_crossprod import batch_cross_products
 
     Y = jnp.stack([jnp.asarray(data.y), jnp.asarray(data.y)[::-1]])
     W = jnp.stack([jnp.asarray(data.weights)] * 2)

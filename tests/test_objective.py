@@ -74,7 +74,7 @@ def test_vmap_over_theta_equals_loop(sleep_objective):
 
 
 def test_core_deviance_of_model_data(sleep_objective):
-    """``jaxlmm.core.deviance(theta, data)`` (row-level, pure) equals the cross-product path."""
+    """``jaxlmm.core.pls.criterion(theta, data)`` (row-level, pure) equals the cross-product path."""
     from jaxlmm.core import deviance
 
     f, ref = sleep_objective

@@ -9,7 +9,7 @@ import pytest
 
 import jaxlmm
 from conftest import case_data, load_reference
-from jaxlmm.core.optimize import CONVERGED, NONFINITE, NewtonOptions, minimize_newton
+from jaxlmm.core.optim.newton import CONVERGED, NONFINITE, NewtonOptions, minimize_newton
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -88,7 +88,7 @@ def test_value_grad_hessian_matches_jax_hessian(k):
     """Forward-mode polarization (k <= 4) and forward-over-reverse (k > 4, or sequential) agree with jax.hessian."""
     import jax
 
-    from jaxlmm.core.optimize import FORWARD_HESSIAN_MAX, value_grad_hessian
+    from jaxlmm.core.optim.newton import FORWARD_HESSIAN_MAX, value_grad_hessian
 
     rng = np.random.default_rng(k)
     A = jnp.asarray(rng.normal(size=(k, k)))

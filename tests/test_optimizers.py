@@ -16,7 +16,7 @@ import pytest
 
 import jaxlmm
 from conftest import FAST_CASES, case_data, load_reference
-from jaxlmm.core.optimizers import FirstOrderOptions, minimize_first_order
+from jaxlmm.core.optim.first_order import FirstOrderOptions, minimize_first_order
 from jaxlmm.core.status import CONVERGED, NONFINITE_STEP
 
 pytestmark = pytest.mark.usefixtures("x64")

@@ -30,9 +30,9 @@ import pandas as pd
 import pytest
 
 import jaxlmm
-from jaxlmm.core import newton_kernel as kernel
-from jaxlmm.core import theta_scale
-from jaxlmm.core.optimize import NewtonOptions, Tolerances
+from jaxlmm.core.optim import kernel
+from jaxlmm.core.params import theta_scale
+from jaxlmm.core.optim.newton import NewtonOptions, Tolerances
 
 TOL = 1e-6  # issue U: jaxlmm's criterion at most this much above lme4's best, relative
 

@@ -1,4 +1,4 @@
-"""The profile's lane program (``core/profile_block.py``): its two kinds of lanes give the ML deviances
+"""The profile's lane program (``core/pls/profile_lanes.py``): its two kinds of lanes give the ML deviances
 they stand for, and a profile compiles one program per model structure, shared by every round."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import jaxlmm
 def _lanes(fit, z, j, c, fixed):
     import jax
 
-    from jaxlmm.core.profile_block import lane_program
+    from jaxlmm.core.pls.profile_lanes import lane_program
 
     with jax.enable_x64(True):
         out = lane_program(np.asarray(z, float), np.asarray(j, np.int32), np.asarray(c, float),
@@ -25,8 +25,8 @@ def test_lanes_give_the_ml_deviances():
     equals the ML deviance of the model refitted with that column moved to the offset."""
     import jax
 
-    from jaxlmm.core.deviance import profiled_deviance
-    from jaxlmm.core.profile_params import w_from_theta_sigma
+    from jaxlmm.core.pls.criterion import profiled_deviance
+    from jaxlmm.core.params.profile_params import w_from_theta_sigma
 
     data = jaxlmm.load_dataset("sleepstudy")
     ml = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", data, reml=False)

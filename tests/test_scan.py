@@ -248,11 +248,11 @@ def test_cli_two_processes_split_the_traits(tmp_path, inputs):
 
 
 def test_weight_basis_reproduces_every_weight_and_the_log_determinant():
-    """``core/scan_basis.py``: r of the n weights ``1 / (1 + e^t d_i)`` reproduce all of them to 1e-13 on
+    """``core/spectral/scan_basis.py``: r of the n weights ``1 / (1 + e^t d_i)`` reproduce all of them to 1e-13 on
     GEMMA's range (checked on a grid ten times finer than the basis's), and the integrated series
     gives ``sum_i log(1 + e^t d_i)``."""
-    from jaxlmm.core.scan import LOG_RANGE
-    from jaxlmm.core.scan_basis import TOLERANCE, weight_basis
+    from jaxlmm.core.spectral.scan import LOG_RANGE
+    from jaxlmm.core.spectral.scan_basis import TOLERANCE, weight_basis
 
     rng = np.random.default_rng(4)
     d = np.concatenate([np.zeros(5), np.exp(rng.uniform(np.log(1e-6), np.log(50.0), 400))])

@@ -186,9 +186,9 @@ def test_log_linear_derivatives_on_every_path(sleep):
     differences, lanes against one evaluation, and the JAX objective's value and gradient."""
     import jax
 
-    from jaxlmm.core.marginal import evaluate, evaluate_dense
-    from jaxlmm.core.marginal_blocks import BlockLayout, block_terms, row_blocks
-    from jaxlmm.core.marginal_lanes import evaluate_lanes
+    from jaxlmm.core.marginal.criterion import evaluate, evaluate_dense
+    from jaxlmm.core.marginal.blocks import BlockLayout, block_terms, row_blocks
+    from jaxlmm.core.marginal.lanes import evaluate_lanes
 
     data = sleep.assign(grp=np.where(sleep["Subject"].astype(int) % 2 == 0, "a", "b"))
     model = jaxlmm.Model(jaxlmm.build_design("Reaction ~ Days + (Days | Subject)", data, dispformula="~ grp * Days"))

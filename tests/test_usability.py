@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import jaxlmm
-from jaxlmm.core.implicit import FitState
+from jaxlmm.core.pls.implicit import FitState
 from jaxlmm.core.status import CONVERGED, MAX_ITER, STATUS_NAMES, Status, as_status, status_name
 from jaxlmm.datasets import DATASETS, example_formula, list_datasets, load_dataset
 

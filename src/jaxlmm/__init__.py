@@ -49,11 +49,11 @@ _EXPORTS = {
     "enable_compilation_cache": "_config",
     "configure_xla": "_config",
     "FactorizationPlan": "model.plan",
-    "covariance": "core.covfuns",
+    "covariance": "core.params.covfuns",
     "StructuredResult": "results.structured_result",
     "fit_function": "model.fit_function",
     "FitFunction": "model.fit_function",
-    "FitState": "core.implicit",
+    "FitState": "core.pls.implicit",
     "scan": "gwas.association",
     "read_plink": "model.plink",
 }

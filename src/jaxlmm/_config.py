@@ -54,7 +54,7 @@ def enable_compilation_cache(path: str | None = None, ahead_of_time: bool = Fals
     Compiled fit programs are then reused across processes, so a second
     ``jaxlmm fit`` of a model of the same shape skips compilation.  With
     ``ahead_of_time=True`` the lowered fit programs are kept as well
-    (``core/aot.py``), so a new process skips tracing too.
+    (``core/compile/aot.py``), so a new process skips tracing too.
 
     The folder is created user-only (0700); a folder that cannot be created,
     is not writable, is owned by someone else or is writable by others
@@ -63,7 +63,7 @@ def enable_compilation_cache(path: str | None = None, ahead_of_time: bool = Fals
     """
     import jax
 
-    from .core.cache_safety import make_private_dir
+    from .core.compile.cache_safety import make_private_dir
 
     wanted = cache_directory(path)
     if wanted is None:
@@ -75,7 +75,7 @@ def enable_compilation_cache(path: str | None = None, ahead_of_time: bool = Fals
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if ahead_of_time:
-        from .core import aot
+        from .core.compile import aot
 
         aot.enable(directory / "exported")
     return str(directory)

@@ -78,7 +78,7 @@ STATUS_MESSAGES = {
     CONSTANT_RESPONSE: "the response is constant on this trait's rows: no variance to estimate",
 }
 
-# association scans (core/scan.py): per trait and marker.  The lambda statuses are tested markers (finite
+# association scans (core/spectral/scan.py): per trait and marker.  The lambda statuses are tested markers (finite
 # statistics) whose reported lambda ended at an end of the search range [1e-5, 1e5] -- on K scaled to a
 # mean centred diagonal of 1 (association.relmat_scale), so the ends mean the same for every scale of K
 MONOMORPHIC = 20

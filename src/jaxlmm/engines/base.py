@@ -8,7 +8,7 @@ Everything downstream asks the engine, never the design or the result's attribut
 - the criterion as a pure JAX function of the parameters: ``objective(model, theta)`` (the profiled
   REML criterion or ML deviance of lme4, or the marginal criterion of a structured model);
 - a fit: ``fit(model, start) -> (output, optimizer name)`` -- the optimum by one of the two drivers
-  of the one Newton kernel (``core/newton_kernel.py``) or a first-order optimizer, with the
+  of the one Newton kernel (``core/optim/kernel.py``) or a first-order optimizer, with the
   estimates (beta, BLUPs, conditional variances, sigma) at it -- and ``result_type``, the class
   of the result that wraps the output;
 - many responses: ``fit_many(model, names, Y, **options)``;

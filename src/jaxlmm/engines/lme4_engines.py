@@ -2,18 +2,18 @@
 profiled criterion of lme4 (theta relative to sigma; beta and sigma profiled out): two engines.
 
 - ``DenseEngine``: small models.  The penalized system ``[L'Z'ZL + I, ...; X'X ...]`` is one dense
-  matrix padded to a size bucket (``core/dense_layout.py``), its block log-determinants have closed-form
-  gradients and Hessians (``core/dense.py``), and the host driver of the Newton kernel runs on them
-  (``core/dense_fit.py``): every model of one bucket shares the same compiled programs.
+  matrix padded to a size bucket (``core/dense/layout.py``), its block log-determinants have closed-form
+  gradients and Hessians (``core/dense/system.py``), and the host driver of the Newton kernel runs on them
+  (``core/dense/programs.py``): every model of one bucket shares the same compiled programs.
 - ``BlockedEngine``: larger models.  The cross-products are blocked by the first term's levels (its
-  diagonal blocks), the rest dense or sparse (``core/crossprod.py``, ``core/schur*.py``); the whole fit
-  is one jitted program (``core/fit.py``) with the in-jit driver of the Newton kernel, or an optax /
+  diagonal blocks), the rest dense or sparse (``core/pls/crossprod.py``, ``core/schur*.py``); the whole fit
+  is one jitted program (``core/pls/programs.py``) with the in-jit driver of the Newton kernel, or an optax /
   optimistix optimizer.  With a large dense part (``large``) the Hessian is formed column by column,
   and the line search raises a Levenberg-Marquardt damping and keeps an interior floor.
 
 Both give the same criterion; the selector (``select.py``) chooses by size and options.  The parts of
 Satterthwaite's and Kenward-Roger's formulas come from each engine's own programs
-(``inference/ddf.py``, ``core/ddf_block.py``).
+(``inference/ddf.py``, ``core/pls/ddf.py``).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ class _Lme4Engine(Engine):
 
     def newton_options(self, max_iter: int, trace: bool = False):
         """The Newton kernel's options for this engine's programs (single fits and batches)."""
-        from ..core.optimize import NewtonOptions
+        from ..core.optim.newton import NewtonOptions
 
         options = NewtonOptions(max_iter=int(max_iter), trace=bool(trace))
-        if self.large:      # a costly Hessian, cheap criterion values (core/optimize.py)
+        if self.large:      # a costly Hessian, cheap criterion values (core/optim/newton.py)
             options = options._replace(sequential_hessian=True, damping="lm", interior=0.1)
         return options
 
@@ -97,7 +97,7 @@ class DenseEngine(_Lme4Engine):
         return _jitted("dense")(jnp.concatenate([theta, pad], axis=-1), system, reml=model.reml)
 
     def fit(self, model, start):
-        from ..core.threads import small_blas
+        from ..core.linalg.threads import small_blas
 
         with small_blas():
             return dense_fit(model, self.start(model, start)), "newton"
@@ -124,7 +124,7 @@ class BlockedEngine(_Lme4Engine):
     def fit(self, model, start):
         import jax.numpy as jnp
 
-        from ..core.fit import fit_program, fit_program_optax, run_fit_program
+        from ..core.pls.programs import fit_program, fit_program_optax, run_fit_program
 
         theta0 = jnp.asarray(self.start(model, start), model.dtype)
         if model.optimizer is not None:
@@ -138,10 +138,10 @@ class BlockedEngine(_Lme4Engine):
 def dense_fit(model, theta0: np.ndarray):
     """The dense engine's fit: the host driver of the Newton kernel on the dense programs
     (``core.dense_fit.fit_dense``), the output in the blocked engine's layout (``core.fit.FitOutput``)."""
-    from ..core.dense_fit import fit_dense
-    from ..core.dense_layout import derivative_rows, per_term_solution
-    from ..core.fit import FitOutput
-    from ..core.optimize import NewtonOptions, OptimResult
+    from ..core.dense.programs import fit_dense
+    from ..core.dense.layout import derivative_rows, per_term_solution
+    from ..core.pls.programs import FitOutput
+    from ..core.optim.newton import NewtonOptions, OptimResult
 
     design, data = model.design, model.data
     structure = data.structure
@@ -166,8 +166,8 @@ def _jitted(name: str):
     import jax
 
     if name not in _JITTED:
-        from ..core.dense import dense_deviance
-        from ..core.deviance import profiled_deviance
+        from ..core.dense.system import dense_deviance
+        from ..core.pls.criterion import profiled_deviance
 
         fn = {"dense": dense_deviance, "block": profiled_deviance}[name]
         _JITTED[name] = jax.jit(fn, static_argnames="reml")

@@ -1,6 +1,6 @@
 """Structured covariances (glmmTMB's ``us diag cs ar1 ou exp gau`` and user covariances) and
 ``dispformula``: the marginal criterion of ``y ~ N(X beta, V(phi))`` in absolute parameters
-(``core/marginal.py``), fitted by the host driver of the Newton kernel (``core/marginal_fit.py``).
+(``core/marginal/criterion.py``), fitted by the host driver of the Newton kernel (``core/marginal/fit.py``).
 
 The parameters ``phi`` are each term's own (ar1's ``(sd, a)``, exp's ``(sd, log range)``, ...) and
 the residual's (one SD, or the dispersion coefficients), with upper bounds where a structure has

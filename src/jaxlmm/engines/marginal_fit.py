@@ -1,4 +1,4 @@
-"""One fit of a model with structured covariances or ``dispformula`` (``core/marginal.py``).
+"""One fit of a model with structured covariances or ``dispformula`` (``core/marginal/criterion.py``).
 
 The parameters are absolute (variances are not relative to sigma); the fit
 starts from each structure's start, its standard deviations scaled by the
@@ -24,10 +24,10 @@ class MarginalOutput(NamedTuple):
 
 def fit_marginal_model(model, start=None) -> MarginalOutput:
     """Fit ``model`` (a ``Model`` of the marginal engine) from ``start`` (``marginal_design.start_values``)."""
-    from ..core.estimates import Solution
-    from ..core.marginal_fit import estimates, fit_marginal, parameter_covariance
-    from ..core.optimize import NewtonOptions, OptimResult
-    from ..core.parts import DevianceParts
+    from ..core.pls.solution_types import Solution
+    from ..core.marginal.fit import estimates, fit_marginal, parameter_covariance
+    from ..core.optim.newton import NewtonOptions, OptimResult
+    from ..core.pls.parts import DevianceParts
     from ..model.marginal_design import check_user_covariances, start_values
 
     mm, design = model.marginal, model.design

@@ -33,8 +33,8 @@ def is_marginal(design) -> bool:
 
 def select_engine(design, *, optimizer=None, trace: bool = False) -> Engine:
     """The engine for ``design`` fitted with ``optimizer`` (None: Newton) and ``trace`` (module docstring)."""
-    from ..core.dense_layout import fits_dense
-    from ..core.linalg import RECURSIVE_MAX
+    from ..core.dense.layout import fits_dense
+    from ..core.linalg.factor import RECURSIVE_MAX
 
     if is_marginal(design):
         if optimizer is not None or trace:

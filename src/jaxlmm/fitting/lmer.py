@@ -54,7 +54,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
         ``optimistix.BFGS(rtol=1e-9, atol=1e-9)``) instead of the default
         projected Newton method (exact gradient and Hessian), for a single fit
         or every trait of a batch.  Bounds and the stopping rule are jaxlmm's
-        (``jaxlmm.core.optimizers``): theta = the mirror of the solver's iterate
+        (``jaxlmm.core.optim.first_order``): theta = the mirror of the solver's iterate
         at its bounds; converged when the largest projected-gradient component
         is below 1e-7 (1 + |criterion|).
     max_iter : int

@@ -17,7 +17,7 @@ a ``Model`` is the second stage made an object that the others hang from:
 Results keep their model (``fit.model``): refits, profiles, the bootstrap,
 Kenward-Roger and predictions reach the data and the compiled programs through
 it instead of rebuilding them.  The compiled programs themselves are shared
-module-level objects (``core/dense_fit.py``, ``core/fit.py``), keyed by shape,
+module-level objects (``core/dense/programs.py``, ``core/pls/programs.py``), keyed by shape,
 so that every model of one size bucket runs the same program.
 """
 
@@ -39,8 +39,8 @@ def _cross_products_program(small: bool):
     import jax
 
     if small not in _CROSS_PRODUCTS:
-        from ..core.crossprod import cross_products
-        from ..core.dense_fit import OPTIONS, compiler_options
+        from ..core.pls.crossprod import cross_products
+        from ..core.dense.programs import OPTIONS, compiler_options
 
         _CROSS_PRODUCTS[small] = jax.jit(cross_products,
                                          compiler_options=OPTIONS[compiler_options(1)] if small else None)
@@ -51,8 +51,8 @@ _CROSS_PRODUCTS: dict = {}
 
 
 def dense_model(design: Design, dtype):
-    """The small-model layout and padded ``DenseSystem`` of ``design`` (``core/dense_layout.py``)."""
-    from ..core.dense_layout import DenseLayout, dense_system
+    """The small-model layout and padded ``DenseSystem`` of ``design`` (``core/dense/layout.py``)."""
+    from ..core.dense.layout import DenseLayout, dense_system
 
     layout = DenseLayout.build([(len(t.factor.levels), len(t.columns), t.cov) for t in design.terms],
                                design.X.shape[1])
@@ -68,7 +68,7 @@ class Model:
     ``model(theta)`` / ``model.objective(theta)`` is a pure JAX function:
     ``jax.grad``, ``jax.hessian``, ``jax.jit`` and ``jax.vmap`` all work.
     Each evaluation costs one Cholesky factorization: of the dense penalized
-    system for small models (``core/dense.py``, a program shared by every model
+    system for small models (``core/dense/system.py``, a program shared by every model
     of one size bucket), else blocked.  ``theta0`` and ``lower`` are lme4's
     start and bounds; ``data`` is the row-level ``ModelData`` (``jaxlmm.core``).
 
@@ -88,7 +88,7 @@ class Model:
         self.requested_dtype = dtype
         self.max_iter, self.optimizer = errors.count_argument(max_iter, "max_iter"), optimizer
         if optimizer is not None:
-            from ..core.optimizers import optimizer_kind
+            from ..core.optim.first_order import optimizer_kind
 
             optimizer_kind(optimizer)  # a clear error for an object that is not an optimizer
         self.trace = bool(trace)
@@ -111,7 +111,7 @@ class Model:
     @property
     def optimizer_name(self) -> str:
         """``"newton"`` (the default), ``"optax"`` or ``"optimistix"``."""
-        from ..core.optimizers import optimizer_kind
+        from ..core.optim.first_order import optimizer_kind
 
         return "newton" if self.optimizer is None else optimizer_kind(self.optimizer)
 
@@ -119,7 +119,7 @@ class Model:
     def first_order_options(self):
         """``core.optimizers.FirstOrderOptions`` of an optax/optimistix fit: ``max_iter`` (the default 100,
         meant for Newton, becomes the first-order default, 10000), the trace."""
-        from ..core.optimizers import FirstOrderOptions
+        from ..core.optim.first_order import FirstOrderOptions
 
         default = FirstOrderOptions()
         return default._replace(max_iter=self.max_iter if self.max_iter != 100 else default.max_iter, trace=self.trace)
@@ -204,7 +204,7 @@ class Model:
         """The criterion at ``theta`` (pure JAX): the profiled REML criterion (``reml``) or ML deviance.
 
         For a structured model (the marginal engine) ``theta`` is every parameter of ``StructuredResult``:
-        the terms' own parameters, then the residual's (``core/marginal_jax.py``)."""
+        the terms' own parameters, then the residual's (``core/marginal/jax_criterion.py``)."""
         import jax
 
         if not self._needs_scope(theta):
@@ -218,7 +218,7 @@ class Model:
         """The marginal engine's criterion as a JAX function of all its parameters (built on first use)."""
         import jax
 
-        from ..core.marginal_jax import marginal_criterion
+        from ..core.marginal.jax_criterion import marginal_criterion
 
         if self._marginal_fn is None:
             y = np.asarray(self.design.y, float) - np.asarray(self.design.offset, float)
@@ -228,11 +228,11 @@ class Model:
         return self._marginal_fn(phi)
 
     def solve(self, theta):
-        """beta, BLUPs, sigma, ... at ``theta`` (``jaxlmm.core.solution.Solution``), differentiable in theta."""
+        """beta, BLUPs, sigma, ... at ``theta`` (``jaxlmm.core.pls.solve.Solution``), differentiable in theta."""
         import jax
         import jax.numpy as jnp
 
-        from ..core.solution import solve
+        from ..core.pls.solve import solve
 
         if not self._needs_scope(theta):
             return solve(jnp.asarray(theta, self.dtype), self.cross_products, self.reml, self.data.transforms)

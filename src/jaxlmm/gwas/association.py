@@ -2,7 +2,7 @@
 
     scan("~ 1 + (1 | id)", traits, genotypes="geno", relmat={"id": K}, responses=["y1", "y2"])
 
-returns one row per (trait, marker) with GEMMA's statistics (``core/scan.py``
+returns one row per (trait, marker) with GEMMA's statistics (``core/spectral/scan.py``
 states the mathematics): the REML variance ratio under the alternative
 (``lambda``, GEMMA's ``l_remle``), ``beta`` and ``se``, and the Wald, likelihood-
 ratio and score p-values.  The formula has one random term ``(1 | id)`` with a
@@ -199,8 +199,8 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     """Statistics (name -> (T, n_snps) array) of every trait and marker, chunk by chunk."""
     import jax
 
-    from ..core import scan as core
-    from ..core import scan_data
+    from ..core.spectral import scan as core
+    from ..core.spectral import scan_data
     from ..parallel.sharding import on_mesh, put, resolve_devices, round_chunk, trait_mesh
 
     devices = resolve_devices(None, devices)
@@ -268,7 +268,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
 def _stack_series(bases, gram_b, observed):
     """One ``TraitSeries`` with a leading trait axis from per-trait weight bases (of one width), the
     coefficients ``gram_b`` and the observed rows."""
-    from ..core.scan import TraitSeries
+    from ..core.spectral.scan import TraitSeries
 
     return TraitSeries(np.stack([b.poles for b in bases]), np.stack([b.coef.sum(axis=0) for b in bases]),
                        np.array([b.logdet0 for b in bases]), np.array([float(b.coef.shape[0]) for b in bases]),
@@ -286,7 +286,7 @@ class _TraitCache:
         self.K, self.X, self.center, self.entries = K, X, center, {}
 
     def _eigen(self, observed: np.ndarray):
-        from ..core.scan_data import host_eigen
+        from ..core.spectral.scan_data import host_eigen
 
         key = (observed > 0).tobytes()
         if key not in self.entries:
@@ -302,9 +302,9 @@ class _TraitCache:
     def host(self, Y: np.ndarray, observed: np.ndarray) -> list:
         """``(basis, U_rows, Rb, gram_b)`` of each trait (rows of ``Y`` and ``observed``), on the host
         (``U_rows``: ``scan_data.host_moments``); the traits share one set of poles."""
-        from ..core.scan import LOG_RANGE
-        from ..core.scan_basis import weight_bases
-        from ..core.scan_data import trait_pieces
+        from ..core.spectral.scan import LOG_RANGE
+        from ..core.spectral.scan_basis import weight_bases
+        from ..core.spectral.scan_data import trait_pieces
 
         eig = [self._eigen(o) for o in observed]
         bases = weight_bases([d for _, d, _ in eig], *LOG_RANGE)
@@ -316,8 +316,8 @@ class _TraitCache:
         the eigenvalues on the host)."""
         import jax
 
-        from ..core import scan as core
-        from ..core.scan_basis import weight_bases
+        from ..core.spectral import scan as core
+        from ..core.spectral.scan_basis import weight_bases
         from ..parallel.sharding import on_mesh, put
 
         K, X = put((jax.numpy.asarray(self.K), jax.numpy.asarray(self.X)), mesh, False)
@@ -370,7 +370,7 @@ class _GenotypeCache:
         self.cached = [self._read(k) for k in range(self.n_chunks)] if small else None
 
     def _read(self, k: int):
-        from ..core.scan_data import HostChunk
+        from ..core.spectral.scan_data import HostChunk
 
         start, stop = k * self.width, min((k + 1) * self.width, self.n_snps)
         G = self.problem.genotypes.read(self.problem.rows, start, stop)

@@ -24,9 +24,9 @@ import pandas as pd
 
 
 def _evaluate(theta, cp, reml: bool):
-    from ..core.deviance import profiled_deviance
-    from ..core.optimize import value_grad_hessian
-    from ..core.solution import estimates
+    from ..core.pls.criterion import profiled_deviance
+    from ..core.optim.newton import value_grad_hessian
+    from ..core.pls.solve import estimates
 
     import jax
 
@@ -37,7 +37,7 @@ def _evaluate(theta, cp, reml: bool):
 
 
 def _cross_products(data, Y, W):
-    from ..core.batch_crossprod import batch_cross_products
+    from ..core.pls.batch_crossprod import batch_cross_products
 
     return batch_cross_products(data, Y, W)
 
@@ -50,7 +50,7 @@ def _program(name: str):
     program: the fusion emitters compile these programs three times more slowly)."""
     import jax
 
-    from ..core.fit import CPU_COMPILER_OPTIONS
+    from ..core.pls.programs import CPU_COMPILER_OPTIONS
 
     key = (name, jax.default_backend())
     if key not in _PROGRAMS:
@@ -68,9 +68,9 @@ def bootstrap_host(fit, Y: np.ndarray, chunk_size: int | None = None) -> pd.Data
     import jax
     import jax.numpy as jnp
 
-    from ..core.lanes import map_padded
-    from ..core.newton_host import minimize_newton_host
-    from ..core.optimize import NewtonOptions
+    from ..core.optim.lanes import map_padded
+    from ..core.optim.host import minimize_newton_host
+    from ..core.optim.newton import NewtonOptions
     from ..model.design import bucket
     from ..model.memory import available_bytes, batch_bytes_per_trait
     from .replicates import replicate_statistics

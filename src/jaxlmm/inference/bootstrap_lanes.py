@@ -1,4 +1,4 @@
-"""Bootstrap replicates of a structured model as lanes of one host Newton loop (``core/marginal_lanes.py``).
+"""Bootstrap replicates of a structured model as lanes of one host Newton loop (``core/marginal/lanes.py``).
 
 Every replicate shares the rows, so ``V``'s block layout is computed once; each Newton
 iteration of all replicates is a few batched NumPy products over (replicates, blocks),
@@ -18,13 +18,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..core.structure import reported_positions
+from ..core.params.structure import reported_positions
 from ..model.naming import confint_names, unique_group_names
 
 def bootstrap_lanes(fit, Y: np.ndarray) -> pd.DataFrame | None:
     """The replicate table of the responses ``Y`` (n, B), or None where this path does not apply."""
-    from ..core.marginal_fit import fit_lanes
-    from ..core.optimize import NewtonOptions
+    from ..core.marginal.fit import fit_lanes
+    from ..core.optim.newton import NewtonOptions
 
     design = fit.design
     if np.any(np.asarray(design.weights) <= 0):

@@ -12,7 +12,7 @@ For a contrast ``L beta`` (lmerTest's ``contest1D`` / ``contestMD``):
 - ``"residual"``: Wald SEs and ``n - p`` df; ``"asymptotic"``: Wald, normal.
 
 All derivatives are exact (autodiff of the deviance machinery; see
-``core/inference.py``) and never form an n x n matrix, so they cost about as
+``core/pls/ddf.py``) and never form an n x n matrix, so they cost about as
 much as a few deviance evaluations at any n.
 """
 
@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import special
 
 from .._x64 import float64_scope
-from ..core.structure import theta_positions
+from ..core.params.structure import theta_positions
 from ..errors import JaxlmmError
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "residual", "asymptotic")
@@ -68,10 +68,10 @@ def _dense_active(layout) -> np.ndarray:
 
 
 def satterthwaite_dense(fit) -> SatterthwaiteParts:
-    """The dense engine's Satterthwaite parts (``core/ddf_dense.py``)."""
+    """The dense engine's Satterthwaite parts (``core/dense/ddf.py``)."""
     import jax
 
-    from ..core.ddf_dense import satterthwaite_program
+    from ..core.dense.ddf import satterthwaite_program
 
     layout, system = fit.model.dense
     varpar = np.append(layout.pad_theta(fit.theta), fit.sigma).astype(system.A.dtype)
@@ -81,10 +81,10 @@ def satterthwaite_dense(fit) -> SatterthwaiteParts:
 
 
 def kenward_roger_dense(fit) -> KenwardRogerParts:
-    """The dense engine's Kenward-Roger parts of a REML ``fit`` (``core/ddf_dense.py``)."""
+    """The dense engine's Kenward-Roger parts of a REML ``fit`` (``core/dense/ddf.py``)."""
     import jax
 
-    from ..core.ddf_dense import kenward_roger_program
+    from ..core.dense.ddf import kenward_roger_program
 
     layout, system = fit.model.dense
     gamma = np.zeros(layout.k_pad + 1)
@@ -103,11 +103,11 @@ def kenward_roger_dense(fit) -> KenwardRogerParts:
 
 
 def satterthwaite_block(fit) -> SatterthwaiteParts:
-    """The blocked engine's Satterthwaite parts (``core/ddf_block.py``)."""
+    """The blocked engine's Satterthwaite parts (``core/pls/ddf.py``)."""
     import jax
     import jax.numpy as jnp
 
-    from ..core.ddf_block import satterthwaite_program
+    from ..core.pls.ddf import satterthwaite_program
 
     A, J, V, _ = satterthwaite_program(fit.cross_products, jnp.asarray(fit.theta), jnp.asarray(fit.sigma),
                                        reml=fit.reml)
@@ -115,11 +115,11 @@ def satterthwaite_block(fit) -> SatterthwaiteParts:
 
 
 def kenward_roger_block(fit) -> KenwardRogerParts:
-    """The blocked engine's Kenward-Roger parts of a REML ``fit`` (``core/ddf_block.py``)."""
+    """The blocked engine's Kenward-Roger parts of a REML ``fit`` (``core/pls/ddf.py``)."""
     import jax
     import jax.numpy as jnp
 
-    from ..core.ddf_block import kenward_roger_program
+    from ..core.pls.ddf import kenward_roger_program
 
     Phi, PhiA, P, W, _ = kenward_roger_program(fit.cross_products, jnp.asarray(fit.theta), jnp.asarray(fit.sigma))
     return KenwardRogerParts(*(np.asarray(x) for x in jax.device_get((Phi, PhiA, P, W))))

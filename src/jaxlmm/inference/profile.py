@@ -15,7 +15,7 @@ correlation at -/+1) is reached before |zeta| does, that bound is the limit.
 Every minimization of a round, variance parameters and fixed effects alike,
 is a lane of one host Newton loop (``profile_lanes.py``), and every evaluation
 one call of a small loop-free program for a stack of lanes
-(``core/profile_block.py``).
+(``core/pls/profile_lanes.py``).
 """
 
 from __future__ import annotations
@@ -186,15 +186,15 @@ def _wald_scale(H, w_hat):
 @float64_scope
 def profile(fit, level: float = 0.95) -> Profile:
     """Profile every parameter of ``fit`` and find its profile confidence limits (a small model's host
-    loops with one BLAS thread, ``core/threads.py``)."""
-    from ..core.threads import small_blas
+    loops with one BLAS thread, ``core/linalg/threads.py``)."""
+    from ..core.linalg.threads import small_blas
 
     with small_blas(fit.model.engine.small):
         return _profile(fit, level)
 
 
 def _profile(fit, level: float) -> Profile:
-    from ..core import profile_params as core
+    from ..core.params import profile_params as core
 
     if fit.design.structure.structured:
         raise JaxlmmError("profiles of models with ar1() or cs() terms are not supported yet; "

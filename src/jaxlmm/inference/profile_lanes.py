@@ -1,7 +1,7 @@
 """The profile's minimizations as lanes of one host Newton loop.
 
 Each (parameter, value) pair of a round of ``profile.py``'s search is one
-problem of ``core/newton_host.py``'s loop, on ``z`` of length k + 1:
+problem of ``core/optim/host.py``'s loop, on ``z`` of length k + 1:
 
 - a variance parameter held: ``z = (sd, cor, log sigma)`` (the correlations
   themselves, within ``R_MAX`` of -/+1; lme4's profile scale is ``atanh(cor)``,
@@ -44,7 +44,7 @@ class ProfileLanes:
     """The lanes of one ML fit's profile: building them, evaluating and minimizing them."""
 
     def __init__(self, ml):
-        from ..core.profile_params import varpar_kinds, w_reflections
+        from ..core.params.profile_params import varpar_kinds, w_reflections
 
         self.cp, self.structure = ml.cross_products, ml.design.structure
         self.dtype = np.dtype(ml.model.dtype)
@@ -59,8 +59,8 @@ class ProfileLanes:
         """``lane_program`` in chunks of ``LANES`` lanes (the last one padded with its last lane)."""
         import jax
 
-        from ..core.lanes import map_padded
-        from ..core.profile_block import lane_program
+        from ..core.optim.lanes import map_padded
+        from ..core.pls.profile_lanes import lane_program
 
         def call(sel):
             return tuple(lane_program(np.asarray(z, float)[sel].astype(self.dtype), np.asarray(j)[sel].astype(np.int32),
@@ -116,7 +116,7 @@ class ProfileLanes:
 
     def minimize(self, sets: list[LaneSet]):
         """Minimize every lane of ``sets`` in one host Newton loop: ``(fun, z)``, rows in order."""
-        from ..core.newton_host import minimize_newton_host
+        from ..core.optim.host import minimize_newton_host
 
         lanes = LaneSet(*(np.concatenate(part) for part in zip(*sets)))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..core.structure import reported_positions
+from ..core.params.structure import reported_positions
 from ..model.naming import confint_names
 
 

@@ -83,7 +83,7 @@ def fit_design_batch(model, names: list[str], Y: np.ndarray, *, start=None, chun
     """Fit ``model`` to every column of ``Y`` (n x T, NaN = missing): a ``BatchResult`` that keeps the model."""
     import jax
 
-    from ..core.optimize import NewtonOptions
+    from ..core.optim.newton import NewtonOptions
     from ..results.batch_result import BatchResult
 
     design, reml = model.design, model.reml
@@ -189,7 +189,7 @@ def _fit_general(design: Design, Yt: np.ndarray, W: np.ndarray, idx: np.ndarray,
     import jax
     import jax.numpy as jnp
 
-    from ..core.fit import CPU_COMPILER_OPTIONS, fit_batch_program
+    from ..core.pls.programs import CPU_COMPILER_OPTIONS, fit_batch_program
 
     from ..model.memory import check_memory
 

@@ -94,7 +94,7 @@ def fit_spectral(design: Design, layout: SpectralLayout, Yt: np.ndarray, W: np.n
     import jax
     import jax.numpy as jnp
 
-    from ..core.spectral import fit_spectral_program
+    from ..core.spectral.criterion import fit_spectral_program
     from ..parallel.sharding import chunks, on_mesh, put, round_chunk
 
     order = layout.order

@@ -1,4 +1,4 @@
-"""Many responses of a model with structured covariances or ``dispformula`` (``core/marginal.py``).
+"""Many responses of a model with structured covariances or ``dispformula`` (``core/marginal/criterion.py``).
 
 Every trait first passes the general batch's checks on its own rows
 (``many.engine.trait_checks``: too few observations, a constant response, fixed
@@ -6,7 +6,7 @@ effects not estimable, and lme4's level checks on the terms a single fit checks)
 the traits that pass are lanes of one host Newton loop
 (``core.marginal_fit.fit_marginal``), with their own missing values (their rows);
 then per trait the BLUEs, their glmmTMB-style covariance ``Phi + J A J^T`` and the
-residual SDs, from the block-by-block factorization (``core/marginal_blocks.py``).
+residual SDs, from the block-by-block factorization (``core/marginal/blocks.py``).
 Failures are statuses, never exceptions.
 
 ``StructuredBatchResult`` answers ``BatchResult``'s questions with the same meaning
@@ -32,9 +32,9 @@ from ..results.trait_tables import TraitTables
 def fit_structured_batch(model, names: list[str], Y: np.ndarray, start=None):
     """``StructuredBatchResult`` of the columns of ``Y`` (NaN = missing)."""
     from .engine import trait_checks
-    from ..core.marginal_fit import blas_threads, fit_marginal, parameter_covariance
-    from ..core.marginal import evaluate
-    from ..core.optimize import OptimResult
+    from ..core.marginal.fit import blas_threads, fit_marginal, parameter_covariance
+    from ..core.marginal.criterion import evaluate
+    from ..core.optim.newton import OptimResult
     from ..model.marginal_design import check_user_covariances, response_scale, start_values
     from ..model.structured_terms import level_checked_terms
 
@@ -81,7 +81,7 @@ class StructuredBatchResult(TraitTables):
         self._valid = np.ones(len(self.traits), bool) if fitted is None else np.asarray(fitted, bool)
         self.reml = model.reml
         self.data_name = model.data_name
-        from ..core.optimize import NewtonOptions
+        from ..core.optim.newton import NewtonOptions
 
         self.max_iter = NewtonOptions().max_iter       # fit_marginal's default, as the batch runs it
         self.path = np.where(self._valid, "marginal", "none").astype(object)
@@ -220,7 +220,7 @@ class StructuredBatchResult(TraitTables):
     @cached_property
     def varcorr(self) -> pd.DataFrame:
         """``StructuredResult.varcorr`` of every trait, with a ``trait`` column (as ``BatchResult.varcorr``)."""
-        from ..core.covariance import sd_and_cor
+        from ..core.params.covariance import sd_and_cor
         from ..model.naming import unique_group_names
 
         frames = []

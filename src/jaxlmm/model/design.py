@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .aliasing import aliased_columns
-from ..core.structure import ReStructure, TermSpec
+from ..core.params.structure import ReStructure, TermSpec
 from .data_checks import (_as_frame, _check_columns, _check_levels, _checked_response, _numeric_vector,
                           _weights_and_offset)
 from ..errors import ArgumentError, DataError, FormulaError, warn
@@ -145,12 +145,12 @@ class Design:
         have weight 0 and padded levels no rows, so they change nothing in the
         fit, but models of similar size share one compiled program.
         """
-        from ..core.data import ModelData
+        from ..core.pls.data import ModelData
 
         dtype = np.dtype(dtype)
         y = self.y if y is None else y
         w = self.weights if weights is None else weights
-        from ..core.sparse import build_pattern
+        from ..core.pls.sparse import build_pattern
 
         refs = tuple(self.pad_rows(t.factor.codes).astype(np.int32) for t in self.terms)
         transforms = tuple(None if t.relmat is None else np.asarray(t.relmat.factor, dtype) for t in self.terms)
@@ -255,7 +255,7 @@ def _missing_weight_offset(weights: np.ndarray, offset: np.ndarray) -> str:
 
 
 def _check_user_covariances(covariances: dict, terms: list[TermDesign]) -> None:
-    from ..core.covfuns import UserCovariance
+    from ..core.params.covfuns import UserCovariance
     from .structured_terms import check_user_covariance
 
     for group, cov in covariances.items():

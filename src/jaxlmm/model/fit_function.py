@@ -1,4 +1,4 @@
-"""``FitFunction``: a design's whole fit as a pure JAX function ``f(y, weights=None)`` (``core/implicit.py``).
+"""``FitFunction``: a design's whole fit as a pure JAX function ``f(y, weights=None)`` (``core/pls/implicit.py``).
 
 The design (formula, data, missing-row rule, levels, relationship matrices) is fixed when the function
 is built, on the host; ``f`` then maps the response vector to a ``FitState`` (theta, beta, sigma, BLUPs,
@@ -64,8 +64,8 @@ class FitFunction:
 
     def __init__(self, design, reml: bool = True, dtype=None, start=None, max_iter: int = 100, row_positions=None):
         from .._x64 import working_dtype
-        from ..core.fit import CPU_COMPILER_OPTIONS
-        from ..core.optimize import NewtonOptions
+        from ..core.pls.programs import CPU_COMPILER_OPTIONS
+        from ..core.optim.newton import NewtonOptions
 
         self.design = dataclasses.replace(design, pad=False)   # exact shapes: BLUPs per level as ranef
         self.reml = bool(reml)
@@ -116,7 +116,7 @@ class FitFunction:
     def __call__(self, y, weights=None, *, case_weights=None, relmat=None):
         import jax
 
-        from ..core.implicit import fit_state
+        from ..core.pls.implicit import fit_state
 
         traced = _is_traced((y, weights, case_weights, relmat))
         if traced and self.dtype is jax.numpy.float64 and not jax.config.jax_enable_x64:
@@ -166,7 +166,7 @@ class FitFunction:
         """The checked ``core.implicit.FitInputs`` of a call ``f(y, weights, ...)``."""
         import jax.numpy as jnp
 
-        from ..core.implicit import FitInputs
+        from ..core.pls.implicit import FitInputs
 
         y = self._vector(y, "y")
         w = (jnp.asarray(self.design.weights, self.dtype) if weights is None
@@ -235,7 +235,7 @@ def fit_function(formula: str, data, *, reml: bool = True, weights=None, offset=
     formula's response gives the default ``y`` (``f.y``) and the row order.  ``f(y)`` returns a
     ``jaxlmm.FitState`` (theta, beta, sigma, BLUPs ``b`` per term, criterion, fitted values,
     converged); ``jax.jacfwd``, ``jax.jacrev``, ``jax.grad`` of any function of it use the implicit
-    derivative at theta-hat (``jaxlmm.core.implicit``), and ``jax.vmap(f)`` fits many responses.
+    derivative at theta-hat (``jaxlmm.core.pls.implicit``), and ``jax.vmap(f)`` fits many responses.
     At a boundary (a variance component at 0) the derivative is that of the constrained optimum:
     components at their bound stay there.  ``start`` is the optimizer's start (default lme4's).
     Transformations compile the whole fit (seconds; un-jitted ``jax.grad`` far slower): jit them once

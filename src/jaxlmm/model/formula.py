@@ -10,7 +10,7 @@ level of the right-hand side, expanded as lme4's ``findbars`` does:
 - ``diag(x | g)``   -> one term whose covariance is diagonal (glmmTMB's heterogeneous
   diagonal; for factors it differs from lme4's ``||``, which does not decorrelate them)
 - ``ar1(0 + factor(t) | g)``, ``cs(0 + f | g)`` -> one term with glmmTMB's AR(1) over the
-  levels of a factor, or heterogeneous compound symmetry (``core/covfuns.py``)
+  levels of a factor, or heterogeneous compound symmetry (``core/params/covfuns.py``)
 - ``exp(0 + pos(x, y) | g)``, ``gau(...)``, ``ou(0 + pos(t) | g)`` -> spatial and temporal
   covariances over coordinates (``model/structured_terms.py``)
 

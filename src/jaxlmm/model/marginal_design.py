@@ -1,4 +1,4 @@
-"""A ``Design`` as the marginal engine's ``MarginalModel`` (``core/marginal.py``).
+"""A ``Design`` as the marginal engine's ``MarginalModel`` (``core/marginal/criterion.py``).
 
 Each term keeps its per-row covariates and level codes; a relationship-matrix
 term its ``K`` on the fitted levels; every term its ``CovarianceFunction``
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.marginal import MarginalModel, MarginalTerm
+from ..core.marginal.criterion import MarginalModel, MarginalTerm
 from .structured_terms import residual_model, term_covariance
 
 MAX_ROWS = 4000   # V is n x n: beyond this the marginal engine is too slow and too large
@@ -62,7 +62,7 @@ def check_user_covariances(mm, phi: np.ndarray, at_start: bool = True) -> np.nda
     """Every user-written covariance of ``mm`` evaluated at ``phi`` (``covfuns.check_at_start``: an (S, S)
     finite, symmetric, positive semi-definite matrix with finite derivatives; at the estimate the matrix
     only); ``phi`` unchanged."""
-    from ..core.covfuns import check_at_start, check_matrix
+    from ..core.params.covfuns import check_at_start, check_matrix
 
     for t, off in zip(mm.terms, mm.offsets):
         if t.cov.origin is None:

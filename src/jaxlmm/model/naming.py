@@ -65,9 +65,9 @@ def _positions(columns: tuple[str, ...], cov: str) -> list[tuple[int, int]]:
 
 def theta_names(group: str, columns: tuple[str, ...], cov: str = "us") -> list[str]:
     """lme4's names of one term's theta (column-major lower triangle; the diagonal for ``diag``;
-    a structured term's own parameters, ``core/structured.py``)."""
+    a structured term's own parameters, ``core/params/structured.py``)."""
     if cov in ("ar1", "cs"):
-        from ..core.structured import parameter_names
+        from ..core.params.structured import parameter_names
 
         return [f"{group}.{name}" for name in parameter_names(cov, columns)]
     return [f"{group}.{columns[i]}" if i == j else f"{group}.{columns[i]}.{columns[j]}"

@@ -1,6 +1,6 @@
 """The factorization plan of a design: what the blocked Cholesky factor looks like and what it costs.
 
-The penalized system of ``[Z | X | y]`` is factored blockwise (``core/deviance.py``,
+The penalized system of ``[Z | X | y]`` is factored blockwise (``core/pls/criterion.py``,
 MixedModels.jl's scheme): one random-effects term, the *block term*, has a
 diagonal of ``l_b`` small ``S_b x S_b`` blocks; every other term, ``X`` and ``y``
 form the dense part of size ``Q = q_d + p + 1``, factored after the Schur update
@@ -11,7 +11,7 @@ where ``C_j`` is level j's row of the cross block ``Z_b^T W [Z_d X y]``.  The bl
 term is the one with the most columns ``l_k S_k`` (it leaves the smallest dense part,
 hence the least fill-in); lme4's order of the terms and of theta is kept in
 everything a user sees.  The cross block is stored dense (``S_b x Q x l_b``) or, in a
-large crossed design, by its nonzeros (``core/sparse.py``): then the update is a sum
+large crossed design, by its nonzeros (``core/pls/sparse.py``): then the update is a sum
 over the pairs of nonzeros that share a level, ``sum_j nnz_j^2``, instead of
 ``l_b q_d^2``.
 

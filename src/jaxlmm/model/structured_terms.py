@@ -7,7 +7,7 @@
   residual variance linear in the dispformula's model matrix (a factor: one variance per level, every
   level with at least two observations; a numeric column: a log-linear trend).
 - ``covariances={"field": jaxlmm.covariance(fn, n_params, ...)}``: the one term grouped by ``field``,
-  written without a structure keyword, gets the covariance ``fn(params, coords)`` (``core/covfuns.py``);
+  written without a structure keyword, gets the covariance ``fn(params, coords)`` (``core/params/covfuns.py``);
   a term that names a built-in structure keeps it and the entry is an error.
 """
 
@@ -18,8 +18,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..core.covfuns import SPATIAL, CovarianceFunction, built_in
-from ..core.marginal_residual import ResidualVariance
+from ..core.params.covfuns import SPATIAL, CovarianceFunction, built_in
+from ..core.marginal.residual import ResidualVariance
 from ..errors import DataError, FormulaError
 
 _POS = re.compile(r"^\s*(?:0\s*\+\s*)?pos\s*\(([^()]*)\)\s*(?:\+\s*0\s*|-\s*1\s*)?$")
@@ -146,7 +146,7 @@ def residual_groups(dispformula: str | None, frame: pd.DataFrame):
 
 
 def residual_model(dispformula: str | None, frame: pd.DataFrame, codes: np.ndarray, levels) -> ResidualVariance:
-    """The residual variance model (``core/marginal_residual.py``) of ``dispformula`` on ``frame``'s rows.
+    """The residual variance model (``core/marginal/residual.py``) of ``dispformula`` on ``frame``'s rows.
 
     glmmTMB's dispersion model: the log of row i's residual variance is ``x_i^T delta`` with ``x_i``
     the row of the dispformula's model matrix (R's treatment contrasts; aliased columns left out, as
@@ -186,7 +186,7 @@ def checked_covariances(covariances):
     objects (checked before anything else reads it)."""
     from collections.abc import Mapping
 
-    from ..core.covfuns import UserCovariance
+    from ..core.params.covfuns import UserCovariance
 
     if covariances is None:
         return None
@@ -244,6 +244,6 @@ def term_covariance(t, user: dict | None) -> CovarianceFunction:
 
 
 def is_marginal(design) -> bool:
-    """Whether the model needs the marginal engine (``core/marginal.py``)."""
+    """Whether the model needs the marginal engine (``core/marginal/criterion.py``)."""
     return bool(design.covariances) or design.dispformula is not None or any(
         t.cov in ("ar1", "cs") + SPATIAL for t in design.terms)

@@ -61,7 +61,7 @@ def put(tree, mesh, per_trait: bool):
 def chunks(idx: np.ndarray, size: int):
     """Consecutive chunks of the trait indices ``idx``: pairs ``(sel, take)`` where ``take`` pads
     ``sel`` to ``size`` (``core.lanes.padded_chunks``: one static shape for every chunk)."""
-    from ..core.lanes import padded_chunks
+    from ..core.optim.lanes import padded_chunks
 
     for take, n_real in padded_chunks(idx.size, size):
         yield idx[take[:n_real]], idx[take]
@@ -83,7 +83,7 @@ def on_mesh(program, mesh, split: tuple, compiler_options=None, **static):
         return lambda *args: program(*args, **static)
     from functools import partial
 
-    from ..core.per_device import per_device_program
+    from ..core.compile.per_device import per_device_program
 
     key = (program, mesh, tuple(split), tuple(sorted(static.items())))
     if key not in _ON_MESH:

@@ -1,10 +1,10 @@
 """``covariance_parameters`` of a fit: each term's structure's reported quantities and the residual's, with
-Wald SEs (delta method on ``A = 2 H^-1``, ``H`` the Hessian of the marginal criterion, ``core/marginal.py``).
+Wald SEs (delta method on ``A = 2 H^-1``, ``H`` the Hessian of the marginal criterion, ``core/marginal/criterion.py``).
 
 A structured fit (``StructuredResult``) has its parameters ``phi`` and ``A`` from its own fit.  A fit by
 lme4's engine (``us()``, ``diag()``, plain terms) has them as ``phi = (sigma * theta, sigma)``: lme4's theta
 is the column-major lower triangle of each term's relative factor, which times sigma is the parameter
-vector of the same structure in ``core/covfuns.py`` (checked against the fit's term covariances), and
+vector of the same structure in ``core/params/covfuns.py`` (checked against the fit's term covariances), and
 ``H`` is the marginal criterion's Hessian there (models up to ``marginal_design.MAX_ROWS`` rows; beyond,
 the SEs are NaN).
 """
@@ -49,9 +49,9 @@ def parameter_table(design, covs, residual, phi: np.ndarray, V: np.ndarray) -> p
 
 def lme4_covariance_parameters(fit) -> pd.DataFrame:
     """``covariance_parameters`` of a fit by lme4's engine (module docstring)."""
-    from ..core.marginal import evaluate
-    from ..core.marginal_fit import blas_threads, parameter_covariance
-    from ..core.marginal_residual import ResidualVariance
+    from ..core.marginal.criterion import evaluate
+    from ..core.marginal.fit import blas_threads, parameter_covariance
+    from ..core.marginal.residual import ResidualVariance
     from ..model.marginal_design import MAX_ROWS
     from ..model.structured_terms import term_covariance
 

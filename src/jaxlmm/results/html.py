@@ -20,7 +20,7 @@ MAX_CORRELATIONS = 12     # fixed effects up to which the correlations are shown
 
 def correlation_frame(fit) -> pd.DataFrame:
     """The ``Correlation of Fixed Effects:`` lower triangle as ``summary.correlation_table`` prints it."""
-    from ..core.covariance import sd_and_cor
+    from ..core.params.covariance import sd_and_cor
     from .summary import abbreviate
 
     _, cor = sd_and_cor(fit.vcov.to_numpy())

@@ -1,6 +1,6 @@
 """Influence of single observations on theta-hat and beta-hat (``LmerResult.influence``).
 
-With case weights ``c`` (``core/implicit.py``: ``c_i`` scales row i's share of the likelihood, and
+With case weights ``c`` (``core/pls/implicit.py``: ``c_i`` scales row i's share of the likelihood, and
 ``c_i = 0`` removes it exactly), the estimates are smooth functions ``theta-hat(c)``, ``beta-hat(c)``,
 and leaving row i out moves them by ``theta-hat(1 - e_i) - theta-hat(1)``.  Three ways to get it:
 
@@ -46,7 +46,7 @@ def _programs(f, steps: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from ..core.implicit import newton_refit
+    from ..core.pls.implicit import newton_refit
 
     cache = f.__dict__.setdefault("_influence_programs", {})
     if steps in cache:

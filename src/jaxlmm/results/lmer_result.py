@@ -335,9 +335,9 @@ class LmerResult:
         import jax
         import jax.numpy as jnp
 
-        from ..core.deviance import profiled_deviance
-        from ..core.heritability import heritability, heritability_se
-        from ..core.optimize import value_grad_hessian
+        from ..core.pls.criterion import profiled_deviance
+        from ..core.params.heritability import heritability, heritability_se
+        from ..core.optim.newton import value_grad_hessian
 
         k = self._h2_term
         if k is None:

@@ -1,9 +1,9 @@
-"""The result of a fit with structured covariances or ``dispformula`` (``core/marginal.py``).
+"""The result of a fit with structured covariances or ``dispformula`` (``core/marginal/criterion.py``).
 
 Its parameters are absolute: ``theta`` holds each term's own parameters (ar1's
 ``(sd, a)``, exp's ``(sd, log range)``, ...); the residual's are one SD, or with a
 ``dispformula`` glmmTMB's dispersion coefficients ``dispersion.(Intercept)``, ... (the log
-of the residual variance, ``core/marginal_residual.py``), and ``residual_sd`` the residual
+of the residual variance, ``core/marginal/residual.py``), and ``residual_sd`` the residual
 SD of each level (each combination of the dispformula's variables).  ``varcorr`` lists each
 term's implied covariance in lme4's long layout, ``covariance_parameters`` each structure's
 reported quantities (variances, correlations, ranges) with Wald SEs from the exact Hessian
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._x64 import float64_methods
-from ..core.covariance import sd_and_cor
+from ..core.params.covariance import sd_and_cor
 from ..model.naming import unique_group_names
 from .lmer_result import SINGULAR_TOL, LmerResult
 
@@ -161,7 +161,7 @@ class StructuredResult(LmerResult):
         """BLUPs of term ``k``'s levels at new positions ``coords`` (m, d): ``C(s0, S) Z^T V^-1 (y - X beta)``
         (``predict.py``), with the term's covariance function evaluated over the fit's and the new positions."""
         from ..errors import DataError
-        from ..core.covfuns import check_matrix
+        from ..core.params.covfuns import check_matrix
 
         mm, term = self._marginal, self.design.terms[k]
         t, off = mm.terms[k], mm.offsets[k]
@@ -212,9 +212,9 @@ class StructuredResult(LmerResult):
                                   np.asarray(self._out.solution.vcov_beta))
 
     def marginal_kenward_roger_parts(self):
-        """pbkrtest's ingredients at the REML estimate (``core/marginal_kr.py``; an ML fit is refitted by REML)."""
-        from ..core.marginal_fit import blas_threads
-        from ..core.marginal_kr import kenward_roger
+        """pbkrtest's ingredients at the REML estimate (``core/marginal/kenward_roger.py``; an ML fit is refitted by REML)."""
+        from ..core.marginal.fit import blas_threads
+        from ..core.marginal.kenward_roger import kenward_roger
         from ..inference.ddf import KenwardRogerParts
 
         base = self if self.reml else self.refit_reml()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..core.covariance import sd_and_cor
+from ..core.params.covariance import sd_and_cor
 from ..model.naming import unique_group_names
 
 

@@ -1,0 +1,1 @@
+"""core.compile: see docs/architecture.md."""

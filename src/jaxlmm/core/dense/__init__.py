@@ -1,0 +1,1 @@
+"""core.dense: see docs/architecture.md."""

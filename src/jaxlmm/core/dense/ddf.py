@@ -1,0 +1,172 @@
+"""Satterthwaite and Kenward-Roger ingredients for small models, from the dense system.
+
+The same quantities as ``core/pls/ddf.py`` (which states them), with the
+model's structure as data (``dense/system.py``): one program per size bucket.
+
+- Satterthwaite works in ``varpar = (theta, sigma)``:
+  ``dev = log|L_Z|^2 + PWRSS / sigma^2 + n log(2 pi sigma^2)``
+  [REML: ``+ log|R_X|^2 - p log(2 pi sigma^2)``] and ``Cov(beta) = sigma^2 (R_X R_X^T)^{-1}``.
+- Kenward-Roger works in ``gamma``: the lower-triangle entries of each term's
+  ``Sigma_k`` (theta's layout), then ``sigma^2``.  With ``C = Sigma / sigma^2``
+  gathered into q x q by ``cov_index`` (``C[i, j] = gamma[cov_index[i, j]]``),
+
+      log|V| = n log sigma^2 - sum log w + log|I + C A_zz|
+      M      = (X^T W X - A_xz (I + C A_zz)^{-1} C A_zx) / sigma^2.
+
+Padded thetas (and their gammas) have no effect; their rows and columns of
+the information matrices are set to the identity before inverting and to 0
+in what is returned, so ``jaxlmm.inference`` slices the real parameters out.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .system import DenseSystem, factor
+from .programs import compiler_options, jit_variants
+
+
+def deviance_varpar(varpar, system: DenseSystem, reml):
+    """lmerTest's ``devfun_vp`` at ``(theta, sigma)``, beta profiled (``reml`` may be traced)."""
+    theta, sigma = varpar[:-1], varpar[-1]
+    s2 = sigma ** 2
+    _, parts = factor(theta, system)
+    log2pis2 = jnp.log(2.0 * jnp.pi * s2)
+    dev = parts.ldL2 + parts.pwrss / s2 + parts.n_obs * log2pis2
+    return dev + jnp.where(jnp.asarray(reml, bool), parts.ldRX2 - system.p * log2pis2, 0.0)
+
+
+def vcov_beta_varpar(varpar, system: DenseSystem):
+    """``sigma^2 (R_X R_X^T)^{-1}`` at ``(theta, sigma)`` (padded columns included)."""
+    from .system import triangular_inverse
+
+    q = system.lam_index.shape[0]
+    L, _ = factor(varpar[:-1], system)
+    RX_inv = triangular_inverse(L[q:-1, q:-1]) / system.x_scale[None, :]     # back to X's units
+    return varpar[-1] ** 2 * RX_inv.T @ RX_inv
+
+
+def _unit_on(mask, H):
+    """``H`` with the rows and columns outside ``mask`` replaced by the identity's."""
+    keep = mask[:, None] & mask[None, :]
+    return jnp.where(keep, H, jnp.eye(H.shape[0], dtype=H.dtype))
+
+
+def _satterthwaite(system: DenseSystem, varpar, active, reml):
+    H = jax.hessian(deviance_varpar)(varpar, system, reml)
+    H = _unit_on(active, 0.5 * (H + H.T))
+    A = 2.0 * jnp.linalg.inv(H)
+    J = jax.jacfwd(vcov_beta_varpar)(varpar, system)
+    return A, jnp.moveaxis(J, -1, 0), vcov_beta_varpar(varpar, system)
+
+
+def marginal_parts(gamma, system: DenseSystem, cov_index, fixed_mask):
+    """``log|V|`` and ``M = X^T V^{-1} X`` (module docstring); padded columns of M are the identity's."""
+    q = cov_index.shape[0]
+    s2 = gamma[-1]
+    C = jnp.concatenate([gamma[:-1], jnp.zeros((1,), gamma.dtype)])[cov_index] / s2
+    A = system.A
+    Azz, Bzx, XtWX = A[:q, :q], A[:q, q:-1], A[q:-1, q:-1]
+    K = jnp.eye(q, dtype=A.dtype) + C @ Azz
+    logdet = jnp.linalg.slogdet(K)[1]
+    M = (XtWX - Bzx.T @ jnp.linalg.solve(K, C @ Bzx)) / s2
+    D = system.x_scale
+    M = D[:, None] * M * D[None, :]            # A holds X / x_scale: back to X's units
+    M = _unit_on(fixed_mask, 0.5 * (M + M.T))
+    return system.n_obs * jnp.log(s2) - system.sum_log_w + logdet, M
+
+
+def marginal_derivatives(gamma, system: DenseSystem, cov_index, fixed_mask):
+    """``M``, its first and second derivatives ``P_r``, ``Q_rs`` and the Hessian of ``log|V|`` in gamma,
+    in closed form (one LU factor of ``K``; no differentiation through it).
+
+    With ``C = Gamma / s2`` (``Gamma = sum_r gamma_r E_r``), ``K = I + C A_zz``, ``F = K^{-1}``,
+    ``H = F C`` (symmetric) and ``N = X^T W X - A_xz H A_zx``, so that ``M = N / s2``:
+
+        dH = F dC F^T,   d2H_rs = F C_rs F^T - S_sr - S_sr^T,   S_sr = F C_s A F C_r F^T
+        d2 log|K|_rs = tr(F C_rs A) - tr(F C_s A F C_r A),
+
+    where ``dC_r = E_r / s2`` and ``dC_s2 = -Gamma / s2^2`` (second derivatives only in s2).
+    """
+    q = cov_index.shape[0]
+    R = gamma.shape[0]
+    dtype = gamma.dtype
+    s2 = gamma[-1]
+    E = (cov_index[None] == jnp.arange(R - 1)[:, None, None]).astype(dtype)          # (R-1, q, q)
+    Gamma = jnp.einsum("r,rab->ab", gamma[:-1], E)
+    A = system.A
+    Azz, Bzx, XtWX = A[:q, :q], A[:q, q:-1], A[q:-1, q:-1]
+    dC = jnp.concatenate([E / s2, (-Gamma / s2 ** 2)[None]], axis=0)                  # (R, q, q)
+    last = (jnp.arange(R) == R - 1).astype(dtype)
+    d2C = (-(E / s2 ** 2)[:, None] * last[None, :, None, None])                       # (R-1, R, q, q)
+    d2C = jnp.concatenate([d2C, jnp.concatenate([-(E / s2 ** 2), (2.0 * Gamma / s2 ** 3)[None]])[None]], axis=0)
+    C = Gamma / s2
+    K = jnp.eye(q, dtype=dtype) + C @ Azz
+    F = jnp.linalg.inv(K)
+    logdet_K = jnp.linalg.slogdet(K)[1]
+    U = jnp.einsum("ab,rbc->rac", F, dC)                                               # F dC_r
+    dH = jnp.einsum("rab,cb->rac", U, F)                                               # F dC_r F^T
+    UA = jnp.einsum("rab,bc->rac", U, Azz)                                             # F dC_r A
+    d2_logK = jnp.einsum("rsbc,cb->rs", d2C, Azz @ F) - jnp.einsum("sab,rba->rs", UA, UA)
+    FB = F.T @ Bzx                                                                     # (q, p)
+    H = F @ C
+    N = XtWX - Bzx.T @ H @ Bzx
+    dN = -jnp.einsum("aq,rab,bt->rqt", Bzx, dH, Bzx)
+    left = jnp.einsum("aq,sab->sqb", Bzx, UA)                                          # B^T F dC_s A
+    right = jnp.einsum("rbc,ct->rbt", dH, Bzx)                                         # F dC_r F^T B
+    S = jnp.einsum("sqb,rbt->rsqt", left, right)
+    d2N = -jnp.einsum("aq,rsab,bt->rsqt", FB, d2C, FB) + S + jnp.swapaxes(S, 2, 3)
+    t, dt_, d2t = 1.0 / s2, -last / s2 ** 2, 2.0 * last[:, None] * last[None, :] / s2 ** 3
+    M = N * t
+    dM = dN * t + N[None] * dt_[:, None, None]
+    d2M = (d2N * t + dN[:, None] * dt_[None, :, None, None] + dN[None, :] * dt_[:, None, None, None]
+           + N[None, None] * d2t[:, :, None, None])
+    D = system.x_scale[:, None] * system.x_scale[None, :]                              # back to X's units
+    keep = (fixed_mask[:, None] & fixed_mask[None, :]).astype(dtype)
+
+    def unit(Mx):
+        return 0.5 * (Mx + jnp.swapaxes(Mx, -1, -2)) * D * keep
+
+    M = unit(M) + jnp.diag(1.0 - fixed_mask.astype(dtype))
+    d2_log_v = d2_logK - system.n_obs / s2 ** 2 * last[:, None] * last[None, :]
+    return M, unit(dM), unit(d2M), d2_log_v, logdet_K
+
+
+def _kenward_roger(system: DenseSystem, gamma, cov_index, active, fixed_mask):
+    """pbkrtest's ingredients from the first and second derivatives ``P_r``, ``Q_rs`` of M.
+
+    With ``Phi = M^{-1}``: ``d^2 Phi / dgamma_r dgamma_s = Phi (P_r Phi P_s + P_s Phi P_r - Q_rs) Phi``
+    and ``d^2 log|M| = tr(Phi Q_rs) - tr(Phi P_r Phi P_s)``; ``M``, ``P``, ``Q`` and the Hessian of
+    ``log|V|`` come in closed form from ``marginal_derivatives``.
+    """
+    M, P, Q, d2_log_v, _ = marginal_derivatives(gamma, system, cov_index, fixed_mask)
+    Phi = jnp.linalg.inv(M)
+    PPhi = jnp.einsum("rab,bc->rac", P, Phi)                               # P_r Phi
+    hess_log_m = jnp.einsum("ab,rsba->rs", Phi, Q) - jnp.einsum("rab,sba->rs", PPhi, PPhi)
+    IE2 = -(d2_log_v + hess_log_m)
+    IE2 = _unit_on(active, 0.5 * (IE2 + IE2.T))
+    ok = jnp.all(jnp.isfinite(IE2))
+    IE2_safe = jnp.where(ok, IE2, jnp.eye(IE2.shape[0], dtype=IE2.dtype))
+    cond = jnp.min(jnp.abs(jnp.linalg.eigvalsh(IE2_safe)))
+    W = jnp.where(cond > 1e-10, 2.0 * jnp.linalg.inv(IE2_safe), 2.0 * jnp.linalg.pinv(IE2_safe))
+    W = jnp.where(ok & active[:, None] & active[None, :], W, jnp.where(ok, 0.0, jnp.nan))
+    inner = jnp.einsum("rab,sbc->rsac", PPhi, P) - Q                      # P_r Phi P_s - Q_rs
+    inner = inner + jnp.swapaxes(jnp.einsum("rab,sbc->rsac", PPhi, P), 0, 1)  # + P_s Phi P_r
+    d2Phi_w = jnp.einsum("rs,rsac->ac", W, inner)
+    PhiA = Phi - Phi @ d2Phi_w @ Phi
+    return Phi, 0.5 * (PhiA + PhiA.T), P, W
+
+
+_SATTERTHWAITE = jit_variants(_satterthwaite)
+_KENWARD_ROGER = jit_variants(_kenward_roger)
+
+
+def satterthwaite_program(system: DenseSystem, varpar, active, reml):
+    """(A, J, V): covariance of (theta, sigma), d Cov(beta) / d varpar, Cov(beta) (padded)."""
+    return _SATTERTHWAITE[compiler_options()](system, varpar, active, reml)
+
+
+def kenward_roger_program(system: DenseSystem, gamma, cov_index, active, fixed_mask):
+    """(Phi, PhiA, P, W) of pbkrtest's ``vcovAdj`` (padded)."""
+    return _KENWARD_ROGER[compiler_options()](system, gamma, cov_index, active, fixed_mask)

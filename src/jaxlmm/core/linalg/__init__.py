@@ -1,0 +1,1 @@
+"""core.linalg: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""core.marginal: see docs/architecture.md."""

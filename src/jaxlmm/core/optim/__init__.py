@@ -1,0 +1,1 @@
+"""core.optim: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""core.params: see docs/architecture.md."""

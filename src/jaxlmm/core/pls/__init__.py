@@ -1,0 +1,1 @@
+"""core.pls: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""core.pls.schur: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""core.spectral: see docs/architecture.md."""
