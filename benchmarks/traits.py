@@ -56,7 +56,7 @@ NOTES = """What dominates (profiled on this machine, 2026-11-22, with jax.profil
   iterations here, mean 7.6).  The fused per-level kernels of that Hessian take most of the time;
   no LAPACK call is left in the loop (closed-form 2 x 2 factorizations in structure-of-arrays form).
 - First call: XLA's compile of the one batch program (~300 fusions), then tracing.  The program uses
-  XLA's classic CPU fusion emitters (``CPU_COMPILER_OPTIONS`` in ``core/fit.py``), which compile it in
+  XLA's classic CPU fusion emitters (``CPU_COMPILER_OPTIONS`` in ``core/pls/programs.py``), which compile it in
   about half the time of the newer MLIR emitters for a slightly slower run."""
 
 
