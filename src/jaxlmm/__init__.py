@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 # ``import jaxlmm.core`` stays free of pandas and formulaic)
 _EXPORTS = {
     "lmer": "fitting.lmer",
+    "glmer": "fitting.glmer",
+    "GlmerResult": "results.glmer_result",
     "deviance_function": "fitting.lmer",
     "DevianceFunction": "fitting.lmer",
     "build_design": "model.design",

@@ -81,8 +81,9 @@ class Model:
     """
 
     def __init__(self, design: Design, reml: bool = True, dtype=None, *, max_iter: int = 100, optimizer=None,
-                 offset_arg=None, data_name: str | None = None, trace: bool = False):
+                 offset_arg=None, data_name: str | None = None, trace: bool = False, glmm=None):
         self.design = design
+        self.glmm = glmm            # ``engines.glmm_engine.GlmmOptions`` (family, link, nAGQ) of a GLMM, else None
         self.reml = bool(reml)
         self.dtype = working_dtype(dtype)
         self.requested_dtype = dtype
@@ -95,16 +96,23 @@ class Model:
         self.offset_arg, self.data_name = offset_arg, data_name
         from ..engines import select_engine
 
-        self.engine = select_engine(design, optimizer=optimizer, trace=self.trace)
+        self.engine = select_engine(design, optimizer=optimizer, trace=self.trace, glmm=glmm)
         self._data = self._cross_products = self._dense = self._plan = None
         self._marginal = self._marginal_fn = None
+        self._prepared: dict = {}
+
+    def prepared(self, key: str, build):
+        """What an engine prepares from the data once (``build(self)``), kept on the model under ``key``."""
+        if key not in self._prepared:
+            self._prepared[key] = build(self)
+        return self._prepared[key]
 
     # ----------------------------------------------------------------- the model's arrays
     def for_design(self, design: Design, **changes) -> "Model":
         """A model of the same kind (precision, options) on another design."""
         options = dict(reml=self.reml, dtype=self.requested_dtype, max_iter=self.max_iter,
                        optimizer=self.optimizer, offset_arg=self.offset_arg, data_name=self.data_name,
-                       trace=self.trace)
+                       trace=self.trace, glmm=self.glmm)
         options.update(changes)
         return Model(design, **options)
 

@@ -1,0 +1,375 @@
+"""The fitted generalized linear mixed model: lme4's ``glmerMod`` accessors on the output of one fit.
+
+Parameters ``x = (theta, beta[, log dispersion])`` (``engines/glmm_engine.py``).  The covariance of
+the estimates is twice the inverse Hessian of ``-2 log L`` at the optimum (lme4's
+``use.hessian = TRUE``, glmmTMB's ``sdreport``), over the components not on a bound (a variance
+component estimated as 0 is held there); the fixed effects' block is ``vcov``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from .._x64 import float64_methods
+from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status, status_name as _name
+from .lmer_result import SINGULAR_TOL, _from_model
+from .varcorr import varcorr_frame
+
+FAMILY_LABEL = {"binomial": "binomial", "poisson": "poisson", "negative_binomial": "nbinom2", "gamma": "Gamma"}
+
+
+@float64_methods
+class GlmerResult:
+    """A fitted generalized linear mixed model (what ``jaxlmm.glmer`` returns).
+
+    lme4's accessors: ``fixef``, ``se``, ``vcov``, ``theta``, ``varcorr``, ``ranef``, ``coef``, ``fitted``,
+    ``predict(newdata, type=, re_form=)``, ``residuals(type=)``, ``loglik``, ``aic``, ``bic``, ``deviance``,
+    ``summary()``, ``converged`` / ``status``; ``dispersion`` (NB2's r, Gamma's coefficient of variation).
+    """
+
+    kind = "glmm"
+    reml = False
+
+    def __init__(self, model, output, *, optimizer: str = "newton"):
+        self.model = model
+        self._out = output
+        self.optimizer = optimizer
+
+    design = _from_model("design", "The ``Design`` (arrays and names) of the fitted model.")
+    data_name = _from_model("data_name", "The data's name in printed output.")
+    _offset_arg = _from_model("offset_arg", "The offset as given.")
+
+    # ---------------------------------------------------------------- parameters
+    @property
+    def _layout(self):
+        return self.model.engine.layout(self.model)
+
+    @property
+    def family(self) -> str:
+        return self.model.glmm.family
+
+    @property
+    def link(self) -> str:
+        return self.model.glmm.link
+
+    @property
+    def nagq(self) -> int:
+        return self.model.glmm.nagq
+
+    @property
+    def x(self) -> np.ndarray:
+        """All parameters ``(theta, beta[, log dispersion])``."""
+        return np.asarray(self._out.optim.theta)[0]
+
+    @property
+    def theta(self) -> np.ndarray:
+        return self.x[:self._layout.ntheta]
+
+    @property
+    def theta_names(self) -> list[str]:
+        return self.model.engine.theta_names(self.model)[:self._layout.ntheta]
+
+    @property
+    def fixef_names(self) -> list[str]:
+        return list(self.design.fixef_names)
+
+    @property
+    def fixef(self) -> pd.Series:
+        t = self._layout.ntheta
+        return pd.Series(self.x[t:t + self._layout.nbeta], index=self.fixef_names)
+
+    @property
+    def _log_dispersion(self) -> float:
+        return float(self.x[-1]) if self._layout.family.dispersion else 0.0
+
+    @property
+    def dispersion(self) -> float:
+        """NB2: ``r`` of var = mu + mu^2 / r; Gamma: the coefficient of variation 1 / sqrt(shape) (glmmTMB's
+        ``sigma()``); 1 for the binomial and Poisson."""
+        if self.family == "negative_binomial":
+            return float(np.exp(self._log_dispersion))
+        if self.family == "gamma":
+            return float(np.exp(-0.5 * self._log_dispersion))
+        return 1.0
+
+    sigma = dispersion
+
+    # ---------------------------------------------------------------- criterion
+    @property
+    def criterion(self) -> float:
+        """``-2 log L`` at the optimum (Laplace or AGQ)."""
+        return float(np.asarray(self._out.optim.fun)[0])
+
+    deviance = criterion
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.criterion
+
+    @property
+    def nobs(self) -> int:
+        return int(np.sum(np.asarray(self.design.weights) > 0))
+
+    @property
+    def df_model(self) -> int:
+        return int(self._layout.nparams)
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2.0 * self.df_model
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + np.log(self.nobs) * self.df_model
+
+    # ---------------------------------------------------------------- convergence
+    @property
+    def status(self):
+        return as_status(int(np.asarray(self._out.optim.status)[0]))
+
+    @property
+    def status_name(self) -> str:
+        return _name(int(self.status))
+
+    @property
+    def converged(self) -> bool:
+        return int(self.status) == CONVERGED
+
+    @property
+    def n_iter(self) -> int:
+        return int(np.asarray(self._out.optim.n_iter)[0])
+
+    @property
+    def grad(self) -> np.ndarray:
+        return np.asarray(self._out.optim.grad)[0]
+
+    @property
+    def is_singular(self) -> bool:
+        lower = self.model.engine.lower(self.model)[:self._layout.ntheta]
+        return bool(np.any(np.isfinite(lower) & (np.abs(self.theta) < SINGULAR_TOL)))
+
+    @property
+    def messages(self) -> list[str]:
+        out = list(self.design.messages)
+        if not self.converged:
+            out.append(f"optimizer: {STATUS_MESSAGES.get(int(self.status), self.status_name)}")
+        if self.is_singular:
+            out.append("boundary (singular) fit: see help('isSingular')")
+        if self.converged and self._separation:
+            out.append("fitted probabilities numerically 0 or 1 occurred: a fixed effect may be unbounded "
+                       "(complete separation); its estimate and SE are not meaningful")
+        return out
+
+    @property
+    def _separation(self) -> bool:
+        """Binomial fitted probabilities within 1e-8 of 0 or 1 with a fixed effect whose SE is not finite or
+        above 1e3 (glm's "fitted probabilities numerically 0 or 1")."""
+        if self.family != "binomial":
+            return False
+        mu = self.fitted[np.asarray(self.design.weights) > 0]
+        se = self.se.to_numpy()
+        extreme = np.any((mu < 1e-8) | (mu > 1 - 1e-8))
+        return bool(extreme and np.any(~np.isfinite(se) | (se > 1e3)))
+
+    # ---------------------------------------------------------------- covariance of the estimates
+    @cached_property
+    def hessian(self) -> np.ndarray:
+        """The Hessian of ``-2 log L`` at the optimum over all parameters ``x``."""
+        import jax.numpy as jnp
+
+        from ..core.glmm import programs
+
+        engine = self.model.engine
+        data = engine.data(self.model)
+        out = programs.evaluate(self._layout, jnp.asarray(self.x[None], self.model.dtype), data)
+        return np.asarray(out[2])[0]
+
+    @cached_property
+    def covariance(self) -> pd.DataFrame:
+        """Covariance of every estimate ``x`` (module docstring): ``2 H^{-1}`` over the free components."""
+        H = self.hessian
+        lower = self.model.engine.lower(self.model)
+        free = ~(np.isfinite(lower) & (self.x <= lower + 1e-12))
+        cov = np.full(H.shape, np.nan)
+        sub = H[np.ix_(free, free)]
+        try:
+            inv = np.linalg.inv(sub)
+        except np.linalg.LinAlgError:
+            inv = np.linalg.pinv(sub)
+        cov[np.ix_(free, free)] = 2.0 * inv
+        names = self.model.engine.theta_names(self.model)
+        return pd.DataFrame(cov, index=names, columns=names)
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        return self.covariance.loc[self.fixef_names, self.fixef_names]
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef_names)
+
+    def coef_table(self) -> pd.DataFrame:
+        """Estimate, Std. Error, z value, Pr(>|z|) (glmer's Wald z tests)."""
+        est, se = self.fixef, self.se
+        z = est / se
+        return pd.DataFrame({"Estimate": est, "Std. Error": se, "z value": z,
+                             "Pr(>|z|)": 2.0 * special.ndtr(-np.abs(z))})
+
+    # ---------------------------------------------------------------- random effects
+    @property
+    def lambdas(self) -> list[np.ndarray]:
+        from ..core.glmm.layout import theta_lambdas
+
+        return theta_lambdas(self._layout, self.theta)
+
+    @property
+    def term_covariances(self) -> list[np.ndarray]:
+        """Each term's covariance of its random effects, ``T_k T_k'``."""
+        return [T @ T.T for T in self.lambdas]
+
+    residual_variances: list = []      # no residual variance in a GLMM's random-effects table
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """``as.data.frame(VarCorr(m))``: variances and SDs / correlations of each term (no residual row)."""
+        frame = varcorr_frame(self.lambdas, [t.group for t in self.design.terms],
+                              [t.columns for t in self.design.terms], 1.0)
+        return frame[frame.grp != "Residual"].reset_index(drop=True)
+
+    def _u(self, k: int) -> np.ndarray:
+        term = self._layout.terms[k]
+        u = np.asarray(self._out.u)[0]
+        return u[term.u_start:term.u_start + term.ncols * term.nlevels].reshape(term.nlevels, term.ncols)
+
+    def _b(self, k: int) -> np.ndarray:
+        """The conditional modes of term ``k``'s random effects (levels x columns), ``b = T u``."""
+        return self._u(k) @ self.lambdas[k].T
+
+    def _cond_var(self, k: int) -> np.ndarray:
+        """Conditional covariance of ``b`` per level of term ``k`` (levels x s x s)."""
+        term, T = self._layout.terms[k], self.lambdas[k]
+        s = term.ncols
+        if self._layout.block_diagonal:
+            blocks = self._u_covariance
+        else:
+            pos = term.u_start + np.arange(term.nlevels)[:, None] * s + np.arange(s)[None, :]
+            blocks = self._u_covariance[pos[:, :, None], pos[:, None, :]]
+        return np.einsum("ab,gbc,dc->gad", T, blocks, T)
+
+    @cached_property
+    def _u_covariance(self) -> np.ndarray:
+        """``H^{-1}`` from its Cholesky factor: the conditional covariance of ``u`` (blocks for one term)."""
+        from scipy.linalg import solve_triangular
+
+        L = np.asarray(self._out.L)[0]
+        if L.ndim == 3:
+            inv = np.linalg.inv(L)                      # per level: L_j^{-1} (s x s)
+            return np.einsum("gki,gkj->gij", inv, inv)
+        inv = solve_triangular(L, np.eye(L.shape[0]), lower=True)
+        return inv.T @ inv
+
+    @cached_property
+    def ranef(self) -> pd.DataFrame:
+        """``as.data.frame(ranef(m, condVar = TRUE))``: group, term, level, condval, condsd."""
+        frames = []
+        for g in dict.fromkeys(t.group for t in self.design.terms):
+            for k, t in enumerate(self.design.terms):
+                if t.group != g:
+                    continue
+                b, v = self._b(k), self._cond_var(k)
+                for s, col in enumerate(t.columns):
+                    frames.append(pd.DataFrame({"group": g, "term": col, "level": t.factor.levels,
+                                                "condval": b[:, s], "condsd": np.sqrt(np.maximum(v[:, s, s], 0))}))
+        return pd.concat(frames, ignore_index=True)
+
+    def ranef_dict(self) -> dict[str, pd.DataFrame]:
+        out = {}
+        for k, t in enumerate(self.design.terms):
+            b = pd.DataFrame(self._b(k), index=t.factor.levels, columns=list(t.columns))
+            out[t.group] = pd.concat([out[t.group], b], axis=1) if t.group in out else b
+        return out
+
+    # ---------------------------------------------------------------- fitted, predictions, residuals
+    @property
+    def linear_predictor(self) -> np.ndarray:
+        return np.asarray(self._out.eta)[0]
+
+    def _mean(self, eta) -> np.ndarray:
+        import jax.numpy as jnp
+
+        from ..core.glmm.families import mean
+
+        return np.asarray(mean(self._layout.family, jnp.asarray(eta, float)))
+
+    @property
+    def fitted(self) -> np.ndarray:
+        """The conditional mean ``mu`` at the modes (the response scale: a probability for the binomial)."""
+        return self._mean(self.linear_predictor)
+
+    @property
+    def response(self) -> np.ndarray:
+        return np.asarray(self.design.y, float)
+
+    def predict(self, newdata=None, type: str = "link", re_form=None, allow_new_levels: bool = False) -> np.ndarray:
+        """lme4's ``predict.merMod``: the linear predictor (``type="link"``) or the mean (``"response"``)."""
+        from .predict import predict
+
+        if type not in ("link", "response"):
+            raise ValueError(f"type={type!r}: use 'link' or 'response'")
+        if newdata is None and re_form is None:
+            eta = self.linear_predictor.copy()
+        else:
+            eta = predict(self, newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+        return self._mean(eta) if type == "response" else eta
+
+    def residuals(self, type: str = "deviance") -> np.ndarray:
+        """``"deviance"`` (default, as glmer), ``"pearson"``, ``"response"`` (``y - mu``) or ``"working"``."""
+        import jax.numpy as jnp
+
+        from ..core.glmm.families import log_density, variance
+
+        fam, y, w, mu = self._layout.family, self.response, np.asarray(self.design.weights, float), self.fitted
+        if type == "response":
+            return y - mu
+        if type == "pearson":
+            v = np.asarray(variance(fam, jnp.asarray(mu), jnp.asarray(w), self._log_dispersion))
+            return (y - mu) / np.sqrt(v)
+        if type == "working":
+            import jax
+
+            from ..core.glmm.families import mean
+
+            dmu = jax.vmap(jax.grad(lambda e: mean(fam, e)))(jnp.asarray(self.linear_predictor))
+            return (y - mu) / np.asarray(dmu)
+        if type != "deviance":
+            raise ValueError(f"type={type!r}: use 'deviance', 'pearson', 'response' or 'working'")
+        ld = lambda eta_or_mu: np.asarray(log_density(fam, jnp.asarray(eta_or_mu), jnp.asarray(y), jnp.asarray(w),
+                                                      self._log_dispersion))
+        saturated = ld(self._saturated_eta(y))
+        fitted = ld(self.linear_predictor)
+        return np.sign(y - mu) * np.sqrt(np.maximum(2.0 * (saturated - fitted), 0.0))
+
+    def _saturated_eta(self, y) -> np.ndarray:
+        """The linear predictor whose mean is ``y`` (the saturated model), clipped where the link is infinite."""
+        from scipy.special import logit, ndtri
+
+        eps = 1e-300
+        if self.family != "binomial":
+            return np.log(np.maximum(y, eps))
+        p = np.clip(y, 1e-15, 1 - 1e-15)
+        return {"logit": logit, "probit": ndtri, "cloglog": lambda m: np.log(-np.log1p(-m))}[self.link](p)
+
+    # ---------------------------------------------------------------- printing
+    def summary(self) -> str:
+        from .glmer_summary import format_glmer_summary
+
+        return format_glmer_summary(self)
+
+    def __repr__(self) -> str:
+        fam = FAMILY_LABEL[self.family]
+        return (f"<GlmerResult {self.design.response_name} ~ ... {fam}({self.link}), logLik {self.loglik:.4f}, "
+                f"{'converged' if self.converged else 'NOT converged: ' + self.status_name}>")
