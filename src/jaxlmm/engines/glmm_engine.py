@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import FormulaError
+from ..core.glmm.driver import fit_lanes, glm_start, glmm_data, glmm_layout
 from .base import Engine
 
 
@@ -26,47 +26,6 @@ class GlmmOptions(NamedTuple):
     family: str
     link: str
     nagq: int = 1
-
-
-class GlmmOutput(NamedTuple):
-    """The output of a GLMM fit: the optimizer's, and the conditional modes at its optimum."""
-
-    optim: object        # core.optim.newton.OptimResult, x = (theta, beta, log dispersion)
-    u: np.ndarray        # (q,) spherical conditional modes
-    eta: np.ndarray      # (n,) linear predictor at the modes
-    L: np.ndarray        # Cholesky factor of H = I + J'WJ at the modes: (q / s, s, s) blocks for one term, else (q, q)
-
-
-def glmm_layout(model):
-    """The static ``GlmmLayout`` of the model."""
-    from ..core.glmm.families import Family
-    from ..core.glmm.layout import GlmmLayout
-
-    design, opt = model.design, model.glmm
-    for t in design.terms:
-        if t.relmat is not None or t.cov not in ("us", "diag"):
-            raise FormulaError(f"glmer: the term ({t.term}) has a relationship matrix or a structured covariance; "
-                               "generalized models take lme4's unstructured and || terms for now")
-    terms = [(len(t.columns), len(t.factor.levels), t.cov) for t in design.terms]
-    return GlmmLayout.build(Family(opt.family, opt.link), terms, design.X.shape[1], opt.nagq)
-
-
-def glmm_data(model, Y=None, W=None):
-    """The ``GlmmData`` of the model with one lane per column of ``Y`` (default: the design's response)."""
-    import jax.numpy as jnp
-
-    from ..core.glmm.layout import GlmmData, slot_indices
-
-    design, dt = model.design, model.dtype
-    layout = model.prepared("glmm_layout", glmm_layout)
-    Y = np.asarray(design.y if Y is None else Y, float)
-    Y = Y[:, None] if Y.ndim == 1 else Y
-    W = np.broadcast_to(np.asarray(design.weights, float)[:, None], Y.shape) if W is None else W
-    W = np.where(np.isnan(Y), 0.0, W)
-    idx = slot_indices(layout, [t.factor.codes for t in design.terms])
-    z = np.concatenate([np.asarray(t.z, float) for t in design.terms], axis=1)
-    return GlmmData(jnp.asarray(design.X, dt), jnp.asarray(np.nan_to_num(Y).T, dt), jnp.asarray(W.T, dt),
-                    jnp.asarray(design.offset, dt), jnp.asarray(idx), jnp.asarray(z, dt))
 
 
 class GlmmEngine(Engine):
@@ -153,67 +112,3 @@ class GlmmEngine(Engine):
         raise NotImplementedError("generalized models have asymptotic (z) tests, no denominator degrees of freedom")
 
     kenward_roger_parts = satterthwaite_parts
-
-
-def newton_options(max_iter: int):
-    """The Newton kernel's options for GLMMs: the ray test of an unbounded LMM criterion is off."""
-    from ..core.optim.newton import NewtonOptions
-
-    return NewtonOptions(max_iter=int(max_iter), ray_min=np.inf)
-
-
-def _run(model, data, x0, fixed=None, reflections=None, value_program: bool = False):
-    """The host driver of the Newton kernel on the lanes of ``data`` from ``x0`` (B, k)."""
-    import jax.numpy as jnp
-
-    from ..core.glmm import programs
-    from ..core.optim.host import minimize_newton_host
-
-    layout, dt = model.engine.layout(model), model.dtype
-
-    B = x0.shape[0]
-
-    def padded(program, n_out):
-        """``program`` on all B lanes (a fixed shape: one compiled program), lanes ``rows`` at ``z``, the
-        others at their start; the outputs of ``rows``."""
-        def call(z, rows):
-            full = np.array(x0, float)
-            full[rows] = z
-            out = program(layout, jnp.asarray(full, dt), data)
-            return tuple(np.asarray(o)[rows] for o in out[:n_out]) if n_out else np.asarray(out)[rows]
-        return call
-
-    vgh = padded(programs.evaluate, 3)
-    fun = padded(programs.value, 0) if value_program else None
-    lower = np.broadcast_to(model.engine.lower(model), x0.shape)
-    return minimize_newton_host(vgh, fun, x0, lower, newton_options(model.max_iter), reflections=reflections,
-                                fixed=fixed, dtype=dt)
-
-
-def glm_start(model, data) -> np.ndarray:
-    """Per lane of ``data``: theta 1 / 0 (lme4's) with beta and the log dispersion of the GLM, fitted by the
-    same program with theta held at 0 (where the modes are 0 and ``-2 log L`` is the GLM's deviance)."""
-    structure = model.design.structure
-    layout = model.engine.layout(model)
-    B, t = data.y.shape[0], layout.ntheta
-    x0 = np.zeros((B, layout.nparams))
-    fixed = np.zeros_like(x0, bool)
-    fixed[:, :t] = True
-    res = _run(model, data, x0, fixed=fixed)
-    x = np.array(res.theta, float)
-    x[:, :t] = structure.theta0()
-    return x
-
-
-def fit_lanes(model, data, x0: np.ndarray, reflections, value_program: bool = False):
-    """Fit every lane of ``data`` from ``x0`` (B, k) by the host driver of the Newton kernel: a
-    ``GlmmOutput`` with a leading lane axis."""
-    import jax.numpy as jnp
-
-    from ..core.glmm import programs
-    from ..core.optim.newton import OptimResult
-
-    res = _run(model, data, x0, reflections=reflections, value_program=value_program)
-    layout = model.engine.layout(model)
-    *_, u, eta, L = (np.asarray(v) for v in programs.evaluate(layout, jnp.asarray(res.theta, model.dtype), data))
-    return GlmmOutput(OptimResult(*(np.asarray(v) for v in res)), u, eta, L)

@@ -33,7 +33,7 @@ def _pre_status(model, Y: np.ndarray) -> np.ndarray:
 
 def fit_glmm_batch(model, names, Y, *, start=None, chunk_size=None, progress=None, **_ignored):
     """Fit ``model`` to every column of ``Y``: a ``GlmmBatchResult`` (module docstring)."""
-    from ..engines.glmm_engine import fit_lanes, glm_start, glmm_data
+    from ..core.glmm.driver import fit_lanes, glm_start, glmm_data
     from ..results.glmm_batch_result import GlmmBatchResult
 
     Y = np.asarray(Y, float)
