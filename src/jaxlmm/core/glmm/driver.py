@@ -43,7 +43,7 @@ def glmm_data(model, Y=None, W=None):
     """The ``GlmmData`` of the model with one lane per column of ``Y`` (default: the design's response)."""
     import jax.numpy as jnp
 
-    from .layout import GlmmData, slot_indices
+    from .layout import GlmmData, one_hot, slot_indices
 
     design, dt = model.design, model.dtype
     layout = model.prepared("glmm_layout", glmm_layout)
@@ -54,7 +54,8 @@ def glmm_data(model, Y=None, W=None):
     idx = slot_indices(layout, [t.factor.codes for t in design.terms])
     z = np.concatenate([np.asarray(t.z, float) for t in design.terms], axis=1)
     return GlmmData(jnp.asarray(design.X, dt), jnp.asarray(np.nan_to_num(Y).T, dt), jnp.asarray(W.T, dt),
-                    jnp.asarray(design.offset, dt), jnp.asarray(idx), jnp.asarray(z, dt))
+                    jnp.asarray(design.offset, dt), jnp.asarray(idx), jnp.asarray(z, dt),
+                    one_hot(layout, [t.factor.codes for t in design.terms], dt))
 
 
 def newton_options(max_iter: int):

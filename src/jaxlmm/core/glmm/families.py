@@ -82,6 +82,8 @@ def constant(family: Family, y, w):
 
 def kernel(family: Family, eta, y, w, log_disp):
     """``log p - constant``: what depends on eta or the dispersion."""
+    if family.name == "binomial" and family.link == "logit":     # log mu = eta - softplus(eta): one softplus
+        return w * (y * eta - jax.nn.softplus(eta))
     if family.name == "binomial":
         log_mu, log_1m = _binomial_log_mu(family.link, eta)
         wy = w * y

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .families import constant, kernel, score_information
-from .layout import GlmmData, GlmmLayout, slot_coefficients, split
+from .layout import GlmmData, GlmmLayout, gather, scatter, slot_coefficients, split, sum_by_level
 
 MAX_ITER = 60
 MAX_HALVINGS = 30
@@ -46,7 +46,7 @@ def linear_predictor(layout: GlmmLayout, x, data: GlmmData, u):
     """``eta = X beta + offset + J u`` (``layout.py``)."""
     theta, beta, _ = split(layout, x)
     a = slot_coefficients(layout, theta, data.z)
-    return data.X @ beta + data.offset + jnp.sum(a * u[data.idx], axis=1)
+    return data.X @ beta + data.offset + jnp.sum(a * gather(layout, data, u), axis=1)
 
 
 def penalized(layout: GlmmLayout, x, data: GlmmData, u, with_constant: bool = True):
@@ -63,20 +63,20 @@ def gradient_and_weights(layout: GlmmLayout, x, data: GlmmData, u):
     a = slot_coefficients(layout, theta, data.z)
     eta = linear_predictor(layout, x, data, u)
     score, info = score_information(layout.family, eta, data.y, data.w, log_disp)
-    g = u - jax.ops.segment_sum((a * score[:, None]).ravel(), data.idx.ravel(), num_segments=layout.q)
+    g = u - scatter(layout, data, a * score[:, None])
     return g, info, a
 
 
-def factor(layout: GlmmLayout, info, a, idx) -> Factor:
+def factor(layout: GlmmLayout, info, a, data: GlmmData) -> Factor:
     """The Cholesky factor of ``H = I + J' W J`` (module docstring)."""
-    q = layout.q
+    q, idx = layout.q, data.idx
     if layout.block_diagonal:
         s = layout.terms[0].ncols
         if s == 1:                                       # scalar blocks: the factor is a square root
-            diag = jax.ops.segment_sum(info * a[:, 0] ** 2, idx[:, 0], num_segments=q)
+            diag = sum_by_level(layout, data, info * a[:, 0] ** 2)
             return Factor(jnp.sqrt(1.0 + diag)[:, None, None])
         outer = info[:, None, None] * a[:, :, None] * a[:, None, :]
-        blocks = jax.ops.segment_sum(outer, idx[:, 0] // s, num_segments=q // s)
+        blocks = sum_by_level(layout, data, outer)
         return Factor(jnp.linalg.cholesky(blocks + jnp.eye(s, dtype=a.dtype)))
     S = a.shape[1]
     outer = info[:, None, None] * a[:, :, None] * a[:, None, :]
@@ -112,7 +112,7 @@ def _newton(layout: GlmmLayout, x, data: GlmmData, u0):
 
     def step(u):
         g, info, a = gradient_and_weights(layout, x, data, u)
-        return solve(layout, factor(layout, info, a, data.idx), g)
+        return solve(layout, factor(layout, info, a, data), g)
 
     def cond(state):
         _, _, it, done = state
@@ -141,7 +141,7 @@ def _newton(layout: GlmmLayout, x, data: GlmmData, u0):
     u0 = u0.astype(x.dtype)
     u, _, it, _ = lax.while_loop(cond, body, (u0, h(u0), jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
     g, info, a = gradient_and_weights(layout, x, data, u)
-    converged = jnp.max(jnp.abs(solve(layout, factor(layout, info, a, data.idx), g))) <= 1e-6 * (
+    converged = jnp.max(jnp.abs(solve(layout, factor(layout, info, a, data), g))) <= 1e-6 * (
         1.0 + jnp.max(jnp.abs(u)))
     return u, it, converged
 
@@ -160,4 +160,4 @@ def _mode_jvp(layout, primals, tangents):
     grad_at_u = lambda xx: gradient_and_weights(layout, xx, data, u)[0]
     _, rhs = jax.jvp(grad_at_u, (x,), (dx,))
     _, info, a = gradient_and_weights(layout, x, data, u)
-    return u, -solve(layout, factor(layout, info, a, data.idx), rhs)
+    return u, -solve(layout, factor(layout, info, a, data), rhs)

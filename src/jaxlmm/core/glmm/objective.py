@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .families import log_density
-from .layout import GlmmData, GlmmLayout, slot_coefficients, split
+from .layout import GlmmData, GlmmLayout, by_level, slot_coefficients, split, sum_by_level
 from .mode import factor, gradient_and_weights, logdet, mode, penalized
 
 
@@ -38,7 +38,7 @@ def objective(layout: GlmmLayout, x, data: GlmmData, u0=None):
     u0 = jnp.zeros(layout.q, x.dtype) if u0 is None else u0
     u = mode(layout, x, data, u0)
     _, info, a = gradient_and_weights(layout, x, data, u)
-    F = factor(layout, info, a, data.idx)
+    F = factor(layout, info, a, data)
     if layout.nagq <= 1:
         return 2.0 * penalized(layout, x, data, u) + logdet(layout, F)
     return _agq(layout, x, data, u, F.L)
@@ -65,11 +65,10 @@ def _agq(layout: GlmmLayout, x, data: GlmmData, u, L):
     shift = jax.scipy.linalg.solve_triangular(L, jnp.broadcast_to(Z.T, (G, s, Z.shape[0])), lower=True, trans=1)
     Ujm = U[:, None, :] + jnp.swapaxes(shift, 1, 2)
     a = slot_coefficients(layout, theta, data.z)                      # (n, s)
-    level = data.idx[:, 0] // s
     fixed = data.X @ beta + data.offset
-    eta = fixed[:, None] + jnp.einsum("is,ims->im", a, Ujm[level])     # (n, M)
+    eta = fixed[:, None] + jnp.einsum("is,ims->im", a, by_level(layout, data, Ujm))     # (n, M)
     rows = log_density(layout.family, eta, data.y[:, None], data.w[:, None], log_disp)
-    l_jm = jax.ops.segment_sum(rows, level, num_segments=G)           # (G, M)
+    l_jm = sum_by_level(layout, data, rows)                           # (G, M)
     terms = jnp.asarray(logw, x.dtype) + l_jm - 0.5 * jnp.sum(Ujm ** 2, axis=-1) + 0.5 * jnp.sum(Z ** 2, axis=-1)
     log_L = -jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)), axis=-1) + jax.nn.logsumexp(terms, axis=1)
     return -2.0 * jnp.sum(log_L)

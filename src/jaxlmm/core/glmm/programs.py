@@ -11,8 +11,9 @@ programs hold no optimizer loop: the host driver of the Newton kernel (``optim.h
   theta held at 0), every iteration, the line search and the estimates of a single fit;
 - ``value(layout, x, data)``: ``-2 log L`` alone (the line search of a batch, where lanes are many).
 
-On a CPU both compile with XLA's backend optimizations off (``FAST_COMPILE``): a user's first fit of a
-new model pays the compile, and these small programs run fast enough without them.
+On a CPU, programs of a few lanes compile with XLA's backend optimizations off (``FAST_COMPILE``): a
+user's first fit of a new model pays the compile, and one lane runs fast enough without them; a batch
+keeps them (its run time is many lanes').
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .layout import GlmmData, GlmmLayout
 from .mode import factor, gradient_and_weights, linear_predictor, mode
 from .objective import objective
 
-LANES = GlmmData(X=None, y=0, w=0, offset=None, idx=None, z=None)   # vmap axes: per-lane responses
+LANES = GlmmData(X=None, y=0, w=0, offset=None, idx=None, z=None, E=None)   # vmap axes: per-lane responses
 FAST_COMPILE = {**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 
 
@@ -42,31 +43,36 @@ def _evaluate_one(layout: GlmmLayout, x, data: GlmmData):
     fx, gx, H = jax.vmap(tangent, out_axes=(None, None, 0))(jnp.eye(x.shape[0], dtype=x.dtype))
     u = mode(layout, x, data, jnp.zeros(layout.q, x.dtype))
     _, info, a = gradient_and_weights(layout, x, data, u)
-    return fx, gx, 0.5 * (H + H.T), u, linear_predictor(layout, x, data, u), factor(layout, info, a, data.idx).L
+    return fx, gx, 0.5 * (H + H.T), u, linear_predictor(layout, x, data, u), factor(layout, info, a, data).L
 
 
-def _options():
-    return FAST_COMPILE if jax.default_backend() == "cpu" else None
+def _options(lanes: int):
+    """``FAST_COMPILE`` for a few lanes on a CPU (compile time dominates), XLA's optimizations for batches."""
+    if jax.default_backend() != "cpu":
+        return None
+    return FAST_COMPILE if lanes <= FAST_MAX_LANES else CPU_COMPILER_OPTIONS
 
 
+FAST_MAX_LANES = 8
 _PROGRAMS: dict = {}
 
 
-def _program(name: str):
-    if name not in _PROGRAMS:
+def _program(name: str, lanes: int):
+    key = (name, lanes <= FAST_MAX_LANES)
+    if key not in _PROGRAMS:
         fn = {"evaluate": lambda layout, x, data: jax.vmap(lambda xi, di: _evaluate_one(layout, xi, di),
                                                          in_axes=(0, LANES))(x, data),
               "value": lambda layout, x, data: jax.vmap(lambda xi, di: objective(layout, xi, di),
                                                       in_axes=(0, LANES))(x, data)}[name]
-        _PROGRAMS[name] = jax.jit(fn, static_argnums=0, compiler_options=_options())
-    return _PROGRAMS[name]
+        _PROGRAMS[key] = jax.jit(fn, static_argnums=0, compiler_options=_options(lanes))
+    return _PROGRAMS[key]
 
 
 def evaluate(layout: GlmmLayout, x, data: GlmmData):
     """``(f, g, H, u, eta, L)`` per lane (module docstring)."""
-    return _program("evaluate")(layout, x, data)
+    return _program("evaluate", x.shape[0])(layout, x, data)
 
 
 def value(layout: GlmmLayout, x, data: GlmmData):
     """``-2 log L`` per lane."""
-    return _program("value")(layout, x, data)
+    return _program("value", x.shape[0])(layout, x, data)
