@@ -234,3 +234,28 @@ def test_many_traits_equal_single_fits():
         np.testing.assert_allclose(batch.se.iloc[j], one.se, rtol=1e-4)
     frame = batch.to_frame()
     assert list(frame.index) == batch.traits and "se_period2" in frame.columns
+
+
+def test_complete_separation_is_a_status_not_convergence():
+    rng = np.random.default_rng(0)
+    n = 200
+    x = rng.normal(size=n)
+    data = pd.DataFrame({"y": (x > 0).astype(float), "x": x, "g": rng.integers(0, 10, n).astype(str)})
+    with pytest.warns(jaxlmm.JaxlmmWarning, match="separation"):
+        fit = jaxlmm.glmer("y ~ x + (1 | g)", data)
+    assert fit.status_name == "separation" and not fit.converged
+
+
+def test_simulate_bootstrap_and_wald_intervals():
+    ref, fit = fit_case("shared/cbpp_binomial")
+    sims = fit.simulate(50, seed=1)
+    assert sims.shape == (fit.nobs, 50)
+    trials = fit.design.weights
+    assert np.allclose(sims * trials[:, None], np.round(sims * trials[:, None]))     # whole counts of trials
+    # the simulated incidence matches the fitted mean incidence in expectation (use_u: the conditional model)
+    mean_u = fit.simulate(4000, seed=2, use_u=True).mean(axis=1)
+    np.testing.assert_allclose(mean_u, fit.fitted, atol=0.02)
+    wald = fit.confint("Wald")
+    np.testing.assert_allclose((wald.iloc[:, 1] - wald.iloc[:, 0]) / 2, 1.959964 * fit.se, rtol=1e-6)
+    boot = fit.confint("boot", nsim=40, seed=3)
+    assert np.all(boot.iloc[:, 0] < fit.fixef) and np.all(fit.fixef < boot.iloc[:, 1])

@@ -20,6 +20,7 @@ NONFINITE_STEP = 4
 CRITERION_ROSE = 5
 NOT_IDENTIFIED = 6
 UNBOUNDED = 7
+SEPARATION = 8      # a binomial GLMM whose fitted probabilities reach 0 or 1 (core/glmm/driver.py)
 TOO_FEW_OBSERVATIONS = 10
 ONE_LEVEL = 11
 LEVELS_VS_OBSERVATIONS = 12
@@ -35,6 +36,7 @@ STATUS_NAMES = {
     CRITERION_ROSE: "criterion_rose",
     NOT_IDENTIFIED: "not_identified",
     UNBOUNDED: "unbounded",
+    SEPARATION: "separation",
     TOO_FEW_OBSERVATIONS: "too_few_observations",
     ONE_LEVEL: "one_level",
     LEVELS_VS_OBSERVATIONS: "levels_vs_observations",
@@ -57,6 +59,8 @@ OPTIMIZER_MESSAGES = {
                     "optimizer stopped, and the standard errors are conditional on it",
     UNBOUNDED: "the criterion decreases without bound as theta grows (the model reproduces the data: the residual "
                "variance tends to 0): there is no optimum; theta is where the optimizer stopped",
+    SEPARATION: "fitted probabilities numerically 0 or 1 occurred (complete or quasi-complete separation): the "
+                "likelihood increases as a fixed effect goes to infinity; the estimates and SEs are not meaningful",
 }
 
 # a batch's diagnostics ("{max_iter}" is filled in)
@@ -71,6 +75,7 @@ STATUS_MESSAGES = {
     NOT_IDENTIFIED: "the criterion is flat in theta at the estimate: the variance parameters are not identified "
                     "(estimates conditional on theta)",
     UNBOUNDED: "the criterion decreases without bound as theta grows (the model reproduces the data): no optimum",
+    SEPARATION: "fitted probabilities 0 or 1 (complete separation): a fixed effect is unbounded",
     TOO_FEW_OBSERVATIONS: "too few observations for the fixed effects",
     ONE_LEVEL: "a grouping factor has fewer than 2 observed levels",
     LEVELS_VS_OBSERVATIONS: "number of levels of a grouping factor >= number of observations (lme4's checks)",
@@ -116,6 +121,7 @@ class Status(enum.IntEnum):
     CRITERION_ROSE = CRITERION_ROSE
     NOT_IDENTIFIED = NOT_IDENTIFIED
     UNBOUNDED = UNBOUNDED
+    SEPARATION = SEPARATION
     TOO_FEW_OBSERVATIONS = TOO_FEW_OBSERVATIONS
     ONE_LEVEL = ONE_LEVEL
     LEVELS_VS_OBSERVATIONS = LEVELS_VS_OBSERVATIONS

@@ -159,21 +159,7 @@ class GlmerResult:
             out.append(f"optimizer: {STATUS_MESSAGES.get(int(self.status), self.status_name)}")
         if self.is_singular:
             out.append("boundary (singular) fit: see help('isSingular')")
-        if self.converged and self._separation:
-            out.append("fitted probabilities numerically 0 or 1 occurred: a fixed effect may be unbounded "
-                       "(complete separation); its estimate and SE are not meaningful")
         return out
-
-    @property
-    def _separation(self) -> bool:
-        """Binomial fitted probabilities within 1e-8 of 0 or 1 with a fixed effect whose SE is not finite or
-        above 1e3 (glm's "fitted probabilities numerically 0 or 1")."""
-        if self.family != "binomial":
-            return False
-        mu = self.fitted[np.asarray(self.design.weights) > 0]
-        se = self.se.to_numpy()
-        extreme = np.any((mu < 1e-8) | (mu > 1 - 1e-8))
-        return bool(extreme and np.any(~np.isfinite(se) | (se > 1e3)))
 
     # ---------------------------------------------------------------- covariance of the estimates
     @cached_property
@@ -362,6 +348,61 @@ class GlmerResult:
             return np.log(np.maximum(y, eps))
         p = np.clip(y, 1e-15, 1 - 1e-15)
         return {"logit": logit, "probit": ndtri, "cloglog": lambda m: np.log(-np.log1p(-m))}[self.link](p)
+
+    # ---------------------------------------------------------------- simulation and intervals
+    def simulate(self, nsim: int = 1, seed: int | None = None, use_u: bool = False) -> np.ndarray:
+        """lme4's ``simulate``: ``nsim`` responses (n, nsim) from the fitted model -- new random effects
+        ``u ~ N(0, I)`` (or the conditional modes, ``use_u=True``), then each row from its family at
+        ``mu = g^{-1}(X beta + offset + Z Lambda u)`` (binomial: the proportion of the row's trials)."""
+        from ..errors import count_argument
+
+        nsim = count_argument(nsim, "nsim", 1)
+        rng = np.random.default_rng(seed)
+        design, layout = self.design, self._layout
+        eta0 = design.X @ self.fixef.to_numpy() + np.asarray(design.offset, float)
+        eta = np.repeat(eta0[:, None], nsim, axis=1)
+        for k, (t, term) in enumerate(zip(design.terms, layout.terms)):
+            U = np.repeat(self._u(k)[:, :, None], nsim, axis=2) if use_u else \
+                rng.standard_normal((term.nlevels, term.ncols, nsim))
+            B = np.einsum("ab,lbs->las", self.lambdas[k], U)                  # levels x cols x nsim
+            eta += np.einsum("ia,ias->is", np.asarray(t.z, float), B[np.asarray(t.factor.codes)])
+        mu = self._mean(eta)
+        w = np.asarray(design.weights, float)[:, None]
+        if self.family == "binomial":
+            trials = np.round(w).astype(np.int64)
+            y = rng.binomial(np.broadcast_to(trials, mu.shape), mu) / np.where(trials > 0, trials, 1)
+        elif self.family == "poisson":
+            y = rng.poisson(mu).astype(float)
+        elif self.family == "negative_binomial":
+            r = self.dispersion
+            y = rng.poisson(rng.gamma(r, mu / r)).astype(float)
+        else:
+            shape = np.exp(self._log_dispersion)
+            y = rng.gamma(shape, mu / shape)
+        return np.where(w > 0, y, np.nan)
+
+    def bootstrap(self, nsim: int = 200, seed: int | None = None, chunk_size: int | None = None):
+        """Parametric bootstrap: ``nsim`` responses simulated from the fit, each refitted (a batch of lanes,
+        ``many/glmm.py``): the ``GlmmBatchResult`` of the replicates."""
+        Y = self.simulate(nsim, seed=seed)
+        return self.model.fit_many(Y, names=[f"sim{i}" for i in range(nsim)], start=self.x, chunk_size=chunk_size)
+
+    def confint(self, method: str = "Wald", level: float = 0.95, nsim: int = 200, seed: int | None = None) -> pd.DataFrame:
+        """Confidence intervals of the fixed effects: ``"Wald"`` (estimate +- z SE) or ``"boot"`` (percentiles of
+        the parametric bootstrap's converged replicates, ``bootstrap``)."""
+        if not 0 < level < 1:
+            raise ValueError(f"level={level!r} must be between 0 and 1")
+        lo, hi = (1 - level) / 2, (1 + level) / 2
+        cols = [f"{100 * lo:.3g} %", f"{100 * hi:.3g} %"]
+        if method.lower() == "wald":
+            z = special.ndtri(hi)
+            est, se = self.fixef, self.se
+            return pd.DataFrame({cols[0]: est - z * se, cols[1]: est + z * se})
+        if method.lower() in ("boot", "bootstrap"):
+            reps = self.bootstrap(nsim, seed=seed)
+            ok = reps.fixef[reps.converged.to_numpy()]
+            return pd.DataFrame({cols[0]: ok.quantile(lo), cols[1]: ok.quantile(hi)})
+        raise ValueError(f"method={method!r}: use 'Wald' or 'boot' (profile intervals of GLMMs are not available yet)")
 
     # ---------------------------------------------------------------- printing
     def summary(self) -> str:

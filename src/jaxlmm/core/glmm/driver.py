@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ...errors import FormulaError
+from ..status import CONVERGED, SEPARATION
 
 
 class GlmmOutput(NamedTuple):
@@ -119,4 +120,19 @@ def fit_lanes(model, data, x0: np.ndarray, reflections, value_program: bool = Fa
     res = _run(model, data, x0, reflections=reflections, value_program=value_program)
     layout = model.engine.layout(model)
     *_, u, eta, L = (np.asarray(v) for v in programs.evaluate(layout, jnp.asarray(res.theta, model.dtype), data))
-    return GlmmOutput(OptimResult(*(np.asarray(v) for v in res)), u, eta, L)
+    optim = OptimResult(*(np.asarray(v) for v in res))
+    status = np.where((optim.status == CONVERGED) & separated(layout.family, eta, np.asarray(data.w)), SEPARATION,
+                      optim.status).astype(np.int32)
+    return GlmmOutput(optim._replace(status=status), u, eta, L)
+
+
+SEPARATION_ETA = 30.0   # |eta| beyond it: a fitted probability within 1e-13 of 0 or 1
+
+
+def separated(family, eta: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per lane (rows of ``eta``, ``w``): a binomial fit whose linear predictor reaches ``SEPARATION_ETA`` on a
+    row of positive weight -- fitted probabilities numerically 0 or 1, the mark of complete or quasi-complete
+    separation (a fixed effect escaping to infinity), which no optimum of a binomial GLMM has otherwise."""
+    if family.name != "binomial":
+        return np.zeros(eta.shape[0], bool)
+    return np.any((np.abs(eta) > SEPARATION_ETA) & (w > 0), axis=1)
