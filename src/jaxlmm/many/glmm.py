@@ -51,7 +51,7 @@ def fit_glmm_batch(model, names, Y, *, start=None, chunk_size=None, progress=Non
         data = glmm_data(model, Y[:, cols])
         x0 = glm_start(model, data) if start is None else np.broadcast_to(np.asarray(start, float), (len(cols), k))
         fit = fit_lanes(model, data, np.array(x0), R, value_program=True)
-        H = _hessians(model, data, fit.optim.theta)
+        H = fit.hessian
         real = cols[:n_real]
         out["x"][real] = fit.optim.theta[:n_real]
         out["fun"][real] = fit.optim.fun[:n_real]
@@ -60,10 +60,3 @@ def fit_glmm_batch(model, names, Y, *, start=None, chunk_size=None, progress=Non
         out["hessian"][real] = H[:n_real]
     return GlmmBatchResult(model, list(names), out)
 
-
-def _hessians(model, data, x):
-    import jax.numpy as jnp
-
-    from ..core.glmm import programs
-
-    return np.asarray(programs.evaluate(model.engine.layout(model), jnp.asarray(x, model.dtype), data)[2])

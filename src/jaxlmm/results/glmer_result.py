@@ -165,14 +165,7 @@ class GlmerResult:
     @cached_property
     def hessian(self) -> np.ndarray:
         """The Hessian of ``-2 log L`` at the optimum over all parameters ``x``."""
-        import jax.numpy as jnp
-
-        from ..core.glmm import programs
-
-        engine = self.model.engine
-        data = engine.data(self.model)
-        out = programs.evaluate(self._layout, jnp.asarray(self.x[None], self.model.dtype), data)
-        return np.asarray(out[2])[0]
+        return np.asarray(self._out.hessian)[0]
 
     @cached_property
     def covariance(self) -> pd.DataFrame:

@@ -24,6 +24,7 @@ class GlmmOutput(NamedTuple):
     u: np.ndarray        # (q,) spherical conditional modes
     eta: np.ndarray      # (n,) linear predictor at the modes
     L: np.ndarray        # Cholesky factor of H = I + J'WJ at the modes: (q / s, s, s) blocks for one term, else (q, q)
+    hessian: np.ndarray  # (B, k, k) the Hessian of -2 log L at the optimum (the covariance of the estimates)
 
 
 def glmm_layout(model):
@@ -76,15 +77,19 @@ def _run(model, data, x0, fixed=None, reflections=None, value_program: bool = Fa
     layout, dt = model.engine.layout(model), model.dtype
 
     B = x0.shape[0]
+    modes = np.zeros((B, layout.q))        # each lane's last conditional mode: the next evaluation's start
 
     def padded(program, n_out):
         """``program`` on all B lanes (a fixed shape: one compiled program), lanes ``rows`` at ``z``, the
-        others at their start; the outputs of ``rows``."""
+        others at their start; the outputs of ``rows``.  The conditional modes start from each lane's last."""
         def call(z, rows):
             full = np.array(x0, float)
             full[rows] = z
-            out = program(layout, jnp.asarray(full, dt), data)
-            return tuple(np.asarray(o)[rows] for o in out[:n_out]) if n_out else np.asarray(out)[rows]
+            out = program(layout, jnp.asarray(full, dt), data, jnp.asarray(modes, dt))
+            if not n_out:
+                return np.asarray(out)[rows]
+            modes[rows] = np.asarray(out[3])[rows]
+            return tuple(np.asarray(o)[rows] for o in out[:n_out])
         return call
 
     vgh = padded(programs.evaluate, 3)
@@ -119,11 +124,13 @@ def fit_lanes(model, data, x0: np.ndarray, reflections, value_program: bool = Fa
 
     res = _run(model, data, x0, reflections=reflections, value_program=value_program)
     layout = model.engine.layout(model)
-    *_, u, eta, L = (np.asarray(v) for v in programs.evaluate(layout, jnp.asarray(res.theta, model.dtype), data))
+    zeros = jnp.zeros((x0.shape[0], layout.q), model.dtype)
+    _, _, H, u, eta, L = (np.asarray(v) for v in programs.evaluate(layout, jnp.asarray(res.theta, model.dtype), data,
+                                                                  zeros))
     optim = OptimResult(*(np.asarray(v) for v in res))
     status = np.where((optim.status == CONVERGED) & separated(layout.family, eta, np.asarray(data.w)), SEPARATION,
                       optim.status).astype(np.int32)
-    return GlmmOutput(optim._replace(status=status), u, eta, L)
+    return GlmmOutput(optim._replace(status=status), u, eta, L, H)
 
 
 SEPARATION_ETA = 30.0   # |eta| beyond it: a fitted probability within 1e-13 of 0 or 1

@@ -32,8 +32,8 @@ LANES = GlmmData(X=None, y=0, w=0, offset=None, idx=None, z=None, E=None)   # vm
 FAST_COMPILE = {**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 
 
-def _evaluate_one(layout: GlmmLayout, x, data: GlmmData):
-    f = lambda v: objective(layout, v, data)
+def _evaluate_one(layout: GlmmLayout, x, data: GlmmData, u0):
+    f = lambda v: objective(layout, v, data, u0)
     value_and_grad = jax.value_and_grad(f)
 
     def tangent(v):
@@ -41,7 +41,7 @@ def _evaluate_one(layout: GlmmLayout, x, data: GlmmData):
         return fx, gx, hv
 
     fx, gx, H = jax.vmap(tangent, out_axes=(None, None, 0))(jnp.eye(x.shape[0], dtype=x.dtype))
-    u = mode(layout, x, data, jnp.zeros(layout.q, x.dtype))
+    u = mode(layout, x, data, u0)
     _, info, a = gradient_and_weights(layout, x, data, u)
     return fx, gx, 0.5 * (H + H.T), u, linear_predictor(layout, x, data, u), factor(layout, info, a, data).L
 
@@ -60,19 +60,22 @@ _PROGRAMS: dict = {}
 def _program(name: str, lanes: int):
     key = (name, lanes <= FAST_MAX_LANES)
     if key not in _PROGRAMS:
-        fn = {"evaluate": lambda layout, x, data: jax.vmap(lambda xi, di: _evaluate_one(layout, xi, di),
-                                                         in_axes=(0, LANES))(x, data),
-              "value": lambda layout, x, data: jax.vmap(lambda xi, di: objective(layout, xi, di),
-                                                      in_axes=(0, LANES))(x, data)}[name]
+        fn = {"evaluate": lambda layout, x, data, u0: jax.vmap(lambda xi, di, ui: _evaluate_one(layout, xi, di, ui),
+                                                             in_axes=(0, LANES, 0))(x, data, u0),
+              "value": lambda layout, x, data, u0: jax.vmap(lambda xi, di, ui: objective(layout, xi, di, ui),
+                                                          in_axes=(0, LANES, 0))(x, data, u0)}[name]
         _PROGRAMS[key] = jax.jit(fn, static_argnums=0, compiler_options=_options(lanes))
     return _PROGRAMS[key]
 
 
-def evaluate(layout: GlmmLayout, x, data: GlmmData):
-    """``(f, g, H, u, eta, L)`` per lane (module docstring)."""
-    return _program("evaluate", x.shape[0])(layout, x, data)
+def evaluate(layout: GlmmLayout, x, data: GlmmData, u0=None):
+    """``(f, g, H, u, eta, L)`` per lane (module docstring); ``u0`` (B, q): where each lane's conditional mode
+    starts (default 0; the result does not depend on it beyond the mode's tolerance)."""
+    u0 = jnp.zeros((x.shape[0], layout.q), x.dtype) if u0 is None else u0
+    return _program("evaluate", x.shape[0])(layout, x, data, u0)
 
 
-def value(layout: GlmmLayout, x, data: GlmmData):
+def value(layout: GlmmLayout, x, data: GlmmData, u0=None):
     """``-2 log L`` per lane."""
-    return _program("value", x.shape[0])(layout, x, data)
+    u0 = jnp.zeros((x.shape[0], layout.q), x.dtype) if u0 is None else u0
+    return _program("value", x.shape[0])(layout, x, data, u0)
