@@ -67,7 +67,7 @@ def newton_options(max_iter: int):
     return NewtonOptions(max_iter=int(max_iter), ray_min=np.inf)
 
 
-def _run(model, data, x0, fixed=None, reflections=None, value_program: bool = False):
+def _run(model, data, x0, fixed=None, reflections=None, value_program: bool = False, max_iter: int | None = None):
     """The host driver of the Newton kernel on the lanes of ``data`` from ``x0`` (B, k)."""
     import jax.numpy as jnp
 
@@ -95,20 +95,24 @@ def _run(model, data, x0, fixed=None, reflections=None, value_program: bool = Fa
     vgh = padded(programs.evaluate, 3)
     fun = padded(programs.value, 0) if value_program else None
     lower = np.broadcast_to(model.engine.lower(model), x0.shape)
-    return minimize_newton_host(vgh, fun, x0, lower, newton_options(model.max_iter), reflections=reflections,
-                                fixed=fixed, dtype=dt)
+    options = newton_options(model.max_iter if max_iter is None else max_iter)
+    return minimize_newton_host(vgh, fun, x0, lower, options, reflections=reflections, fixed=fixed, dtype=dt)
+
+
+START_ITER = 4   # Newton iterations of the GLM start: near its optimum, which the fit refines anyway
 
 
 def glm_start(model, data) -> np.ndarray:
     """Per lane of ``data``: theta 1 / 0 (lme4's) with beta and the log dispersion of the GLM, fitted by the
-    same program with theta held at 0 (where the modes are 0 and ``-2 log L`` is the GLM's deviance)."""
+    same program with theta held at 0 (where the modes are 0 and ``-2 log L`` is the GLM's deviance), for at
+    most ``START_ITER`` Newton iterations."""
     structure = model.design.structure
     layout = model.engine.layout(model)
     B, t = data.y.shape[0], layout.ntheta
     x0 = np.zeros((B, layout.nparams))
     fixed = np.zeros_like(x0, bool)
     fixed[:, :t] = True
-    res = _run(model, data, x0, fixed=fixed)
+    res = _run(model, data, x0, fixed=fixed, max_iter=START_ITER)
     x = np.array(res.theta, float)
     x[:, :t] = structure.theta0()
     return x
