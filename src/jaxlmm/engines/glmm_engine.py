@@ -6,7 +6,7 @@ of each term), the fixed effects, and for NB2 / Gamma the log of ``r`` (var = mu
 shape.  The criterion ``-2 log L(x)`` is a pure JAX function (``core/glmm/objective.py``): the
 conditional mode inside it is differentiated implicitly, so the host driver of the Newton kernel gets
 exact gradients and Hessians; the Hessian at the optimum is the covariance of the estimates (lme4's
-``use.hessian = TRUE``).  The start is lme4's: theta 1 / 0, beta of the GLM without random effects,
+``use.hessian = TRUE``).  The start is lme4's: theta 1 / 0, beta from R's ``glm.fit`` start (``core/glmm/driver.glm_start``),
 log dispersion 0.
 """
 
@@ -49,7 +49,7 @@ class GlmmEngine(Engine):
         return model.prepared("glmm_data", glmm_data)
 
     def theta0(self, model) -> np.ndarray:
-        """lme4's start: theta 1 / 0, and beta (and the dispersion) of the GLM without random effects."""
+        """lme4's start: theta 1 / 0, beta from R's glm.fit start (``driver.glm_start``)."""
         return model.prepared("glmm_start", lambda m: glm_start(m, self.data(m))[0])
 
     def lower(self, model) -> np.ndarray:

@@ -241,14 +241,17 @@ class GlmerResult:
 
     @cached_property
     def _u_covariance(self) -> np.ndarray:
-        """``H^{-1}`` from its Cholesky factor: the conditional covariance of ``u`` (blocks for one term)."""
+        """``H^{-1}`` from its blocked Cholesky factor (``core/glmm/mode.Factor``): the conditional covariance
+        of ``u`` -- (levels, s, s) blocks for one term, else (q, q)."""
         from scipy.linalg import solve_triangular
 
-        L = np.asarray(self._out.L)[0]
-        if L.ndim == 3:
-            inv = np.linalg.inv(L)                      # per level: L_j^{-1} (s x s)
+        from ..core.glmm.mode import Factor, dense_factor
+
+        F = Factor(*(np.asarray(t)[0] for t in self._out.L))
+        if self._layout.block_diagonal:
+            inv = np.linalg.inv(F.L)                      # per level: L_j^{-1} (s x s)
             return np.einsum("gki,gkj->gij", inv, inv)
-        inv = solve_triangular(L, np.eye(L.shape[0]), lower=True)
+        inv = solve_triangular(dense_factor(F), np.eye(self._layout.q), lower=True)
         return inv.T @ inv
 
     @cached_property

@@ -23,7 +23,7 @@ class GlmmOutput(NamedTuple):
     optim: object        # core.optim.newton.OptimResult, x = (theta, beta, log dispersion)
     u: np.ndarray        # (q,) spherical conditional modes
     eta: np.ndarray      # (n,) linear predictor at the modes
-    L: np.ndarray        # Cholesky factor of H = I + J'WJ at the modes: (q / s, s, s) blocks for one term, else (q, q)
+    L: object            # mode.Factor of H = I + J'WJ at the modes (NumPy, a leading lane axis)
     hessian: np.ndarray  # (B, k, k) the Hessian of -2 log L at the optimum (the covariance of the estimates)
 
 
@@ -42,7 +42,9 @@ def glmm_layout(model):
 
 
 def glmm_data(model, Y=None, W=None):
-    """The ``GlmmData`` of the model with one lane per column of ``Y`` (default: the design's response)."""
+    """The ``GlmmData`` of the model with one lane per column of ``Y`` (default: the design's response).  A
+    stack of lanes gets the terms' one-hot level matrices (their gathers and sums become matrix products
+    shared by the lanes); one lane gathers and scatter-adds by index."""
     import jax.numpy as jnp
 
     from .layout import GlmmData, one_hot, slot_indices
@@ -57,7 +59,7 @@ def glmm_data(model, Y=None, W=None):
     z = np.concatenate([np.asarray(t.z, float) for t in design.terms], axis=1)
     return GlmmData(jnp.asarray(design.X, dt), jnp.asarray(np.nan_to_num(Y).T, dt), jnp.asarray(W.T, dt),
                     jnp.asarray(design.offset, dt), jnp.asarray(idx), jnp.asarray(z, dt),
-                    one_hot(layout, [t.factor.codes for t in design.terms], dt))
+                    one_hot(layout, [t.factor.codes for t in design.terms], dt) if Y.shape[1] > 1 else ())
 
 
 def newton_options(max_iter: int):
@@ -99,22 +101,28 @@ def _run(model, data, x0, fixed=None, reflections=None, value_program: bool = Fa
     return minimize_newton_host(vgh, fun, x0, lower, options, reflections=reflections, fixed=fixed, dtype=dt)
 
 
-START_ITER = 4   # Newton iterations of the GLM start: near its optimum, which the fit refines anyway
-
-
 def glm_start(model, data) -> np.ndarray:
-    """Per lane of ``data``: theta 1 / 0 (lme4's) with beta and the log dispersion of the GLM, fitted by the
-    same program with theta held at 0 (where the modes are 0 and ``-2 log L`` is the GLM's deviance), for at
-    most ``START_ITER`` Newton iterations."""
-    structure = model.design.structure
+    """Per lane of ``data``: theta 1 / 0 (lme4's) and beta from R's ``glm.fit`` start -- ``mu`` at its
+    ``mustart`` (binomial ``(w y + 0.5) / (w + 1)``, counts ``y + 0.1``, Gamma ``y``), the weighted least squares
+    of ``g(mu) - offset`` on ``X`` -- on the host, with the log dispersion at 0 (NB2's r and Gamma's shape 1)."""
+    from scipy.special import logit, ndtri
+
     layout = model.engine.layout(model)
-    B, t = data.y.shape[0], layout.ntheta
-    x0 = np.zeros((B, layout.nparams))
-    fixed = np.zeros_like(x0, bool)
-    fixed[:, :t] = True
-    res = _run(model, data, x0, fixed=fixed, max_iter=START_ITER)
-    x = np.array(res.theta, float)
-    x[:, :t] = structure.theta0()
+    fam = layout.family
+    X, off = np.asarray(data.X, float), np.asarray(data.offset, float)
+    Y, W = np.asarray(data.y, float), np.asarray(data.w, float)
+    if fam.name == "binomial":
+        mu = (W * Y + 0.5) / (W + 1.0)
+        link = {"logit": logit, "probit": ndtri, "cloglog": lambda m: np.log(-np.log1p(-m))}[fam.link]
+        eta = link(mu)
+    else:
+        eta = np.log(Y + (0.1 if fam.name != "gamma" else 0.0) + (Y <= 0))
+    x = np.zeros((Y.shape[0], layout.nparams))
+    x[:, :layout.ntheta] = model.design.structure.theta0()
+    sw = np.sqrt(W > 0)
+    for j in range(Y.shape[0]):
+        beta, *_ = np.linalg.lstsq(X * sw[j][:, None], (eta[j] - off) * sw[j], rcond=None)
+        x[j, layout.ntheta:layout.ntheta + layout.nbeta] = beta
     return x
 
 
@@ -129,8 +137,10 @@ def fit_lanes(model, data, x0: np.ndarray, reflections, value_program: bool = Fa
     res = _run(model, data, x0, reflections=reflections, value_program=value_program)
     layout = model.engine.layout(model)
     zeros = jnp.zeros((x0.shape[0], layout.q), model.dtype)
-    _, _, H, u, eta, L = (np.asarray(v) for v in programs.evaluate(layout, jnp.asarray(res.theta, model.dtype), data,
-                                                                  zeros))
+    import jax
+
+    _, _, H, u, eta, L = jax.tree_util.tree_map(
+        np.asarray, programs.evaluate(layout, jnp.asarray(res.theta, model.dtype), data, zeros))
     optim = OptimResult(*(np.asarray(v) for v in res))
     status = np.where((optim.status == CONVERGED) & separated(layout.family, eta, np.asarray(data.w)), SEPARATION,
                       optim.status).astype(np.int32)

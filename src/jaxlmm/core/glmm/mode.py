@@ -37,9 +37,17 @@ STEP_TOL = 1e-10
 
 
 class Factor(NamedTuple):
-    """The Cholesky factor of ``H``: (q, q), or (q / s, s, s) blocks for one term."""
+    """The Cholesky factor of ``H``, blocked as lme4 blocks it: the first term's effects (``q1 = levels x s``)
+    then the others' (``q2``),
 
-    L: object
+        H = [[D, B], [B', C]] = L L',   L = [[L1, 0], [V', L2]],   L1 L1' = D,  V = L1^{-1} B,  L2 L2' = C - V'V,
+
+    ``D`` block diagonal by the first term's levels (``L1``: (levels, s, s) blocks), ``V`` (q1, q2) and ``L2``
+    (q2, q2) dense (empty for one term).  ``log |H| = 2 sum log diag L1 + 2 sum log diag L2``."""
+
+    L: object      # (levels, s, s) the first term's blocks
+    V: object      # (q1, q2)
+    L2: object     # (q2, q2)
 
 
 def linear_predictor(layout: GlmmLayout, x, data: GlmmData, u):
@@ -68,42 +76,73 @@ def gradient_and_weights(layout: GlmmLayout, x, data: GlmmData, u):
 
 
 def factor(layout: GlmmLayout, info, a, data: GlmmData) -> Factor:
-    """The Cholesky factor of ``H = I + J' W J`` (module docstring)."""
-    q, idx = layout.q, data.idx
+    """The blocked Cholesky factor of ``H = I + J' W J`` (``Factor``)."""
+    first = layout.terms[0]
+    s1, q1, q = first.ncols, first.ncols * first.nlevels, layout.q
+    a1 = a[:, :s1]
+    if s1 == 1:                                          # scalar blocks: the factor is a square root
+        L1 = jnp.sqrt(1.0 + sum_by_level(layout, data, info * a1[:, 0] ** 2))[:, None, None]
+    else:
+        blocks = sum_by_level(layout, data, info[:, None, None] * a1[:, :, None] * a1[:, None, :])
+        L1 = jnp.linalg.cholesky(blocks + jnp.eye(s1, dtype=a.dtype))
     if layout.block_diagonal:
-        s = layout.terms[0].ncols
-        if s == 1:                                       # scalar blocks: the factor is a square root
-            diag = sum_by_level(layout, data, info * a[:, 0] ** 2)
-            return Factor(jnp.sqrt(1.0 + diag)[:, None, None])
-        outer = info[:, None, None] * a[:, :, None] * a[:, None, :]
-        blocks = sum_by_level(layout, data, outer)
-        return Factor(jnp.linalg.cholesky(blocks + jnp.eye(s, dtype=a.dtype)))
-    S = a.shape[1]
-    outer = info[:, None, None] * a[:, :, None] * a[:, None, :]
-    H = jnp.zeros((q, q), a.dtype).at[idx[:, :, None], idx[:, None, :]].add(outer)
-    return Factor(jnp.linalg.cholesky(H + jnp.eye(q, dtype=a.dtype)))
+        return Factor(L1, jnp.zeros((q1, 0), a.dtype), jnp.zeros((0, 0), a.dtype))
+    q2 = q - q1
+    i1, i2 = data.idx[:, :s1], data.idx[:, s1:] - q1
+    a2 = a[:, s1:]
+    B = jnp.zeros((q1, q2), a.dtype).at[i1[:, :, None], i2[:, None, :]].add(
+        info[:, None, None] * a1[:, :, None] * a2[:, None, :])
+    C = jnp.zeros((q2, q2), a.dtype).at[i2[:, :, None], i2[:, None, :]].add(
+        info[:, None, None] * a2[:, :, None] * a2[:, None, :])
+    V = _lower_blocks(L1, B)
+    L2 = jnp.linalg.cholesky(C + jnp.eye(q2, dtype=a.dtype) - V.T @ V)
+    return Factor(L1, V, L2)
+
+
+def _lower_blocks(L1, v, transpose: bool = False):
+    """``L1^{-1} v`` (or ``L1^{-T} v``) for the block-diagonal ``L1`` (levels, s, s) and ``v`` (q1, m)."""
+    G, s, _ = L1.shape
+    if s == 1:
+        return v / L1[:, 0, 0][:, None]
+    out = jax.scipy.linalg.solve_triangular(L1, v.reshape(G, s, -1), lower=True, trans=1 if transpose else 0)
+    return out.reshape(v.shape)
 
 
 def solve(layout: GlmmLayout, F: Factor, v):
-    """``H^{-1} v`` for ``v`` (q,) or (q, m)."""
-    if layout.block_diagonal and layout.terms[0].ncols == 1:
-        d = F.L[:, 0, 0] ** 2
-        return v / (d if v.ndim == 1 else d[:, None])
-    if layout.block_diagonal:
-        s = layout.terms[0].ncols
-        G = layout.q // s
-        tail = v.shape[1:]
-        V = v.reshape((G, s) + tail)
-        V = V if tail else V[..., None]
-        y = jax.scipy.linalg.solve_triangular(F.L, V, lower=True)
-        out = jax.scipy.linalg.solve_triangular(F.L, y, lower=True, trans=1)
-        return out.reshape(v.shape)
-    return jax.scipy.linalg.cho_solve((F.L, True), v)
+    """``H^{-1} v`` for ``v`` (q,) or (q, m): forward then back substitution with the blocked factor."""
+    vector = v.ndim == 1
+    v = v[:, None] if vector else v
+    q1 = F.V.shape[0]
+    y1 = _lower_blocks(F.L, v[:q1])
+    if F.L2.shape[0]:
+        y2 = jax.scipy.linalg.solve_triangular(F.L2, v[q1:] - F.V.T @ y1, lower=True)
+        x2 = jax.scipy.linalg.solve_triangular(F.L2, y2, lower=True, trans=1)
+        x1 = _lower_blocks(F.L, y1 - F.V @ x2, transpose=True)
+        out = jnp.concatenate([x1, x2], axis=0)
+    else:
+        out = _lower_blocks(F.L, y1, transpose=True)
+    return out[:, 0] if vector else out
 
 
 def logdet(layout: GlmmLayout, F: Factor):
     """``log |H|``."""
-    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(F.L, axis1=-2, axis2=-1)))
+    return 2.0 * (jnp.sum(jnp.log(jnp.diagonal(F.L, axis1=-2, axis2=-1)))
+                  + jnp.sum(jnp.log(jnp.diagonal(F.L2))))
+
+
+def dense_factor(F) -> "np.ndarray":
+    """The factor as one lower-triangular (q, q) NumPy matrix (host side: conditional covariances)."""
+    import numpy as np
+    from scipy.linalg import block_diag
+
+    L1, V, L2 = (np.asarray(t) for t in F)
+    top = block_diag(*L1) if L1.shape[1] > 1 else np.diag(L1[:, 0, 0])
+    q1, q2 = V.shape
+    out = np.zeros((q1 + q2, q1 + q2))
+    out[:q1, :q1] = top
+    out[q1:, :q1] = V.T
+    out[q1:, q1:] = L2
+    return out
 
 
 def _newton(layout: GlmmLayout, x, data: GlmmData, u0):

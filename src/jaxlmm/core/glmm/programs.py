@@ -6,8 +6,8 @@ programs hold no optimizer loop: the host driver of the Newton kernel (``optim.h
 
 - ``evaluate(layout, x, data)``: ``-2 log L`` per lane with its gradient and Hessian (forward mode over
   the reverse-mode gradient; the conditional mode is solved once per lane and differentiated implicitly,
-  ``mode.py``), and at the same point the modes ``u``, the linear predictor and the Cholesky factor of
-  ``H`` (the conditional covariances of ``u``, formed on the host): one program serves the start (the GLM,
+  ``mode.py``), and at the same point the modes ``u``, the linear predictor and the blocked Cholesky factor
+  of ``H`` (``mode.Factor``) (the conditional covariances of ``u``, formed on the host): one program serves the start (the GLM,
   theta held at 0), every iteration, the line search and the estimates of a single fit;
 - ``value(layout, x, data)``: ``-2 log L`` alone (the line search of a batch, where lanes are many).
 
@@ -43,7 +43,7 @@ def _evaluate_one(layout: GlmmLayout, x, data: GlmmData, u0):
     fx, gx, H = jax.vmap(tangent, out_axes=(None, None, 0))(jnp.eye(x.shape[0], dtype=x.dtype))
     u = mode(layout, x, data, u0)
     _, info, a = gradient_and_weights(layout, x, data, u)
-    return fx, gx, 0.5 * (H + H.T), u, linear_predictor(layout, x, data, u), factor(layout, info, a, data).L
+    return fx, gx, 0.5 * (H + H.T), u, linear_predictor(layout, x, data, u), factor(layout, info, a, data)
 
 
 def _options(lanes: int):
