@@ -72,10 +72,11 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--r-traits", type=int, default=50)
-    ap.add_argument("--traits", type=int, default=1000)
+    ap.add_argument("--traits", type=int, default=1000, help="traits of the batch (beyond 1000: the 1000 repeated)")
+    ap.add_argument("--skip-r", action="store_true", help="jaxlmm only (the GPU run: benchmarks/gpu.sh)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    res: dict = {"machine": machine(), "cold": cold_first_fit()}
+    res: dict = {"machine": machine(), "cold": cold_first_fit(), "args": vars(args)}
     for name, formula, frame, repeat in [("contraception", CONTRACEPTION, contraception(), 3),
                                          ("verbagg", VERBAGG, verbagg(), 3),
                                          ("contraception40", CONTRACEPTION, contraception(40), 2)]:
@@ -87,7 +88,11 @@ def main() -> None:
                      "n_iter": fit.n_iter, "status": fit.status_name}
         print(name, res[name], flush=True)
     traits = pd.read_csv(SHARED / "bench" / "glmm" / "binary_traits.csv.gz")
-    names = [c for c in traits.columns if c not in ("g", "x")][:args.traits]
+    names = [c for c in traits.columns if c not in ("g", "x")]
+    reps = -(-args.traits // len(names))
+    Yall = pd.concat([traits[names].add_suffix(f"_{r}") for r in range(reps)], axis=1) if reps > 1 else traits[names]
+    names = list(Yall.columns[:args.traits])
+    traits = pd.concat([traits[["g", "x"]], Yall[names]], axis=1)
     covariates = traits[["g", "x"]].assign(g=traits["g"].astype(str))
     t0 = time.perf_counter()
     batch = jaxlmm.glmer("~ x + (1 | g)", covariates, family="binomial", responses=traits[names])
@@ -98,7 +103,7 @@ def main() -> None:
     res["traits"] = {"n": len(names), "first_call": first, "warm": warm, "per_trait_ms": 1e3 * warm / len(names),
                      "converged": int(batch.converged.sum()), "loglik": batch.loglik.tolist()}
     print("traits", {k: v for k, v in res["traits"].items() if k != "loglik"}, flush=True)
-    if have_r():
+    if have_r() and not args.skip_r:
         out, _ = run_r("glmm_lme4.R", REF / "shared" / "contraception.csv", REF / "project" / "verbagg.csv",
                        SHARED / "bench" / "glmm" / "binary_traits.csv.gz", args.r_traits, timeout=3600)
         res["R"] = json.loads(out)

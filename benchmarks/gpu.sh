@@ -11,4 +11,5 @@ timeout 170 python benchmarks/traits.py --skip-r
 timeout 150 python benchmarks/kinship.py --skip-external
 timeout 100 python benchmarks/insteval.py --skip-r --repeat 2
 timeout 60 python benchmarks/inference.py --skip-r
-timeout 420 python benchmarks/scan.py --gpu-workload  # 1000 traits x 100k synthetic markers: time and device memory
+timeout 420 python benchmarks/scan.py --gpu-workload
+timeout 120 python benchmarks/glmm.py --skip-r --traits 10000   # GLMMs: single fits and 10,000 binary traits  # 1000 traits x 100k synthetic markers: time and device memory

@@ -163,9 +163,9 @@ def test_objective_is_a_jax_function():
     with jax.enable_x64(True):
         x = jax.numpy.asarray(fit.x)
         assert abs(float(model.objective(x)) - fit.criterion) < 1e-8
-        g = np.asarray(jax.grad(model.objective)(x))
+        g = np.asarray(jax.jit(jax.grad(model.objective))(x))
         assert np.max(np.abs(g)) < 1e-3
-        H = np.asarray(jax.hessian(model.objective)(x))
+        H = np.asarray(jax.jit(jax.hessian(model.objective))(x))
     np.testing.assert_allclose(H, fit.hessian, rtol=1e-6, atol=1e-8)
 
 
