@@ -259,3 +259,21 @@ def test_simulate_bootstrap_and_wald_intervals():
     np.testing.assert_allclose((wald.iloc[:, 1] - wald.iloc[:, 0]) / 2, 1.959964 * fit.se, rtol=1e-6)
     boot = fit.confint("boot", nsim=40, seed=3)
     assert np.all(boot.iloc[:, 0] < fit.fixef) and np.all(fit.fixef < boot.iloc[:, 1])
+
+
+def test_nagq0_beta_inside_the_penalized_iteration():
+    """nAGQ=0 (lme4's fast mode): theta, beta and lme4's RX-based SEs; the log-likelihood is the Laplace
+    approximation at the estimates, which the reference recomputed with lme4's nAGQ = 1 deviance function
+    (lme4's own printed figure is 5.1e-5 below it, project/README.md)."""
+    ref, data = load_case("project/cbpp_nagq0")
+    fit = jaxlmm.glmer(ref["formula"], data, family="binomial", nAGQ=0)
+    assert fit.converged and len(fit.x) == 1
+    assert abs(fit.theta[0] - ref["theta"]) < 2e-3 * max(1, ref["theta"])
+    beta, se = pd.Series(ref["beta"]), pd.Series(ref["se"])
+    np.testing.assert_array_less(np.abs(fit.fixef[beta.index] - beta), np.maximum(1e-3 * np.abs(beta), 0.1 * se))
+    np.testing.assert_allclose(fit.se[se.index], se, rtol=2e-3)
+    assert fit.loglik >= ref["loglik_laplace_devfun_check"] - 1e-6 * abs(ref["loglik"])
+    assert "nAGQ = 0" in fit.summary() and fit.df_model == 5
+    with pytest.raises(ArgumentError, match="nAGQ=0"):
+        jaxlmm.glmer("count ~ 1 + (1 | herd)", data.assign(count=data["incidence"]), family="negative_binomial",
+                     nAGQ=0)

@@ -54,14 +54,17 @@ class GlmmEngine(Engine):
 
     def lower(self, model) -> np.ndarray:
         layout = self.layout(model)
-        return np.concatenate([model.design.structure.lower_bounds(),
-                               np.full(layout.nbeta + int(layout.family.dispersion), -np.inf)])
+        free = layout.nparams - layout.ntheta
+        return np.concatenate([model.design.structure.lower_bounds(), np.full(free, -np.inf)])
 
     def theta_names(self, model) -> list[str]:
         from ..model.naming import theta_names
 
         names = [n for t in model.design.terms for n in theta_names(t.group, t.columns, t.cov)]
-        disp = ["log_dispersion"] if self.layout(model).family.dispersion else []
+        layout = self.layout(model)
+        if layout.nagq == 0:
+            return names
+        disp = ["log_dispersion"] if layout.family.dispersion else []
         return names + list(model.design.fixef_names) + disp
 
     def start(self, model, start) -> np.ndarray:
@@ -70,7 +73,7 @@ class GlmmEngine(Engine):
             return self.theta0(model)
         x = np.asarray(start, float)
         if x.shape != (k,):
-            raise ValueError(f"start must have {k} values (theta, beta, log dispersion), got {x.shape}")
+            raise ValueError(f"start must have {k} values ({', '.join(self.theta_names(model))}), got {x.shape}")
         return np.maximum(x, self.lower(model))
 
     def reflections(self, model) -> np.ndarray:

@@ -31,8 +31,9 @@ def glmm_options(family: str, link: str | None, nAGQ) -> "GlmmOptions":
         raise ArgumentError(f"link={link!r} is not a link of the {name} family here; use one of {list(LINKS[name])}")
     if isinstance(nAGQ, bool) or not isinstance(nAGQ, (int, np.integer)) or nAGQ < 0 or nAGQ > 100:
         raise ArgumentError(f"nAGQ={nAGQ!r} must be an integer from 0 to 100")
-    if nAGQ == 0:
-        raise ArgumentError("nAGQ=0 (beta inside PIRLS) is not available yet; nAGQ=1 is the Laplace approximation")
+    if nAGQ == 0 and name in ("negative_binomial", "gamma"):
+        raise ArgumentError(f"nAGQ=0 is not available for the {name} family (its dispersion is estimated with beta); "
+                            "use nAGQ=1")
     return GlmmOptions(name, link, int(nAGQ))
 
 
@@ -124,7 +125,8 @@ def glmer(formula: str, data, *, family: str = "binomial", link: str | None = No
     link : str, optional
         binomial: "logit" (default), "probit", "cloglog"; the others: "log".
     nAGQ : int
-        1 (Laplace) or the number of adaptive Gauss-Hermite points.
+        1 (Laplace), the number of adaptive Gauss-Hermite points, or 0 (lme4's fast mode: beta inside the
+        penalized iteration, the Laplace likelihood optimized over theta alone; ``vcov`` lme4's RX-based one).
     weights, offset : prior weights (the trials of a binomial proportion), offset of the linear predictor.
     start : array-like, optional
         (theta, beta[, log dispersion]) to start from (default: theta 1 / 0, beta of the GLM).
@@ -143,6 +145,8 @@ def glmer(formula: str, data, *, family: str = "binomial", link: str | None = No
     design = glmm_design(formula, data, options, weights=weights, offset=offset, responses=responses)
     _check_quadrature(design, options)
     model = Model(design, False, dtype, max_iter=max_iter, offset_arg=offset, data_name=data_name, glmm=options)
+    if responses is not None and options.nagq == 0:
+        raise ArgumentError("responses= with nAGQ=0 is not available; use nAGQ=1 (Laplace)")
     if responses is not None:
         names = list(responses.columns) if hasattr(responses, "columns") else None
         return model.fit_many(names=names, start=start, chunk_size=chunk_size, progress=progress)

@@ -79,8 +79,7 @@ class GlmerResult:
 
     @property
     def fixef(self) -> pd.Series:
-        t = self._layout.ntheta
-        return pd.Series(self.x[t:t + self._layout.nbeta], index=self.fixef_names)
+        return pd.Series(np.asarray(self._out.beta)[0], index=self.fixef_names)
 
     @property
     def _log_dispersion(self) -> float:
@@ -116,7 +115,8 @@ class GlmerResult:
 
     @property
     def df_model(self) -> int:
-        return int(self._layout.nparams)
+        layout = self._layout
+        return layout.ntheta + layout.nbeta + int(layout.family.dispersion)
 
     @property
     def aic(self) -> float:
@@ -185,6 +185,10 @@ class GlmerResult:
 
     @property
     def vcov(self) -> pd.DataFrame:
+        """Covariance of the fixed effects: from the Hessian (``covariance``), or for ``nAGQ = 0`` lme4's
+        ``RX``-based one, the inverse Schur complement at the joint mode (``core/glmm/joint.py``)."""
+        if self._out.beta_cov is not None:
+            return pd.DataFrame(np.asarray(self._out.beta_cov)[0], index=self.fixef_names, columns=self.fixef_names)
         return self.covariance.loc[self.fixef_names, self.fixef_names]
 
     @property

@@ -13,7 +13,7 @@ LABEL = {"binomial": "binomial", "poisson": "poisson", "negative_binomial": "Neg
 
 def format_glmer_summary(fit) -> str:
     """lme4's summary of a GLMM (``results/glmer_result.py``)."""
-    approx = "Laplace Approximation" if fit.nagq <= 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
+    approx = "Laplace Approximation" if fit.nagq == 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}"
     family = LABEL[fit.family]
     if fit.family == "negative_binomial":
         family += f"({fit.dispersion:.4g})"

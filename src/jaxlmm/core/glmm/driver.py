@@ -25,6 +25,8 @@ class GlmmOutput(NamedTuple):
     eta: np.ndarray      # (n,) linear predictor at the modes
     L: object            # mode.Factor of H = I + J'WJ at the modes (NumPy, a leading lane axis)
     hessian: np.ndarray  # (B, k, k) the Hessian of -2 log L at the optimum (the covariance of the estimates)
+    beta: np.ndarray     # (B, p) the fixed effects (from x, or the joint mode for nAGQ = 0)
+    beta_cov: object     # (B, p, p) their covariance for nAGQ = 0 (``joint.py``), else None (from ``hessian``)
 
 
 def glmm_layout(model):
@@ -79,7 +81,7 @@ def _run(model, data, x0, fixed=None, reflections=None, value_program: bool = Fa
     layout, dt = model.engine.layout(model), model.dtype
 
     B = x0.shape[0]
-    modes = np.zeros((B, layout.q))        # each lane's last conditional mode: the next evaluation's start
+    modes = np.zeros((B, layout.nmode))    # each lane's last conditional mode: the next evaluation's start
 
     def padded(program, n_out):
         """``program`` on all B lanes (a fixed shape: one compiled program), lanes ``rows`` at ``z``, the
@@ -119,6 +121,8 @@ def glm_start(model, data) -> np.ndarray:
         eta = np.log(Y + (0.1 if fam.name != "gamma" else 0.0) + (Y <= 0))
     x = np.zeros((Y.shape[0], layout.nparams))
     x[:, :layout.ntheta] = model.design.structure.theta0()
+    if layout.nagq == 0:                    # beta is inside the joint mode
+        return x
     sw = np.sqrt(W > 0)
     for j in range(Y.shape[0]):
         beta, *_ = np.linalg.lstsq(X * sw[j][:, None], (eta[j] - off) * sw[j], rcond=None)
@@ -136,15 +140,18 @@ def fit_lanes(model, data, x0: np.ndarray, reflections, value_program: bool = Fa
 
     res = _run(model, data, x0, reflections=reflections, value_program=value_program)
     layout = model.engine.layout(model)
-    zeros = jnp.zeros((x0.shape[0], layout.q), model.dtype)
     import jax
 
-    _, _, H, u, eta, L = jax.tree_util.tree_map(
+    zeros = jnp.zeros((x0.shape[0], layout.nmode), model.dtype)
+    _, _, H, v, eta, L, beta_cov = jax.tree_util.tree_map(
         np.asarray, programs.evaluate(layout, jnp.asarray(res.theta, model.dtype), data, zeros))
+    t, p = layout.ntheta, layout.nbeta
+    beta = v[:, layout.q:] if layout.nagq == 0 else np.asarray(res.theta)[:, t:t + p]
+    u = v[:, :layout.q]
     optim = OptimResult(*(np.asarray(v) for v in res))
     status = np.where((optim.status == CONVERGED) & separated(layout.family, eta, np.asarray(data.w)), SEPARATION,
                       optim.status).astype(np.int32)
-    return GlmmOutput(optim._replace(status=status), u, eta, L, H)
+    return GlmmOutput(optim._replace(status=status), u, eta, L, H, beta, beta_cov if layout.nagq == 0 else None)
 
 
 SEPARATION_ETA = 30.0   # |eta| beyond it: a fitted probability within 1e-13 of 0 or 1

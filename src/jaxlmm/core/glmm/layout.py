@@ -61,7 +61,15 @@ class GlmmLayout(NamedTuple):
 
     @property
     def nparams(self) -> int:
+        """Parameters of the outer fit: ``(theta, beta[, log dispersion])``; theta alone for ``nagq = 0``."""
+        if self.nagq == 0:
+            return self.ntheta
         return self.ntheta + self.nbeta + int(self.family.dispersion)
+
+    @property
+    def nmode(self) -> int:
+        """Length of the inner mode: ``u``, or ``(u, beta)`` for ``nagq = 0`` (``joint.py``)."""
+        return self.q + (self.nbeta if self.nagq == 0 else 0)
 
     @property
     def block_diagonal(self) -> bool:

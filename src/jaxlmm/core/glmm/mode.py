@@ -145,22 +145,17 @@ def dense_factor(F) -> "np.ndarray":
     return out
 
 
-def _newton(layout: GlmmLayout, x, data: GlmmData, u0):
-    """Newton's method with step halving from ``u0`` (module docstring): ``(u, iterations, converged)``."""
-    h = lambda u: penalized(layout, x, data, u, with_constant=False)
-
-    def step(u):
-        g, info, a = gradient_and_weights(layout, x, data, u)
-        return solve(layout, factor(layout, info, a, data), g)
-
+def descend(h, step, v0):
+    """Newton's method with step halving on a strictly convex ``h`` from ``v0``, ``step(v)`` the Newton step
+    ``H^{-1} grad h``; stops when the step is below ``STEP_TOL (1 + |v|)``: ``(v, iterations)``."""
     def cond(state):
         _, _, it, done = state
         return (it < MAX_ITER) & ~done
 
     def body(state):
-        u, hu, it, _ = state
-        d = step(u)
-        bound = hu + 1e-13 * (1.0 + jnp.abs(hu))       # rounding: a step at the optimum is not refused
+        v, hv, it, _ = state
+        d = step(v)
+        bound = hv + 1e-13 * (1.0 + jnp.abs(hv))       # rounding: a step at the optimum is not refused
 
         def refused(s):
             _, _, h_t, k = s
@@ -168,21 +163,28 @@ def _newton(layout: GlmmLayout, x, data: GlmmData, u0):
 
         def halve(s):
             t, _, _, k = s
-            u_t = u - 0.5 * t * d
-            return 0.5 * t, u_t, h(u_t), k + 1
+            v_t = v - 0.5 * t * d
+            return 0.5 * t, v_t, h(v_t), k + 1
 
-        _, u_new, h_new, _ = lax.while_loop(refused, halve, (jnp.ones((), u.dtype), u - d, h(u - d),
+        _, v_new, h_new, _ = lax.while_loop(refused, halve, (jnp.ones((), v.dtype), v - d, h(v - d),
                                                             jnp.zeros((), jnp.int32)))
-        small = jnp.max(jnp.abs(d)) <= STEP_TOL * (1.0 + jnp.max(jnp.abs(u)))
+        small = jnp.max(jnp.abs(d)) <= STEP_TOL * (1.0 + jnp.max(jnp.abs(v)))
         ok = jnp.isfinite(h_new) & (h_new <= bound)
-        return jnp.where(ok, u_new, u), jnp.where(ok, h_new, hu), it + 1, small | ~ok
+        return jnp.where(ok, v_new, v), jnp.where(ok, h_new, hv), it + 1, small | ~ok
 
-    u0 = u0.astype(x.dtype)
-    u, _, it, _ = lax.while_loop(cond, body, (u0, h(u0), jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
-    g, info, a = gradient_and_weights(layout, x, data, u)
-    converged = jnp.max(jnp.abs(solve(layout, factor(layout, info, a, data), g))) <= 1e-6 * (
-        1.0 + jnp.max(jnp.abs(u)))
-    return u, it, converged
+    v, _, it, _ = lax.while_loop(cond, body, (v0, h(v0), jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
+    return v, it
+
+
+def _newton(layout: GlmmLayout, x, data: GlmmData, u0):
+    """The conditional mode by ``descend`` from ``u0`` (module docstring): ``(u, iterations)``."""
+    h = lambda u: penalized(layout, x, data, u, with_constant=False)
+
+    def step(u):
+        g, info, a = gradient_and_weights(layout, x, data, u)
+        return solve(layout, factor(layout, info, a, data), g)
+
+    return descend(h, step, u0.astype(x.dtype))
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))

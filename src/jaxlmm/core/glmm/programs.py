@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from ..pls.programs import CPU_COMPILER_OPTIONS
 from .layout import GlmmData, GlmmLayout
 from .mode import factor, gradient_and_weights, linear_predictor, mode
+from .joint import beta_covariance, full_parameters, joint_mode, joint_objective
 from .objective import objective
 
 LANES = GlmmData(X=None, y=0, w=0, offset=None, idx=None, z=None, E=None)   # vmap axes: per-lane responses
@@ -33,7 +34,7 @@ FAST_COMPILE = {**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 
 
 def _evaluate_one(layout: GlmmLayout, x, data: GlmmData, u0):
-    f = lambda v: objective(layout, v, data, u0)
+    f = (lambda v: joint_objective(layout, v, data, u0)) if layout.nagq == 0 else (lambda v: objective(layout, v, data, u0))
     value_and_grad = jax.value_and_grad(f)
 
     def tangent(v):
@@ -41,9 +42,22 @@ def _evaluate_one(layout: GlmmLayout, x, data: GlmmData, u0):
         return fx, gx, hv
 
     fx, gx, H = jax.vmap(tangent, out_axes=(None, None, 0))(jnp.eye(x.shape[0], dtype=x.dtype))
-    u = mode(layout, x, data, u0)
-    _, info, a = gradient_and_weights(layout, x, data, u)
-    return fx, gx, 0.5 * (H + H.T), u, linear_predictor(layout, x, data, u), factor(layout, info, a, data)
+    if layout.nagq == 0:
+        v = joint_mode(layout, x, data, u0)
+        full = full_parameters(layout, x, v)
+        beta_cov = beta_covariance(layout, x, data, v)
+    else:
+        v = mode(layout, x, data, u0)
+        full = x
+        beta_cov = jnp.zeros((layout.nbeta, layout.nbeta), x.dtype)
+    u = v[:layout.q]
+    _, info, a = gradient_and_weights(layout, full, data, u)
+    return (fx, gx, 0.5 * (H + H.T), v, linear_predictor(layout, full, data, u), factor(layout, info, a, data),
+            beta_cov)
+
+
+def _value_one(layout: GlmmLayout, x, data: GlmmData, u0):
+    return joint_objective(layout, x, data, u0) if layout.nagq == 0 else objective(layout, x, data, u0)
 
 
 def _options(lanes: int):
@@ -62,20 +76,21 @@ def _program(name: str, lanes: int):
     if key not in _PROGRAMS:
         fn = {"evaluate": lambda layout, x, data, u0: jax.vmap(lambda xi, di, ui: _evaluate_one(layout, xi, di, ui),
                                                              in_axes=(0, LANES, 0))(x, data, u0),
-              "value": lambda layout, x, data, u0: jax.vmap(lambda xi, di, ui: objective(layout, xi, di, ui),
+              "value": lambda layout, x, data, u0: jax.vmap(lambda xi, di, ui: _value_one(layout, xi, di, ui),
                                                           in_axes=(0, LANES, 0))(x, data, u0)}[name]
         _PROGRAMS[key] = jax.jit(fn, static_argnums=0, compiler_options=_options(lanes))
     return _PROGRAMS[key]
 
 
 def evaluate(layout: GlmmLayout, x, data: GlmmData, u0=None):
-    """``(f, g, H, u, eta, L)`` per lane (module docstring); ``u0`` (B, q): where each lane's conditional mode
-    starts (default 0; the result does not depend on it beyond the mode's tolerance)."""
-    u0 = jnp.zeros((x.shape[0], layout.q), x.dtype) if u0 is None else u0
+    """``(f, g, H, v, eta, F, beta_cov)`` per lane (module docstring): ``v`` the mode (``u``; ``(u, beta)`` for
+    ``nagq = 0``, whose ``beta_cov`` is the covariance of beta, else zeros); ``u0`` (B, nmode): where each lane's
+    mode starts (default 0; the result does not depend on it beyond the mode's tolerance)."""
+    u0 = jnp.zeros((x.shape[0], layout.nmode), x.dtype) if u0 is None else u0
     return _program("evaluate", x.shape[0])(layout, x, data, u0)
 
 
 def value(layout: GlmmLayout, x, data: GlmmData, u0=None):
     """``-2 log L`` per lane."""
-    u0 = jnp.zeros((x.shape[0], layout.q), x.dtype) if u0 is None else u0
+    u0 = jnp.zeros((x.shape[0], layout.nmode), x.dtype) if u0 is None else u0
     return _program("value", x.shape[0])(layout, x, data, u0)
