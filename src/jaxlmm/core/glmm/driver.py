@@ -44,12 +44,10 @@ def glmm_layout(model):
 
 
 def glmm_data(model, Y=None, W=None):
-    """The ``GlmmData`` of the model with one lane per column of ``Y`` (default: the design's response).  A
-    stack of lanes gets the terms' one-hot level matrices (their gathers and sums become matrix products
-    shared by the lanes); one lane gathers and scatter-adds by index."""
+    """The ``GlmmData`` of the model with one lane per column of ``Y`` (default: the design's response)."""
     import jax.numpy as jnp
 
-    from .layout import GlmmData, one_hot, slot_indices
+    from .layout import GlmmData, slot_indices
 
     design, dt = model.design, model.dtype
     layout = model.prepared("glmm_layout", glmm_layout)
@@ -60,8 +58,7 @@ def glmm_data(model, Y=None, W=None):
     idx = slot_indices(layout, [t.factor.codes for t in design.terms])
     z = np.concatenate([np.asarray(t.z, float) for t in design.terms], axis=1)
     return GlmmData(jnp.asarray(design.X, dt), jnp.asarray(np.nan_to_num(Y).T, dt), jnp.asarray(W.T, dt),
-                    jnp.asarray(design.offset, dt), jnp.asarray(idx), jnp.asarray(z, dt),
-                    one_hot(layout, [t.factor.codes for t in design.terms], dt) if Y.shape[1] > 1 else ())
+                    jnp.asarray(design.offset, dt), jnp.asarray(idx), jnp.asarray(z, dt))
 
 
 def newton_options(max_iter: int):
@@ -133,25 +130,38 @@ def glm_start(model, data) -> np.ndarray:
 def fit_lanes(model, data, x0: np.ndarray, reflections, value_program: bool = False):
     """Fit every lane of ``data`` from ``x0`` (B, k) by the host driver of the Newton kernel: a
     ``GlmmOutput`` with a leading lane axis."""
+    res = _run(model, data, x0, reflections=reflections, value_program=value_program)
+    return _output(model, data, res, x0.shape[0])
+
+
+def _output(model, data, res, size: int):
+    """The ``GlmmOutput`` at the optimizer's points ``res.theta``: one more evaluation of each lane (in calls of
+    ``size`` lanes, the last padded) for the Hessian, the modes, the linear predictor and the factor."""
+    import jax
     import jax.numpy as jnp
 
     from . import programs
+    from ..optim.lanes import map_padded
     from ..optim.newton import OptimResult
 
-    res = _run(model, data, x0, reflections=reflections, value_program=value_program)
-    layout = model.engine.layout(model)
-    import jax
+    layout, dt = model.engine.layout(model), model.dtype
+    x = np.asarray(res.theta, float)
+    Y, W = np.asarray(data.y), np.asarray(data.w)
 
-    zeros = jnp.zeros((x0.shape[0], layout.nmode), model.dtype)
-    _, _, H, v, eta, L, beta_cov = jax.tree_util.tree_map(
-        np.asarray, programs.evaluate(layout, jnp.asarray(res.theta, model.dtype), data, zeros))
+    def final(take):
+        lane_data = data._replace(y=jnp.asarray(Y[take]), w=jnp.asarray(W[take]))
+        zeros = jnp.zeros((len(take), layout.nmode), dt)
+        return jax.tree_util.tree_map(np.asarray, programs.evaluate(layout, jnp.asarray(x[take], dt), lane_data,
+                                                                      zeros))
+
+    _, _, H, v, eta, L, beta_cov = map_padded(final, x.shape[0], size)
     t, p = layout.ntheta, layout.nbeta
-    beta = v[:, layout.q:] if layout.nagq == 0 else np.asarray(res.theta)[:, t:t + p]
-    u = v[:, :layout.q]
-    optim = OptimResult(*(np.asarray(v) for v in res))
-    status = np.where((optim.status == CONVERGED) & separated(layout.family, eta, np.asarray(data.w)), SEPARATION,
+    beta = v[:, layout.q:] if layout.nagq == 0 else x[:, t:t + p]
+    optim = OptimResult(*(np.asarray(o) for o in res))
+    status = np.where((optim.status == CONVERGED) & separated(layout.family, eta, W), SEPARATION,
                       optim.status).astype(np.int32)
-    return GlmmOutput(optim._replace(status=status), u, eta, L, H, beta, beta_cov if layout.nagq == 0 else None)
+    return GlmmOutput(optim._replace(status=status), v[:, :layout.q], eta, L, H, beta,
+                      beta_cov if layout.nagq == 0 else None)
 
 
 SEPARATION_ETA = 30.0   # |eta| beyond it: a fitted probability within 1e-13 of 0 or 1

@@ -96,67 +96,27 @@ class GlmmData(NamedTuple):
     offset: object   # (n,)
     idx: object      # (n, S) int32: position in u of each slot's level
     z: object        # (n, S) the slot's covariate (1 for an intercept)
-    E: tuple = ()    # per term its one-hot level matrix (n, levels) where small (``ONE_HOT_MAX``), else None
-
-
-ONE_HOT_MAX = 1 << 23   # n x levels of a term up to which its gathers and sums are matrix products
-
-
-def one_hot(layout: "GlmmLayout", codes: list[np.ndarray], dtype) -> tuple:
-    """Each term's one-hot level matrix (n, levels), or None where ``n x levels`` passes ``ONE_HOT_MAX``:
-    there ``u[idx]`` and the sums by level are gathers and scatter-adds, here matrix products (which a batch
-    of lanes turns into one matrix-matrix product each)."""
-    out = []
-    for term, code in zip(layout.terms, codes):
-        code = np.asarray(code)
-        if code.size * term.nlevels > ONE_HOT_MAX:
-            out.append(None)
-            continue
-        E = np.zeros((code.size, term.nlevels), dtype)
-        E[np.arange(code.size), code] = 1.0
-        out.append(jnp.asarray(E))
-    return tuple(out)
 
 
 def gather(layout: "GlmmLayout", data: GlmmData, u):
     """``u[idx]`` (n, S): each row's effects of its levels, slot by slot."""
-    parts = []
-    for k, term in enumerate(layout.terms):
-        U = u[term.u_start:term.u_start + term.nlevels * term.ncols].reshape(term.nlevels, term.ncols)
-        E = data.E[k] if data.E else None
-        parts.append(E @ U if E is not None else u[data.idx[:, term.slot:term.slot + term.ncols]])
-    return jnp.concatenate(parts, axis=1)
+    return u[data.idx]
 
 
 def scatter(layout: "GlmmLayout", data: GlmmData, v):
     """The sums by level of ``v`` (n, S): the vector ``J'``-like (q,) in ``u``'s order."""
-    parts = []
-    for k, term in enumerate(layout.terms):
-        E = data.E[k] if data.E else None
-        V = v[:, term.slot:term.slot + term.ncols]
-        if E is not None:
-            parts.append((E.T @ V).ravel())
-        else:
-            idx = data.idx[:, term.slot:term.slot + term.ncols] - term.u_start
-            parts.append(jax.ops.segment_sum(V.ravel(), idx.ravel(), num_segments=term.nlevels * term.ncols))
-    return jnp.concatenate(parts)
+    return jax.ops.segment_sum(v.ravel(), data.idx.ravel(), num_segments=layout.q)
 
 
 def sum_by_level(layout: "GlmmLayout", data: GlmmData, values):
     """For one term: the sums of ``values`` (n, ...) over the rows of each level (levels, ...)."""
     term = layout.terms[0]
-    E = data.E[0] if data.E else None
-    if E is not None:
-        return jnp.tensordot(E.T, values, axes=1)
     return jax.ops.segment_sum(values, data.idx[:, 0] // term.ncols, num_segments=term.nlevels)
 
 
 def by_level(layout: "GlmmLayout", data: GlmmData, values):
     """For one term: each row's entry of ``values`` (levels, ...) (n, ...)."""
     term = layout.terms[0]
-    E = data.E[0] if data.E else None
-    if E is not None:
-        return jnp.tensordot(E, values, axes=1)
     return values[data.idx[:, 0] // term.ncols]
 
 

@@ -29,7 +29,7 @@ from .mode import factor, gradient_and_weights, linear_predictor, mode
 from .joint import beta_covariance, full_parameters, joint_mode, joint_objective
 from .objective import objective
 
-LANES = GlmmData(X=None, y=0, w=0, offset=None, idx=None, z=None, E=None)   # vmap axes: per-lane responses
+LANES = GlmmData(X=None, y=0, w=0, offset=None, idx=None, z=None)   # vmap axes: per-lane responses
 FAST_COMPILE = {**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 
 
