@@ -5,7 +5,8 @@ VerbAgg (``r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)``, 7584 ro
 replicated 40x (77k rows, 4080 districts), and 1000 binary traits ``~ x + (1 | g)`` (2000 rows, 100 groups;
 lme4's per-trait loop timed on the first ``--r-traits`` traits).  jaxlmm's first fit of a new model is timed
 cold in a fresh process (import, then the fit: no compiled program in any cache); warm fits are the best of
-three.  Writes results/glmm_cpu.{json,md}.
+three.  mixedlm 1.3.0 (the Python peer) is timed in its own environment, ``~/.peervenv`` (``peer/glmm_mixedlm.py``),
+where it exists.  Writes results/glmm_cpu.{json,md}.
 
 usage: python benchmarks/glmm.py [--r-traits 50] [--traits 1000]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+from pathlib import Path
 import sys
 import time
 import warnings
@@ -107,6 +109,13 @@ def main() -> None:
         out, _ = run_r("glmm_lme4.R", REF / "shared" / "contraception.csv", REF / "project" / "verbagg.csv",
                        SHARED / "bench" / "glmm" / "binary_traits.csv.gz", args.r_traits, timeout=3600)
         res["R"] = json.loads(out)
+    peer = Path.home() / ".peervenv" / "bin" / "python"
+    if peer.exists() and not args.skip_r:
+        out = subprocess.run([str(peer), str(HERE / "peer" / "glmm_mixedlm.py"), str(REF),
+                              str(SHARED / "bench" / "glmm" / "binary_traits.csv.gz"), str(args.r_traits)],
+                             capture_output=True, text=True, timeout=3600)
+        if out.returncode == 0:
+            res["mixedlm"] = json.loads(out.stdout.strip().splitlines()[-1])
     write_results("glmm_cpu", res, markdown(res))
 
 
@@ -116,30 +125,35 @@ def markdown(res: dict) -> str:
     lines = [f"# GLMM speed (issue P): jaxlmm.glmer against lme4 and glmmTMB, same run",
              "", f"Machine: {m.get('cpu', '?')}, {m['cpus']} CPUs, jax {m['jax']}, {m.get('R', 'no R')}; "
              f"date {m['date']}.", "",
-             "| workload | jaxlmm warm | lme4 glmer | glmmTMB | vs glmer | vs glmmTMB | logLik jaxlmm − best R |",
-             "|---|---|---|---|---|---|---|"]
+             "| workload | jaxlmm warm | lme4 glmer | glmmTMB | mixedlm 1.3.0 | vs glmer | vs glmmTMB | vs mixedlm | "
+             "logLik jaxlmm − best R |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    P = res.get("mixedlm", {})
     for name, g, t in [("contraception", "contraception_glmer", "contraception_glmmTMB"),
                        ("verbagg", "verbagg_glmer", "verbagg_glmmTMB"),
                        ("contraception40", None, "contraception40_glmmTMB")]:
         ours = res[name]["warm_best"]
         rg, rt = R.get(g, {}) if g else {}, R.get(t, {})
         best_ll = max([v["loglik"] for v in (rg, rt) if v] or [np.nan])
+        pm = P.get(name, {}).get("warm_best", np.nan)
         lines.append(f"| {name} | {ours:.3f} s | {rg.get('seconds', float('nan')):.2f} s | "
-                     f"{rt.get('seconds', float('nan')):.2f} s | {rg.get('seconds', np.nan) / ours:.1f}× | "
-                     f"{rt.get('seconds', np.nan) / ours:.1f}× | {res[name]['loglik'] - best_ll:+.2e} |")
+                     f"{rt.get('seconds', float('nan')):.2f} s | {pm:.2f} s | {rg.get('seconds', np.nan) / ours:.1f}× | "
+                     f"{rt.get('seconds', np.nan) / ours:.1f}× | {pm / ours:.1f}× | {res[name]['loglik'] - best_ll:+.2e} |")
     tr = res["traits"]
     per = R.get("traits_glmer", {}).get("seconds_per_trait", np.nan)
     lines += ["", f"1000 binary traits `~ x + (1 | g)`: jaxlmm {tr['n']} traits first call {tr['first_call']:.1f} s, "
               f"warm {tr['warm']:.1f} s ({tr['per_trait_ms']:.1f} ms/trait, {tr['converged']} converged); "
               f"lme4's loop {1e3 * per:.0f} ms/trait (timed on {R.get('traits_glmer', {}).get('ntraits', 0)} traits): "
-              f"{per * 1e3 / tr['per_trait_ms']:.1f}× warm."]
+              f"{per * 1e3 / tr['per_trait_ms']:.1f}× warm; mixedlm's loop "
+              f"{1e3 * P.get('traits', {}).get('seconds_per_trait', np.nan):.0f} ms/trait."]
     if "traits_glmer" in R:
         ll = np.asarray(R["traits_glmer"]["loglik"])
         ours = np.asarray(tr["loglik"])[:len(ll)]
         lines.append(f"Largest amount by which a trait's logLik is below lme4's: {max(0.0, np.max(ll - ours)):.2e}.")
     c = res["cold"]
     lines += ["", f"Cold first fit (fresh process, no compilation cache): import {c['import']:.2f} s, first Contraception "
-              f"fit {c['first_fit']:.2f} s, second {c['second_fit']:.3f} s."]
+              f"fit {c['first_fit']:.2f} s, second {c['second_fit']:.3f} s"
+              + (f"; mixedlm: import {P['import']:.2f} s, first fit {P['contraception']['first']:.2f} s." if P else ".")]
     return "\n".join(lines)
 
 
