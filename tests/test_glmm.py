@@ -277,3 +277,25 @@ def test_nagq0_beta_inside_the_penalized_iteration():
     with pytest.raises(ArgumentError, match="nAGQ=0"):
         jaxlmm.glmer("count ~ 1 + (1 | herd)", data.assign(count=data["incidence"]), family="negative_binomial",
                      nAGQ=0)
+
+
+def test_emmeans_on_both_scales():
+    """emmeans 1.8 of lme4's fit (project/emmeans_cbpp.R): the means by period on the logit scale and as
+    probabilities.  lme4's optimum is 2.8e-4 below ours in log-likelihood, so its means differ by a small
+    fraction of their SE, and its vcov comes from a finite-difference Hessian there (SEs 1.2% apart; ours
+    equal glmmTMB's to 3e-7, ``test_parity_fast``); the back-transformation itself is exact."""
+    ref = json.loads((REF / "project" / "emmeans_cbpp.json").read_text())
+    _, fit = fit_case("shared/cbpp_binomial")
+    link = jaxlmm.emmeans(fit, "period")
+    resp = jaxlmm.emmeans(fit, "period", type="response")
+    rl, rr = pd.DataFrame(ref["link"]), pd.DataFrame(ref["response"])
+    np.testing.assert_array_less(np.abs(link["emmean"] - rl["emmean"]), 0.05 * rl["SE"])
+    np.testing.assert_allclose(link["SE"], rl["SE"], rtol=2e-2)
+    np.testing.assert_array_less(np.abs(resp["prob"] - rr["prob"]), 0.05 * rr["SE"])
+    np.testing.assert_allclose(resp["SE"], rr["SE"], rtol=2e-2)
+    expit = lambda v: 1 / (1 + np.exp(-np.asarray(v, float)))
+    np.testing.assert_allclose(resp["prob"], expit(link["emmean"]), rtol=1e-12)
+    np.testing.assert_allclose(resp["lower.CL"], expit(link["lower.CL"]), rtol=1e-12)
+    p = resp["prob"].to_numpy()
+    np.testing.assert_allclose(resp["SE"], link["SE"] * p * (1 - p), rtol=1e-10)
+    assert np.all(np.isinf(link["df"]))

@@ -75,11 +75,19 @@ def reference_grid(fit) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 @float64_scope
-def emmeans(fit, specs, ddf: str | None = None, level: float = 0.95) -> EMMeans:
-    """``emmeans(m, specs, lmer.df = ddf)``: means over the reference grid by the factor(s) ``specs``.
+def emmeans(fit, specs, ddf: str | None = None, level: float = 0.95, type: str = "link") -> EMMeans:
+    """``emmeans(m, specs, lmer.df = ddf, type = type)``: means over the reference grid by the factor(s) ``specs``.
 
-    ``ddf`` defaults to Kenward-Roger (emmeans' default for lmer fits), or Satterthwaite for a model with
-    structured covariances or ``dispformula``."""
+    ``ddf`` defaults to Kenward-Roger (emmeans' default for lmer fits), Satterthwaite for a model with
+    structured covariances or ``dispformula``, and asymptotic (z) for a GLMM.  ``type="response"`` (a GLMM):
+    the means back-transformed by the inverse link -- ``prob`` (binomial) or ``rate`` (counts) or ``response``
+    (Gamma), the SE by the delta method ``SE * dmu/deta``, the limits the back-transformed link-scale limits,
+    as emmeans reports them."""
+    if type not in ("link", "response"):
+        raise ValueError(f"type={type!r}: use 'link' or 'response'")
+    if type == "response" and fit.kind != "glmm":
+        raise ValueError("type='response' is for generalized models (glmer); a linear model's means are on the "
+                         "response scale already")
     if ddf is None:
         ddf = fit.model.engine.default_ddf
     ddf = normalize_ddf(ddf)
@@ -102,7 +110,27 @@ def emmeans(fit, specs, ddf: str | None = None, level: float = 0.95) -> EMMeans:
     crit = special.stdtrit(np.asarray(table["df"], float), 0.5 + level / 2)
     table["lower.CL"] = table["emmean"] - crit * table["SE"]
     table["upper.CL"] = table["emmean"] + crit * table["SE"]
+    if type == "response":
+        table = _response_scale(fit, table)
     return EMMeans(fit, specs, table, L, ddf, level)
+
+
+def _response_scale(fit, table: pd.DataFrame) -> pd.DataFrame:
+    """The link-scale table back-transformed (``emmeans``' docstring)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ..core.glmm.families import mean
+
+    family = fit.model.engine.layout(fit.model).family
+    inverse = lambda eta: np.asarray(mean(family, jnp.asarray(eta, float)))
+    slope = np.asarray(jax.vmap(jax.grad(lambda e: mean(family, e)))(jnp.asarray(table["emmean"].to_numpy(float))))
+    name = {"binomial": "prob", "poisson": "rate", "negative_binomial": "rate"}.get(family.name, "response")
+    out = table.copy()
+    out["SE"] = out["SE"].to_numpy() * slope
+    out["lower.CL"], out["upper.CL"] = inverse(out["lower.CL"]), inverse(out["upper.CL"])
+    out["emmean"] = inverse(out["emmean"])
+    return out.rename(columns={"emmean": name})
 
 
 @float64_scope
