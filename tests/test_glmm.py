@@ -299,3 +299,15 @@ def test_emmeans_on_both_scales():
     p = resp["prob"].to_numpy()
     np.testing.assert_allclose(resp["SE"], link["SE"] * p * (1 - p), rtol=1e-10)
     assert np.all(np.isinf(link["df"]))
+
+
+def test_profile_intervals_equal_lme4s():
+    """confint(method="profile"): the herd SD and the fixed effects against lme4's confint.merMod (profile;
+    project/emmeans_cbpp.R), within 1e-3 of each interval's width (lme4 interpolates its profile by splines)."""
+    ref = json.loads((REF / "project" / "profile_cbpp.json").read_text())
+    _, fit = fit_case("shared/cbpp_binomial")
+    ci = fit.confint()
+    assert list(ci.index) == ref["names"]
+    width = np.asarray(ref["upper"]) - np.asarray(ref["lower"])
+    np.testing.assert_array_less(np.abs(ci.iloc[:, 0] - ref["lower"]), 1e-3 * width)
+    np.testing.assert_array_less(np.abs(ci.iloc[:, 1] - ref["upper"]), 1e-3 * width)

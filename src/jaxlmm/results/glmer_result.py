@@ -387,9 +387,10 @@ class GlmerResult:
         Y = self.simulate(nsim, seed=seed)
         return self.model.fit_many(Y, names=[f"sim{i}" for i in range(nsim)], start=self.x, chunk_size=chunk_size)
 
-    def confint(self, method: str = "Wald", level: float = 0.95, nsim: int = 200, seed: int | None = None) -> pd.DataFrame:
-        """Confidence intervals of the fixed effects: ``"Wald"`` (estimate +- z SE) or ``"boot"`` (percentiles of
-        the parametric bootstrap's converged replicates, ``bootstrap``)."""
+    def confint(self, method: str = "profile", level: float = 0.95, nsim: int = 200, seed: int | None = None) -> pd.DataFrame:
+        """Confidence intervals of the fixed effects: ``"Wald"`` (estimate +- z SE), ``"profile"`` (profile
+        likelihood, also of scalar terms' SDs: ``inference/glmm_profile.py``) or ``"boot"`` (percentiles of the
+        parametric bootstrap's converged replicates, ``bootstrap``)."""
         if not 0 < level < 1:
             raise ValueError(f"level={level!r} must be between 0 and 1")
         lo, hi = (1 - level) / 2, (1 + level) / 2
@@ -398,11 +399,15 @@ class GlmerResult:
             z = special.ndtri(hi)
             est, se = self.fixef, self.se
             return pd.DataFrame({cols[0]: est - z * se, cols[1]: est + z * se})
+        if method.lower() == "profile":
+            from ..inference.glmm_profile import profile_intervals
+
+            return profile_intervals(self, level)
         if method.lower() in ("boot", "bootstrap"):
             reps = self.bootstrap(nsim, seed=seed)
             ok = reps.fixef[reps.converged.to_numpy()]
             return pd.DataFrame({cols[0]: ok.quantile(lo), cols[1]: ok.quantile(hi)})
-        raise ValueError(f"method={method!r}: use 'Wald' or 'boot' (profile intervals of GLMMs are not available yet)")
+        raise ValueError(f"method={method!r}: use 'Wald', 'profile' or 'boot'")
 
     # ---------------------------------------------------------------- printing
     def summary(self) -> str:

@@ -11,3 +11,7 @@ out <- list(loglik = as.numeric(logLik(m)), beta = fixef(m), link = link, respon
             provenance = paste("R", R.version$major, R.version$minor, "lme4", packageVersion("lme4"),
                                "emmeans", packageVersion("emmeans"), ": glmer refitted by bobyqa (rhoend 1e-12)"))
 write(toJSON(out, digits = NA, pretty = TRUE, auto_unbox = TRUE), "emmeans_cbpp.json")
+# profile likelihood intervals of the same fit (lme4's confint.merMod, method = "profile")
+ci <- confint(m, method = "profile", oldNames = FALSE)
+prof <- list(names = rownames(ci), lower = unname(ci[, 1]), upper = unname(ci[, 2]))
+write(toJSON(prof, digits = NA, pretty = TRUE, auto_unbox = TRUE), "profile_cbpp.json")
