@@ -169,6 +169,7 @@ def test_objective_is_a_jax_function():
     np.testing.assert_allclose(H, fit.hessian, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_response_forms_agree():
     """0/1, a two-level factor, cbind and a proportion with weights are one likelihood."""
     _, data = load_case("shared/cbpp_binomial")
@@ -217,6 +218,7 @@ def test_count_checks():
         jaxlmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | obs)", data, nAGQ=5)
 
 
+@pytest.mark.slow
 def test_many_traits_equal_single_fits():
     """responses=: each trait's estimates equal its own single fit; missing values are per trait."""
     _, data = load_case("shared/cbpp_binomial")

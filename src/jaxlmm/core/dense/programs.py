@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .system import DenseSolution, DenseSystem, block_derivatives, criterion_weights, dense_solve
+from .system import (DenseSolution, DenseSystem, block_derivatives, block_derivatives_plain, criterion_weights,
+                     dense_solve, without_reference)
 from ..pls.parts import DevianceParts
 from ..pls.programs import CPU_COMPILER_OPTIONS
 from ..optim.host import minimize_newton_host
@@ -85,18 +86,23 @@ def _blocks(thetas, systems: DenseSystem, row_of):
     return jax.vmap(block_derivatives, in_axes=(0, SYSTEM_AXES, None))(thetas, systems, row_of)
 
 
+def _blocks_plain(thetas, systems: DenseSystem, row_of):
+    return jax.vmap(block_derivatives_plain, in_axes=(0, SYSTEM_AXES, None))(thetas, systems, row_of)
+
+
 def _estimates(thetas, systems: DenseSystem, reml):
     return jax.vmap(dense_solve, in_axes=(0, SYSTEM_AXES, 0))(thetas, systems, reml)
 
 
-_PROGRAMS = {"blocks": jit_variants(_blocks), "estimates": jit_variants(_estimates)}
+_PROGRAMS = {"blocks": jit_variants(_blocks), "blocks_plain": jit_variants(_blocks_plain),
+             "estimates": jit_variants(_estimates)}
 
 
 def program(name: str, batch: int = 1):
     """The compiled program ``name`` ("blocks", "estimates") for a stack of ``batch``: ``blocks`` runs
     at every Newton iteration and keeps XLA's optimizations (a warm sleepstudy fit: 0.025 s, 0.048 s
     without them, for 0.1 s more compilation); ``estimates`` runs once per fit."""
-    return _PROGRAMS[name][compiler_options(batch if name != "blocks" else FAST_MAX_BATCH + 1)]
+    return _PROGRAMS[name][compiler_options(batch if name == "estimates" else FAST_MAX_BATCH + 1)]
 
 
 def compiled_count() -> int:
@@ -166,9 +172,10 @@ class DenseStack:
             out.append(jax.tree_util.tree_map(lambda a: np.asarray(a, float)[:n_real], res))
         return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *out)
 
-    def blocks(self, thetas, rows=None):
-        """``block_derivatives`` of the lanes ``rows`` at ``thetas`` (one row each), as float64 NumPy."""
-        return self._run("blocks", thetas, rows, lambda sel: self.row_of)
+    def blocks(self, thetas, rows=None, plain: bool = False):
+        """``block_derivatives`` (``plain``: ``block_derivatives_plain``) of the lanes ``rows`` at ``thetas``
+        (one row each), as float64 NumPy."""
+        return self._run("blocks_plain" if plain else "blocks", thetas, rows, lambda sel: self.row_of)
 
     def estimates(self, thetas, reml, rows=None) -> DenseSolution:
         """``dense_solve`` of the lanes ``rows`` (``reml``: a flag per lane of the stack), as NumPy."""
@@ -197,13 +204,14 @@ def host_criterion(blocks, systems: DenseSystem, reml):
 
 
 def fit_stack(stack: DenseStack, theta0, lower, reflections, active_k: int, reml,
-              options: NewtonOptions = NewtonOptions()) -> OptimResult:
-    """Minimize every lane's criterion from ``theta0`` (B, k_pad) subject to ``theta >= lower``."""
+              options: NewtonOptions = NewtonOptions(), plain: bool = False) -> OptimResult:
+    """Minimize every lane's criterion from ``theta0`` (B, k_pad) subject to ``theta >= lower`` (``plain``:
+    on ``block_derivatives_plain``)."""
     sys64 = DenseSystem(*(np.asarray(leaf, float) for leaf in stack.host))
     reml = np.broadcast_to(np.asarray(reml, float), (stack.B,))
 
     def vgh(x, rows):
-        return host_criterion(stack.blocks(x, rows), _take(sys64, rows), reml[rows])
+        return host_criterion(stack.blocks(x, rows, plain), _take(sys64, rows), reml[rows])
 
     # a line-search trial costs as much as the derivatives (kept for the next iteration)
     k_pad = np.asarray(theta0).shape[-1]
@@ -223,13 +231,16 @@ def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k:
     until the criterion is computed to full precision near the optimum (``dense_reference.ROUNDS``
     refits at most; the iterations add up, the status is the last refit's).  The system given then
     takes that reference too (``dense_reference.adopt``): the model's objective is as precise there.
+    The first round runs on ``block_derivatives_plain`` (a smaller program: the first fit of a model
+    compiles it), whose PWRSS is exact to ``eps`` times that same cancellation: where the cancellation is
+    small the first round's optimum stands; elsewhere the refits use ``block_derivatives``.
     """
     from . import reference as dense_reference
 
     res, sol, n_iter = None, None, 0
     original = system
     theta = np.asarray(theta0, float)[None]
-    for _ in range(dense_reference.ROUNDS + 1):
+    for round_ in range(dense_reference.ROUNDS + 1):
         if sol is not None:
             if (int(np.asarray(res.status)[0]) == UNBOUNDED
                     or dense_reference.cancellation(system, sol) <= dense_reference.CANCELLATION_MAX):
@@ -238,7 +249,11 @@ def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k:
             if system is None:
                 break
         stack = DenseStack.of(system, 1, row_of)
-        res = fit_stack(stack, theta, lower, reflections, active_k, bool(reml), options)
+        if round_ == 0:
+            plain = DenseStack.of(without_reference(system), 1, row_of)
+            res = fit_stack(plain, theta, lower, reflections, active_k, bool(reml), options, plain=True)
+        else:
+            res = fit_stack(stack, theta, lower, reflections, active_k, bool(reml), options)
         n_iter += int(np.asarray(res.n_iter)[0])
         theta = np.asarray(res.theta, float)
         sol = stack.estimates(res.theta, [bool(reml)])

@@ -287,6 +287,57 @@ def block_derivatives(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarr
     return logdets, grads, 0.5 * (H + jnp.swapaxes(H, 1, 2))
 
 
+def without_reference(system: DenseSystem) -> DenseSystem:
+    """The system with the response's own products ``[Z X]'Wy``, ``y'Wy`` in A's last row and column and no
+    reference fit (NumPy, on the host): what ``block_derivatives_plain`` reads."""
+    import numpy as np
+
+    A = np.array(system.A, float)
+    ref = np.concatenate([np.asarray(system.ref_b, float), np.asarray(system.ref_beta, float)], axis=-1)
+    zy = A[..., :-1, -1] + np.einsum("...ij,...j->...i", A[..., :-1, :-1], ref)
+    yy = A[..., -1, -1] + 2 * np.einsum("...i,...i->...", ref, A[..., :-1, -1]) + np.einsum(
+        "...i,...ij,...j->...", ref, A[..., :-1, :-1], ref)
+    A[..., :-1, -1], A[..., -1, :-1], A[..., -1, -1] = zy, zy, yy
+    return system._replace(A=A.astype(np.asarray(system.A).dtype), ref_b=np.zeros_like(system.ref_b),
+                           ref_beta=np.zeros_like(system.ref_beta))
+
+
+def block_derivatives_plain(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarray):
+    """``block_derivatives`` on a system ``without_reference``, with the PWRSS read off the factor of the
+    whole system (``L[-1, -1]^2``) and its derivatives from ``log|Omega| - log|Omega_[Z X]|``: exact but for
+    rounding of relative size
+    ``eps y'Wy / PWRSS`` -- below 1e-13 unless the fit is near-perfect, which ``programs.fit_dense`` detects
+    at the optimum (``reference.cancellation``) and then refits with ``block_derivatives``.  Its compiled
+    program is about half the size (a model's first fit compiles it: the cold start)."""
+    q = system.lam_index.shape[0]
+    A = system.A
+    m = A.shape[0]
+    dtype = A.dtype
+    lam = relative_factor(theta, system.lam_index)
+    idx = jnp.arange(m)
+    A_lam = jnp.concatenate([A[:, :q] @ lam, A[:, q:]], axis=1)          # A Lambda_e
+    omega = jnp.concatenate([lam.T @ A_lam[:q], A_lam[q:]], axis=0) + jnp.diag((idx < q).astype(dtype))
+    L = jnp.linalg.cholesky(omega)
+    L_inv = triangular_inverse(L)
+    logd = jnp.log(jnp.diagonal(L))
+    inside = jnp.stack([idx < s for s in (q, m - 1, m)])                  # (3, m)
+    M = L_inv[None] * inside[:, :, None] * inside[:, None, :]
+    P = jnp.einsum("sam,san->smn", M, M)                                  # (3, m, m)
+    units = jnp.stack([jnp.zeros((), dtype), log_x_scale2(system), 2.0 * jnp.log(system.y_scale)])
+    logdets = 2.0 * jnp.sum(jnp.where(inside, logd[None], 0.0), axis=1)
+    logdets = logdets.at[2].add(-logdets[1]) + units
+    G = jnp.concatenate([A_lam[:q], jnp.zeros((1, m), dtype)], axis=0)[row_of]    # (k, q, m)
+    grads = 2.0 * jnp.einsum("icm,smc->si", G, P[:, :, :q])
+    K = jnp.einsum("sac,icb->siab", P[:, :, :q], G)                       # P_s G_i (G_i in the rows of Z)
+    K = K.at[:, :, :, :q].add(jnp.einsum("sab,icb->siac", P, G))          # + P_s G_i^T
+    A_ext = jnp.pad(A[:q, :q], ((0, 1), (0, 1)))
+    pairs = A_ext[row_of[:, None, :, None], row_of[None, :, None, :]]      # (k, k, q, q): (E_i^T A E_j)[b, d]
+    H = -jnp.einsum("siab,sjba->sij", K, K) + 2.0 * jnp.einsum("ijbd,sdb->sij", pairs, P[:, :q, :q])
+    grads = grads.at[2].add(-grads[1])
+    H = H.at[2].add(-H[1])                                                # log PWRSS = log|Omega| - log|Omega_ZX|
+    return logdets, grads, 0.5 * (H + jnp.swapaxes(H, 1, 2))
+
+
 def combine(blocks, system: DenseSystem, reml):
     """The REML or ML criterion, gradient and Hessian from ``block_derivatives`` (``criterion_weights``)."""
     logdets, grads, hessians = blocks
