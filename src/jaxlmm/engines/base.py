@@ -38,6 +38,12 @@ class Engine:
     large = False
     supports_bootstrap_func = True
 
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self).__name__)
+
     # -------------------------------------------------------------- parameters
     def theta0(self, model) -> np.ndarray:
         return model.design.structure.theta0()
@@ -55,11 +61,12 @@ class Engine:
 
     def start(self, model, start) -> np.ndarray:
         """The fit's start: ``start`` as given (checked, moved onto the bounds), else ``theta0``."""
-        structure = model.design.structure
+        lower = self.lower(model)
         theta0 = self.theta0(model) if start is None else np.asarray(start, dtype=float)
-        if theta0.shape != (structure.ntheta,):
-            raise ValueError(f"start must have {structure.ntheta} values (one per theta), got {theta0.shape}")
-        return np.maximum(theta0, self.lower(model))
+        if theta0.shape != lower.shape:
+            raise ValueError(f"start must have {len(lower)} values ({', '.join(self.theta_names(model))}), "
+                             f"got {theta0.shape}")
+        return np.maximum(theta0, lower)
 
     def check_memory(self, model, verbose: bool) -> None:
         """Raise ``MemoryLimitError`` before a fit that the device cannot hold (and print the plan)."""

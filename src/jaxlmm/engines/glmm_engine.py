@@ -35,12 +35,6 @@ class GlmmEngine(Engine):
     default_ddf = "asymptotic"
     supports_bootstrap_func = False
 
-    def __eq__(self, other) -> bool:
-        return type(other) is type(self)
-
-    def __hash__(self) -> int:
-        return hash(type(self).__name__)
-
     # -------------------------------------------------------------- parameters
     def layout(self, model):
         return model.prepared("glmm_layout", glmm_layout)
@@ -66,15 +60,6 @@ class GlmmEngine(Engine):
             return names
         disp = ["log_dispersion"] if layout.family.dispersion else []
         return names + list(model.design.fixef_names) + disp
-
-    def start(self, model, start) -> np.ndarray:
-        k = self.layout(model).nparams
-        if start is None:
-            return self.theta0(model)
-        x = np.asarray(start, float)
-        if x.shape != (k,):
-            raise ValueError(f"start must have {k} values ({', '.join(self.theta_names(model))}), got {x.shape}")
-        return np.maximum(x, self.lower(model))
 
     def reflections(self, model) -> np.ndarray:
         R0 = model.design.structure.reflections()

@@ -20,12 +20,6 @@ class MarginalEngine(Engine):
     default_ddf = "satterthwaite"
     supports_bootstrap_func = False
 
-    def __eq__(self, other) -> bool:
-        return type(other) is type(self)
-
-    def __hash__(self) -> int:
-        return hash(type(self).__name__)
-
     def theta0(self, model) -> np.ndarray:
         from ..model.marginal_design import start_values
 

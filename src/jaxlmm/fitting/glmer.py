@@ -148,6 +148,8 @@ def glmer(formula: str, data, *, family: str = "binomial", link: str | None = No
     if responses is not None and options.nagq == 0:
         raise ArgumentError("responses= with nAGQ=0 is not available; use nAGQ=1 (Laplace)")
     if responses is not None:
-        names = list(responses.columns) if hasattr(responses, "columns") else None
+        import pandas as pd
+
+        names = list(responses.columns) if isinstance(responses, pd.DataFrame) else None
         return model.fit_many(names=names, start=start, chunk_size=chunk_size, progress=progress)
     return model.fit(start=start, verbose=verbose)

@@ -17,13 +17,14 @@ from scipy import special
 from .._x64 import float64_methods
 from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status, status_name as _name
 from .lmer_result import SINGULAR_TOL, _from_model
+from .common import InformationCriteria, RandomEffectsTables
 from .varcorr import varcorr_frame
 
 FAMILY_LABEL = {"binomial": "binomial", "poisson": "poisson", "negative_binomial": "nbinom2", "gamma": "Gamma"}
 
 
 @float64_methods
-class GlmerResult:
+class GlmerResult(RandomEffectsTables, InformationCriteria):
     """A fitted generalized linear mixed model (what ``jaxlmm.glmer`` returns).
 
     lme4's accessors: ``fixef``, ``se``, ``vcov``, ``theta``, ``varcorr``, ``ranef``, ``coef``, ``fitted``,
@@ -118,14 +119,6 @@ class GlmerResult:
         layout = self._layout
         return layout.ntheta + layout.nbeta + int(layout.family.dispersion)
 
-    @property
-    def aic(self) -> float:
-        return self.criterion + 2.0 * self.df_model
-
-    @property
-    def bic(self) -> float:
-        return self.criterion + np.log(self.nobs) * self.df_model
-
     # ---------------------------------------------------------------- convergence
     @property
     def status(self):
@@ -153,13 +146,12 @@ class GlmerResult:
         return bool(np.any(np.isfinite(lower) & (np.abs(self.theta) < SINGULAR_TOL)))
 
     @property
+    def optimizer_message(self) -> str:
+        return STATUS_MESSAGES.get(int(self.status), self.status_name)
+
+    @property
     def messages(self) -> list[str]:
-        out = list(self.design.messages)
-        if not self.converged:
-            out.append(f"optimizer: {STATUS_MESSAGES.get(int(self.status), self.status_name)}")
-        if self.is_singular:
-            out.append("boundary (singular) fit: see help('isSingular')")
-        return out
+        return self._fit_messages()
 
     # ---------------------------------------------------------------- covariance of the estimates
     @cached_property
@@ -257,27 +249,6 @@ class GlmerResult:
             return np.einsum("gki,gkj->gij", inv, inv)
         inv = solve_triangular(dense_factor(F), np.eye(self._layout.q), lower=True)
         return inv.T @ inv
-
-    @cached_property
-    def ranef(self) -> pd.DataFrame:
-        """``as.data.frame(ranef(m, condVar = TRUE))``: group, term, level, condval, condsd."""
-        frames = []
-        for g in dict.fromkeys(t.group for t in self.design.terms):
-            for k, t in enumerate(self.design.terms):
-                if t.group != g:
-                    continue
-                b, v = self._b(k), self._cond_var(k)
-                for s, col in enumerate(t.columns):
-                    frames.append(pd.DataFrame({"group": g, "term": col, "level": t.factor.levels,
-                                                "condval": b[:, s], "condsd": np.sqrt(np.maximum(v[:, s, s], 0))}))
-        return pd.concat(frames, ignore_index=True)
-
-    def ranef_dict(self) -> dict[str, pd.DataFrame]:
-        out = {}
-        for k, t in enumerate(self.design.terms):
-            b = pd.DataFrame(self._b(k), index=t.factor.levels, columns=list(t.columns))
-            out[t.group] = pd.concat([out[t.group], b], axis=1) if t.group in out else b
-        return out
 
     # ---------------------------------------------------------------- fitted, predictions, residuals
     @property

@@ -14,6 +14,7 @@ import pandas as pd
 from .._x64 import float64_methods, float64_scope
 from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status, status_name as _name
 from ..model.naming import theta_names as _theta_names
+from .common import InformationCriteria, RandomEffectsTables
 from .varcorr import varcorr_frame
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -31,7 +32,7 @@ def _from_model(name: str, doc: str) -> property:
 
 
 @float64_methods
-class LmerResult:
+class LmerResult(RandomEffectsTables, InformationCriteria):
     """A fitted linear mixed model (what ``jaxlmm.lmer`` returns).
 
     The attributes mirror lme4: ``fixef``, ``vcov``, ``theta``, ``sigma``,
@@ -123,14 +124,6 @@ class LmerResult:
         return -0.5 * self.criterion
 
     @property
-    def aic(self) -> float:
-        return self.criterion + 2 * self.df_model
-
-    @property
-    def bic(self) -> float:
-        return self.criterion + np.log(self.nobs) * self.df_model
-
-    @property
     def is_singular(self) -> bool:
         lower = self.lower
         return bool(np.any(self.theta[lower == 0] < SINGULAR_TOL))
@@ -175,11 +168,7 @@ class LmerResult:
 
     @property
     def messages(self) -> list[str]:
-        msgs = list(self.design.messages)
-        if not self.converged:
-            msgs.append(f"optimizer: {self.optimizer_message}")
-        if self.is_singular:
-            msgs.append("boundary (singular) fit: see help('isSingular')")
+        msgs = self._fit_messages()
         if self.residual_at_boundary:
             msgs.append(f"boundary (residual variance): sigma = {self.sigma:.3g} is numerically 0 beside the "
                         f"response's spread ({np.std(self.response):.3g}): the model fits the data exactly, so "
@@ -242,43 +231,6 @@ class LmerResult:
     def varcorr(self) -> pd.DataFrame:
         return varcorr_frame(self.lambdas, [t.group for t in self.design.terms],
                              [t.columns for t in self.design.terms], self.sigma)
-
-    @cached_property
-    def ranef(self) -> pd.DataFrame:
-        """``as.data.frame(ranef(m, condVar = TRUE))``: group, term, level, condval, condsd."""
-        frames = []
-        groups = list(dict.fromkeys(t.group for t in self.design.terms))
-        for g in groups:
-            for k, t in enumerate(self.design.terms):
-                if t.group != g:
-                    continue
-                b = self._b(k)
-                v = self._cond_var(k)
-                for s, col in enumerate(t.columns):
-                    frames.append(pd.DataFrame({
-                        "group": g, "term": col, "level": t.factor.levels,
-                        "condval": b[:, s], "condsd": np.sqrt(np.maximum(v[:, s, s], 0.0))}))
-        return pd.concat(frames, ignore_index=True)
-
-    def ranef_dict(self) -> dict[str, pd.DataFrame]:
-        """``ranef(m)``: per grouping factor a levels x columns frame of BLUPs."""
-        out = {}
-        for k, t in enumerate(self.design.terms):
-            b = pd.DataFrame(self._b(k), index=t.factor.levels, columns=list(t.columns))
-            out[t.group] = pd.concat([out[t.group], b], axis=1) if t.group in out else b
-        return out
-
-    @cached_property
-    def coef(self) -> dict[str, pd.DataFrame]:
-        """``coef(m)``: per grouping factor, fixed effects plus that factor's BLUPs."""
-        out = {}
-        fixef = self.fixef
-        for g, re in self.ranef_dict().items():    # each frame at once (column by column warns past ~100)
-            columns = {name: fixef[name] + re[name].to_numpy() if name in re.columns
-                       else np.full(len(re), fixef[name]) for name in self.fixef_names}
-            columns.update({name: re[name].to_numpy() for name in re.columns if name not in columns})
-            out[g] = pd.DataFrame(columns, index=re.index)
-        return out
 
     # ---------------------------------------------------- fitted & residuals
     @property

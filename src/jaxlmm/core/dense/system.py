@@ -250,17 +250,12 @@ def block_derivatives(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarr
     differences of log-determinants, which lose its digits on near-perfect fits.
     The products are dense matrix products (a CPU runs them far faster than the equivalent gathers).
     """
-    q = system.lam_index.shape[0]
     A = system.A
     m = A.shape[0]
-    dtype = A.dtype
-    lam = relative_factor(theta, system.lam_index)
-    idx = jnp.arange(m)
-    last = idx == m - 1
+    last = jnp.arange(m) == m - 1
     a = y_products(system)
     Ay = jnp.where(last[:, None] | last[None, :], 0.0, A).at[:-1, -1].set(a).at[-1, :-1].set(a)
-    A_lam = jnp.concatenate([Ay[:, :q] @ lam, Ay[:, q:]], axis=1)        # A Lambda_e
-    omega = jnp.concatenate([lam.T @ A_lam[:q], A_lam[q:]], axis=0) + jnp.diag((idx < q).astype(dtype))
+    q, idx, dtype, lam, A_lam, omega = _omega(theta, system, Ay)
     L = jnp.linalg.cholesky(jnp.where(last[:, None] | last[None, :], jnp.diag(last.astype(dtype)), omega))
     L_inv = triangular_inverse(L)
     logd = jnp.log(jnp.diagonal(L))
@@ -274,17 +269,35 @@ def block_derivatives(theta: jnp.ndarray, system: DenseSystem, row_of: jnp.ndarr
     logdets = 2.0 * jnp.sum(jnp.where(inside, logd[None], 0.0), axis=1)
     logdets = jnp.concatenate([logdets, jnp.log(p2)[None]]) + units
 
-    G = jnp.concatenate([A_lam[:q], jnp.zeros((1, m), dtype)], axis=0)[row_of]    # (k, q, m)
-    grads = 2.0 * jnp.einsum("icm,smc->si", G, P[:2, :, :q])
+    grads, H = _trace_derivatives(P, A_lam, A, row_of)
     zr_ext = jnp.concatenate([zr[:q], jnp.zeros((1,), dtype)])
-    grads = jnp.concatenate([grads, (-2.0 * jnp.einsum("ic,c->i", zr_ext[row_of], v[:q]) / p2)[None]])
+    grads = jnp.concatenate([grads[:2], (-2.0 * jnp.einsum("ic,c->i", zr_ext[row_of], v[:q]) / p2)[None]])
+    H = H.at[2].add(-H[1])                                                # log PWRSS = log|Omega| - log|Omega_ZX|
+    return logdets, grads, 0.5 * (H + jnp.swapaxes(H, 1, 2))
+
+
+def _omega(theta, system: DenseSystem, A):
+    """``(q, arange(m), dtype, Lambda_e, A Lambda_e, Omega(theta))`` of the products ``A`` (m x m)."""
+    q = system.lam_index.shape[0]
+    idx = jnp.arange(A.shape[0])
+    lam = relative_factor(theta, system.lam_index)
+    A_lam = jnp.concatenate([A[:, :q] @ lam, A[:, q:]], axis=1)          # A Lambda_e
+    omega = jnp.concatenate([lam.T @ A_lam[:q], A_lam[q:]], axis=0) + jnp.diag((idx < q).astype(A.dtype))
+    return q, idx, A.dtype, lam, A_lam, omega
+
+
+def _trace_derivatives(P, A_lam, A, row_of):
+    """``d log|Omega_s| / d theta_i = tr(P_s Omega_i)`` and the second derivatives (``block_derivatives``'
+    docstring) for every block ``s`` of ``P`` (s, m, m)."""
+    q, m = row_of.shape[1], A_lam.shape[1]
+    G = jnp.concatenate([A_lam[:q], jnp.zeros((1, m), A.dtype)], axis=0)[row_of]    # (k, q, m)
+    grads = 2.0 * jnp.einsum("icm,smc->si", G, P[:, :, :q])
     K = jnp.einsum("sac,icb->siab", P[:, :, :q], G)                       # P_s G_i (G_i in the rows of Z)
     K = K.at[:, :, :, :q].add(jnp.einsum("sab,icb->siac", P, G))          # + P_s G_i^T
     A_ext = jnp.pad(A[:q, :q], ((0, 1), (0, 1)))
     pairs = A_ext[row_of[:, None, :, None], row_of[None, :, None, :]]      # (k, k, q, q): (E_i^T A E_j)[b, d]
     H = -jnp.einsum("siab,sjba->sij", K, K) + 2.0 * jnp.einsum("ijbd,sdb->sij", pairs, P[:, :q, :q])
-    H = H.at[2].add(-H[1])                                                # log PWRSS = log|Omega| - log|Omega_ZX|
-    return logdets, grads, 0.5 * (H + jnp.swapaxes(H, 1, 2))
+    return grads, H
 
 
 def without_reference(system: DenseSystem) -> DenseSystem:
@@ -309,14 +322,9 @@ def block_derivatives_plain(theta: jnp.ndarray, system: DenseSystem, row_of: jnp
     ``eps y'Wy / PWRSS`` -- below 1e-13 unless the fit is near-perfect, which ``programs.fit_dense`` detects
     at the optimum (``reference.cancellation``) and then refits with ``block_derivatives``.  Its compiled
     program is about half the size (a model's first fit compiles it: the cold start)."""
-    q = system.lam_index.shape[0]
     A = system.A
     m = A.shape[0]
-    dtype = A.dtype
-    lam = relative_factor(theta, system.lam_index)
-    idx = jnp.arange(m)
-    A_lam = jnp.concatenate([A[:, :q] @ lam, A[:, q:]], axis=1)          # A Lambda_e
-    omega = jnp.concatenate([lam.T @ A_lam[:q], A_lam[q:]], axis=0) + jnp.diag((idx < q).astype(dtype))
+    q, idx, dtype, lam, A_lam, omega = _omega(theta, system, A)
     L = jnp.linalg.cholesky(omega)
     L_inv = triangular_inverse(L)
     logd = jnp.log(jnp.diagonal(L))
@@ -326,13 +334,7 @@ def block_derivatives_plain(theta: jnp.ndarray, system: DenseSystem, row_of: jnp
     units = jnp.stack([jnp.zeros((), dtype), log_x_scale2(system), 2.0 * jnp.log(system.y_scale)])
     logdets = 2.0 * jnp.sum(jnp.where(inside, logd[None], 0.0), axis=1)
     logdets = logdets.at[2].add(-logdets[1]) + units
-    G = jnp.concatenate([A_lam[:q], jnp.zeros((1, m), dtype)], axis=0)[row_of]    # (k, q, m)
-    grads = 2.0 * jnp.einsum("icm,smc->si", G, P[:, :, :q])
-    K = jnp.einsum("sac,icb->siab", P[:, :, :q], G)                       # P_s G_i (G_i in the rows of Z)
-    K = K.at[:, :, :, :q].add(jnp.einsum("sab,icb->siac", P, G))          # + P_s G_i^T
-    A_ext = jnp.pad(A[:q, :q], ((0, 1), (0, 1)))
-    pairs = A_ext[row_of[:, None, :, None], row_of[None, :, None, :]]      # (k, k, q, q): (E_i^T A E_j)[b, d]
-    H = -jnp.einsum("siab,sjba->sij", K, K) + 2.0 * jnp.einsum("ijbd,sdb->sij", pairs, P[:, :q, :q])
+    grads, H = _trace_derivatives(P, A_lam, A, row_of)
     grads = grads.at[2].add(-grads[1])
     H = H.at[2].add(-H[1])                                                # log PWRSS = log|Omega| - log|Omega_ZX|
     return logdets, grads, 0.5 * (H + jnp.swapaxes(H, 1, 2))
