@@ -83,10 +83,17 @@ def _joint_mode_jvp(layout, primals, tangents):
 
 def joint_objective(layout: GlmmLayout, theta, data: GlmmData, v0):
     """``-2 log L`` (Laplace) at the joint mode: a function of theta (module docstring)."""
+    return joint_objective_and_state(layout, theta, data, v0)[0]
+
+
+def joint_objective_and_state(layout: GlmmLayout, theta, data: GlmmData, v0):
+    """``(-2 log L, (v, eta, F))`` as ``objective.objective_and_state``, ``v = (u, beta)`` the joint mode."""
     v = joint_mode(layout, theta, data, v0)
     x = full_parameters(layout, theta, v)
+    u = v[:layout.q]
     _, info, a = gradient(layout, theta, data, v)
-    return 2.0 * penalized(layout, x, data, v[:layout.q]) + logdet(layout, factor(layout, info, a, data))
+    F = factor(layout, info, a, data)
+    return 2.0 * penalized(layout, x, data, u) + logdet(layout, F), (v, linear_predictor(layout, x, data, u), F)
 
 
 def beta_covariance(layout: GlmmLayout, theta, data: GlmmData, v):

@@ -130,7 +130,7 @@ def logdet(layout: GlmmLayout, F: Factor):
                   + jnp.sum(jnp.log(jnp.diagonal(F.L2))))
 
 
-def dense_factor(F) -> "np.ndarray":
+def dense_factor(F):
     """The factor as one lower-triangular (q, q) NumPy matrix (host side: conditional covariances)."""
     import numpy as np
     from scipy.linalg import block_diag

@@ -30,18 +30,25 @@ import numpy as np
 
 from .families import log_density
 from .layout import GlmmData, GlmmLayout, by_level, slot_coefficients, split, sum_by_level
-from .mode import factor, gradient_and_weights, logdet, mode, penalized
+from .mode import factor, gradient_and_weights, linear_predictor, logdet, mode, penalized
 
 
 def objective(layout: GlmmLayout, x, data: GlmmData, u0=None):
     """``-2 log L`` at ``x`` (module docstring): Laplace, or AGQ when ``layout.nagq > 1``."""
+    return objective_and_state(layout, x, data, u0)[0]
+
+
+def objective_and_state(layout: GlmmLayout, x, data: GlmmData, u0=None):
+    """``(-2 log L, (u, eta, F))``: the objective with the conditional mode, the linear predictor and the
+    factor of ``H`` it was computed from (what a fit reports at its optimum)."""
     u0 = jnp.zeros(layout.q, x.dtype) if u0 is None else u0
     u = mode(layout, x, data, u0)
     _, info, a = gradient_and_weights(layout, x, data, u)
     F = factor(layout, info, a, data)
+    state = (u, linear_predictor(layout, x, data, u), F)
     if layout.nagq <= 1:
-        return 2.0 * penalized(layout, x, data, u) + logdet(layout, F)
-    return _agq(layout, x, data, u, F.L)
+        return 2.0 * penalized(layout, x, data, u) + logdet(layout, F), state
+    return _agq(layout, x, data, u, F.L), state
 
 
 def gauss_hermite_grid(nagq: int, s: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,42 +18,33 @@ keeps them (its run time is many lanes').
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 
 from ..pls.programs import CPU_COMPILER_OPTIONS
 from .layout import GlmmData, GlmmLayout
-from .mode import factor, gradient_and_weights, linear_predictor, mode
-from .joint import beta_covariance, full_parameters, joint_mode, joint_objective
-from .objective import objective
+from .joint import beta_covariance, joint_objective, joint_objective_and_state
+from .objective import objective, objective_and_state
 
 LANES = GlmmData(X=None, y=0, w=0, offset=None, idx=None, z=None)   # vmap axes: per-lane responses
 FAST_COMPILE = {**CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 
 
 def _evaluate_one(layout: GlmmLayout, x, data: GlmmData, u0):
-    f = (lambda v: joint_objective(layout, v, data, u0)) if layout.nagq == 0 else (lambda v: objective(layout, v, data, u0))
-    value_and_grad = jax.value_and_grad(f)
+    state_fn = joint_objective_and_state if layout.nagq == 0 else objective_and_state
+    value_and_grad = jax.value_and_grad(lambda v: state_fn(layout, v, data, u0), has_aux=True)
 
-    def tangent(v):
-        (fx, gx), (_, hv) = jax.jvp(value_and_grad, (x,), (v,))
-        return fx, gx, hv
+    def tangent(t):
+        ((fx, state), gx), (_, hv) = jax.jvp(value_and_grad, (x,), (t,))
+        return fx, state, gx, hv
 
-    fx, gx, H = jax.vmap(tangent, out_axes=(None, None, 0))(jnp.eye(x.shape[0], dtype=x.dtype))
+    # the mode, the linear predictor and the factor come with the objective's own evaluation (no second solve)
+    fx, (v, eta, F), gx, H = jax.vmap(tangent, out_axes=(None, None, None, 0))(jnp.eye(x.shape[0], dtype=x.dtype))
     if layout.nagq == 0:
-        v = joint_mode(layout, x, data, u0)
-        full = full_parameters(layout, x, v)
         beta_cov = beta_covariance(layout, x, data, v)
     else:
-        v = mode(layout, x, data, u0)
-        full = x
         beta_cov = jnp.zeros((layout.nbeta, layout.nbeta), x.dtype)
-    u = v[:layout.q]
-    _, info, a = gradient_and_weights(layout, full, data, u)
-    return (fx, gx, 0.5 * (H + H.T), v, linear_predictor(layout, full, data, u), factor(layout, info, a, data),
-            beta_cov)
+    return fx, gx, 0.5 * (H + H.T), v, eta, F, beta_cov
 
 
 def _value_one(layout: GlmmLayout, x, data: GlmmData, u0):
