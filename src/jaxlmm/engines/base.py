@@ -10,8 +10,8 @@ Everything downstream asks the engine, never the design or the result's attribut
 - a fit: ``fit(model, start) -> (output, optimizer name)`` -- the optimum by one of the two drivers
   of the one Newton kernel (``core/optim/kernel.py``) or a first-order optimizer, with the
   estimates (beta, BLUPs, conditional variances, sigma) at it -- and ``result_type``, the class
-  of the result that wraps the output;
-- many responses: ``fit_many(model, names, Y, **options)``;
+  of the result that wraps the output (``result_path``);
+- many responses: ``fit_many(model, names, Y, **options)`` (``batch_path``: the engine's batch driver);
 - inference: ``satterthwaite_parts(fit)`` and ``kenward_roger_parts(fit)`` (what lmerTest's and
   pbkrtest's formulas need, ``inference/ddf.py``), ``default_ddf``, ``bootstrap(fit, Y, chunk_size)``
   (the engine's replicate path, or None for the generic batch refit) and ``supports_bootstrap_func``;
@@ -79,16 +79,18 @@ class Engine:
     def fit(self, model, start):
         raise NotImplementedError
 
+    # where an engine's result class and batch driver live ("module:name" under jaxlmm), imported on first use
+    result_path = "results.lmer_result:LmerResult"
+    batch_path = "many.engine:fit_design_batch"
+
     @property
     def result_type(self):
-        from ..results.lmer_result import LmerResult
-
-        return LmerResult
+        """The class of the result that wraps ``fit``'s output (``result_path``)."""
+        return _load(self.result_path)
 
     def fit_many(self, model, names, Y, **options):
-        from ..many.engine import fit_design_batch
-
-        return fit_design_batch(model, names, Y, **options)
+        """Many responses (``batch_path``: the engine's batch driver)."""
+        return _load(self.batch_path)(model, names, Y, **options)
 
     # -------------------------------------------------------------- inference
     def satterthwaite_parts(self, fit):
@@ -104,3 +106,11 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<jaxlmm engine {self.name!r}>"
+
+
+def _load(path: str):
+    """The object ``name`` of the jaxlmm module ``module`` for ``"module:name"``."""
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(f"jaxlmm.{module}"), name)

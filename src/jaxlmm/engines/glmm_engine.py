@@ -32,6 +32,8 @@ class GlmmEngine(Engine):
     """Generalized linear mixed models (module docstring)."""
 
     name = "glmm"
+    result_path = "results.glmer_result:GlmerResult"
+    batch_path = "many.glmm:fit_glmm_batch"
     default_ddf = "asymptotic"
     supports_bootstrap_func = False
 
@@ -84,17 +86,6 @@ class GlmmEngine(Engine):
         with small_blas():
             return fit_lanes(model, self.data(model), self.start(model, start)[None], self.reflections(model)), \
                 "newton"
-
-    @property
-    def result_type(self):
-        from ..results.glmer_result import GlmerResult
-
-        return GlmerResult
-
-    def fit_many(self, model, names, Y, **options):
-        from ..many.glmm import fit_glmm_batch
-
-        return fit_glmm_batch(model, names, Y, **options)
 
     def satterthwaite_parts(self, fit):
         raise NotImplementedError("generalized models have asymptotic (z) tests, no denominator degrees of freedom")

@@ -17,6 +17,7 @@ from .base import Engine
 
 class MarginalEngine(Engine):
     name = "marginal"
+    result_path = "results.structured_result:StructuredResult"
     default_ddf = "satterthwaite"
     supports_bootstrap_func = False
 
@@ -52,12 +53,6 @@ class MarginalEngine(Engine):
         from .marginal_fit import fit_marginal_model
 
         return fit_marginal_model(model, start), "newton"
-
-    @property
-    def result_type(self):
-        from ..results.structured_result import StructuredResult
-
-        return StructuredResult
 
     def fit_many(self, model, names, Y, *, start=None, **options):
         from ..many.structured import fit_structured_batch

@@ -100,7 +100,9 @@ def convergence(batch, **kwargs):
     a histogram of ``log10`` of the largest absolute gradient element at the
     estimate.
     """
-    if kwargs.pop("paths", False) or not hasattr(batch, "diagnostics"):
+    from ..results.trait_tables import TraitTables
+
+    if kwargs.pop("paths", False) or not isinstance(batch, TraitTables):   # a single fit: its optimizer paths
         from .trace_plots import optimizer_paths
 
         return optimizer_paths(batch, **kwargs)

@@ -41,7 +41,10 @@ def bootstrap(boot_frame, estimates=None, level: float = 0.95, bins: int = 30, m
     cols = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
     if not cols:
         raise ValueError("boot_frame has no numeric columns")
-    if estimates is not None and hasattr(estimates, "varcorr") and hasattr(estimates, "fixef"):
+    from ..results.glmer_result import GlmerResult
+    from ..results.lmer_result import LmerResult
+
+    if isinstance(estimates, (LmerResult, GlmerResult)):
         estimates = parameter_estimates(estimates)
     est = dict(estimates) if estimates is not None else {}
     alpha = (1 - level) / 2

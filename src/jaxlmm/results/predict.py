@@ -177,7 +177,7 @@ def _positions(fit, k: int, newdata: pd.DataFrame, codes: np.ndarray, cols: list
     S = len(t.columns)
     b = fit._b(k)
     need = (where < 0) & (codes >= 0)          # new positions of known levels
-    if need.any() and not hasattr(fit, "_krige"):
+    if need.any() and fit.kind != "structured":      # only a structured fit has a covariance to krige with
         first = pts[np.flatnonzero(need)[0]]
         raise DataError(f"newdata has a position the fit did not see, pos({', '.join(f'{v:g}' for v in first)}), "
                         f"of the unstructured term {t.term}: its covariance is over the fitted positions only. "
