@@ -15,11 +15,12 @@ import numpy as np
 
 
 class MarginalOutput(NamedTuple):
-    optim: object       # core.optimize.OptimResult, theta = all parameters (terms, then the residual's)
-    solution: object    # core.estimates.Solution
+    optim: object       # core.optim.newton.OptimResult, theta = all parameters (terms, then the residual's)
+    solution: object    # core.pls.solution_types.Solution
     fitted: np.ndarray
-    estimates: object   # core.marginal_fit.MarginalEstimates
+    estimates: object   # core.marginal.fit.MarginalEstimates
     phi_cov: np.ndarray  # 2 H^-1 on the free parameters
+    trace: object = None  # no optimizer trace (the marginal engine takes no trace=)
 
 
 def fit_marginal_model(model, start=None) -> MarginalOutput:

@@ -61,7 +61,7 @@ def _square_root(C: np.ndarray) -> np.ndarray:
 
 def _residual_sd(fit) -> np.ndarray:
     """The residual SD of every row (per ``dispformula`` level for a structured fit)."""
-    codes = getattr(fit.design, "resid_codes", None)
+    codes = fit.design.resid_codes
     sd = np.asarray(fit.residual_sd, float)
     if codes is None or len(sd) == 1:
         return np.full(fit.design.nobs, float(sd[0]))

@@ -156,7 +156,7 @@ class LmerResult(RandomEffectsTables, InformationCriteria):
         largest projected-gradient component, the step and theta (``results.optimizer_trace``)."""
         from .optimizer_trace import NOT_TRACED, trace_frame
 
-        trace = getattr(self._out, "trace", None)
+        trace = self._out.trace
         if trace is None:
             raise ValueError(NOT_TRACED)
         return trace_frame(trace, self.model.theta_names, self.optimizer)
