@@ -3,7 +3,8 @@
 Sub-packages by role, each importing only from those above it (``tests/test_layers.py``):
 
 - ``status``, ``carry``, ``linalg`` (factorizations, small matrices, BLAS threads), ``compile``
-  (ahead-of-time programs, cache safety, per-device placement): the foundations;
+  (ahead-of-time programs, cache safety, per-device placement), ``likelihood`` (the REML/ML criterion
+  in each parametrization, Satterthwaite's and Kenward-Roger's formulas): the foundations;
 - ``optim``: the one projected Newton kernel (``optim.kernel``) and its two drivers (in-jit
   ``optim.newton``, host ``optim.host``), first-order optimizers, lanes (chunk-and-pad), theta units;
 - ``params``: the random-effects structure and the layout of theta, covariance functions, profile

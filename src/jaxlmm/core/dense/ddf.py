@@ -20,9 +20,11 @@ in what is returned, so ``jaxlmm.inference`` slices the real parameters out.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from ..likelihood.criteria import beta_covariance, explicit_criterion
+from ..likelihood.ddf_parts import (adjusted_covariance, information_inverse, satterthwaite_parts,
+                                   unit_outside)
 from .system import DenseSystem, factor
 from .programs import compiler_options, jit_variants
 
@@ -30,11 +32,8 @@ from .programs import compiler_options, jit_variants
 def deviance_varpar(varpar, system: DenseSystem, reml):
     """lmerTest's ``devfun_vp`` at ``(theta, sigma)``, beta profiled (``reml`` may be traced)."""
     theta, sigma = varpar[:-1], varpar[-1]
-    s2 = sigma ** 2
     _, parts = factor(theta, system)
-    log2pis2 = jnp.log(2.0 * jnp.pi * s2)
-    dev = parts.ldL2 + parts.pwrss / s2 + parts.n_obs * log2pis2
-    return dev + jnp.where(jnp.asarray(reml, bool), parts.ldRX2 - system.p * log2pis2, 0.0)
+    return explicit_criterion(parts.ldL2, parts.ldRX2, parts.pwrss, parts.n_obs, system.p, sigma ** 2, reml)
 
 
 def vcov_beta_varpar(varpar, system: DenseSystem):
@@ -44,21 +43,13 @@ def vcov_beta_varpar(varpar, system: DenseSystem):
     q = system.lam_index.shape[0]
     L, _ = factor(varpar[:-1], system)
     RX_inv = triangular_inverse(L[q:-1, q:-1]) / system.x_scale[None, :]     # back to X's units
-    return varpar[-1] ** 2 * RX_inv.T @ RX_inv
-
-
-def _unit_on(mask, H):
-    """``H`` with the rows and columns outside ``mask`` replaced by the identity's."""
-    keep = mask[:, None] & mask[None, :]
-    return jnp.where(keep, H, jnp.eye(H.shape[0], dtype=H.dtype))
+    return beta_covariance(varpar[-1] ** 2, RX_inv)
 
 
 def _satterthwaite(system: DenseSystem, varpar, active, reml):
-    H = jax.hessian(deviance_varpar)(varpar, system, reml)
-    H = _unit_on(active, 0.5 * (H + H.T))
-    A = 2.0 * jnp.linalg.inv(H)
-    J = jax.jacfwd(vcov_beta_varpar)(varpar, system)
-    return A, jnp.moveaxis(J, -1, 0), vcov_beta_varpar(varpar, system)
+    A, J, V, _ = satterthwaite_parts(lambda vp: deviance_varpar(vp, system, reml),
+                                     lambda vp: vcov_beta_varpar(vp, system), varpar, active)
+    return A, J, V
 
 
 def marginal_parts(gamma, system: DenseSystem, cov_index, fixed_mask):
@@ -73,7 +64,7 @@ def marginal_parts(gamma, system: DenseSystem, cov_index, fixed_mask):
     M = (XtWX - Bzx.T @ jnp.linalg.solve(K, C @ Bzx)) / s2
     D = system.x_scale
     M = D[:, None] * M * D[None, :]            # A holds X / x_scale: back to X's units
-    M = _unit_on(fixed_mask, 0.5 * (M + M.T))
+    M = unit_outside(jnp, 0.5 * (M + M.T), fixed_mask)
     return system.n_obs * jnp.log(s2) - system.sum_log_w + logdet, M
 
 
@@ -136,26 +127,16 @@ def marginal_derivatives(gamma, system: DenseSystem, cov_index, fixed_mask):
 def _kenward_roger(system: DenseSystem, gamma, cov_index, active, fixed_mask):
     """pbkrtest's ingredients from the first and second derivatives ``P_r``, ``Q_rs`` of M.
 
-    With ``Phi = M^{-1}``: ``d^2 Phi / dgamma_r dgamma_s = Phi (P_r Phi P_s + P_s Phi P_r - Q_rs) Phi``
-    and ``d^2 log|M| = tr(Phi Q_rs) - tr(Phi P_r Phi P_s)``; ``M``, ``P``, ``Q`` and the Hessian of
-    ``log|V|`` come in closed form from ``marginal_derivatives``.
+    ``d^2 log|M| = tr(Phi Q_rs) - tr(Phi P_r Phi P_s)`` (``Phi = M^{-1}``); ``M``, ``P``, ``Q`` and the
+    Hessian of ``log|V|`` come in closed form from ``marginal_derivatives``, the rest from
+    ``likelihood.ddf_parts`` (V is linear in gamma: the second-order term is ``Q / 2``).
     """
     M, P, Q, d2_log_v, _ = marginal_derivatives(gamma, system, cov_index, fixed_mask)
     Phi = jnp.linalg.inv(M)
     PPhi = jnp.einsum("rab,bc->rac", P, Phi)                               # P_r Phi
     hess_log_m = jnp.einsum("ab,rsba->rs", Phi, Q) - jnp.einsum("rab,sba->rs", PPhi, PPhi)
-    IE2 = -(d2_log_v + hess_log_m)
-    IE2 = _unit_on(active, 0.5 * (IE2 + IE2.T))
-    ok = jnp.all(jnp.isfinite(IE2))
-    IE2_safe = jnp.where(ok, IE2, jnp.eye(IE2.shape[0], dtype=IE2.dtype))
-    cond = jnp.min(jnp.abs(jnp.linalg.eigvalsh(IE2_safe)))
-    W = jnp.where(cond > 1e-10, 2.0 * jnp.linalg.inv(IE2_safe), 2.0 * jnp.linalg.pinv(IE2_safe))
-    W = jnp.where(ok & active[:, None] & active[None, :], W, jnp.where(ok, 0.0, jnp.nan))
-    inner = jnp.einsum("rab,sbc->rsac", PPhi, P) - Q                      # P_r Phi P_s - Q_rs
-    inner = inner + jnp.swapaxes(jnp.einsum("rab,sbc->rsac", PPhi, P), 0, 1)  # + P_s Phi P_r
-    d2Phi_w = jnp.einsum("rs,rsac->ac", W, inner)
-    PhiA = Phi - Phi @ d2Phi_w @ Phi
-    return Phi, 0.5 * (PhiA + PhiA.T), P, W
+    W = information_inverse(jnp, -(d2_log_v + hess_log_m), active)
+    return Phi, adjusted_covariance(jnp, Phi, P, W, 0.5 * Q), P, W
 
 
 _SATTERTHWAITE = jit_variants(_satterthwaite)

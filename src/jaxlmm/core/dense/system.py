@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from jax.scipy.linalg import solve_triangular
 
+from ..likelihood.criteria import beta_covariance
 from ..pls.criterion import DevianceParts, criterion_from_parts
 
 
@@ -205,7 +206,7 @@ def dense_solve(theta: jnp.ndarray, system: DenseSystem, reml=True) -> DenseSolu
     u = x[:q] * system.y_scale
     beta = system.beta_shift + system.y_scale * x[q:-1] / system.x_scale
     RX_inv = LX_inv / system.x_scale[None, :]                   # R_X^{-1} in X's own units: L_X'^{-1} D^{-1}
-    return DenseSolution(crit, beta, jnp.sqrt(sigma2), sigma2 * RX_inv.T @ RX_inv,
+    return DenseSolution(crit, beta, jnp.sqrt(sigma2), beta_covariance(sigma2, RX_inv),
                          u, lam @ u, sigma2 * half @ half.T, parts)
 
 

@@ -34,10 +34,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy import linalg
 
+from ..likelihood.criteria import marginal_criterion
 from ..params.covfuns import CovarianceFunction
 from .residual import ResidualVariance
 
-LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,7 +187,7 @@ def factor(V: np.ndarray, X: np.ndarray, y: np.ndarray, reml: bool) -> Factored 
     ld_Q = 2.0 * float(np.sum(np.log(np.diagonal(cQ[0]))))
     n, p = X.shape
     quad = float(y @ Py)
-    value = (n - p) * LOG_2PI + ld_V + ld_Q + quad if reml else n * LOG_2PI + ld_V + quad
+    value = marginal_criterion(ld_V, ld_Q, quad, n, p, reml)
     if not np.isfinite(value):
         return None
     return Factored(value, Vi, P, Py, beta, Qi, ld_V, ld_Q)

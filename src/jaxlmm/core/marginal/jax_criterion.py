@@ -13,7 +13,8 @@ import numpy as np
 
 import jax.numpy as jnp
 
-from .criterion import LOG_2PI, MarginalModel
+from ..likelihood import criteria
+from .criterion import MarginalModel
 
 
 def marginal_criterion(model: MarginalModel, y: np.ndarray, rows: np.ndarray, reml: bool):
@@ -39,8 +40,6 @@ def marginal_criterion(model: MarginalModel, y: np.ndarray, rows: np.ndarray, re
         quad = yv @ Viy - (Z.T @ yv) @ beta
         ld_V = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
         ld_Q = 2.0 * jnp.sum(jnp.log(jnp.diagonal(LQ)))
-        if reml:
-            return (n - p) * LOG_2PI + ld_V + ld_Q + quad
-        return n * LOG_2PI + ld_V + quad
+        return criteria.marginal_criterion(ld_V, ld_Q, quad, n, p, reml)
 
     return criterion

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..likelihood.ddf_parts import adjusted_covariance, information_inverse
 from .criterion import MarginalModel, covariance
 
 
@@ -51,20 +52,14 @@ def kenward_roger(model: MarginalModel, phi: np.ndarray, y: np.ndarray, rows: np
     P = np.stack([-ViX.T @ Vj @ ViX for Vj in first])
     PV = [Pm @ Vj for Vj in first]
     IE2 = np.array([[float(np.einsum("ab,ba->", PV[i], PV[j])) for j in range(k)] for i in range(k)])
-    IE2 = 0.5 * (IE2 + IE2.T)
-    eig = np.linalg.eigvalsh(IE2)
-    W = 2.0 * (np.linalg.inv(IE2) if np.min(np.abs(eig)) > 1e-10 * max(np.max(np.abs(eig)), 1e-300)
-               else np.linalg.pinv(IE2))
-    inner = np.zeros_like(Phi)
+    W = information_inverse(np, IE2)
+    S = np.zeros((k, k) + Phi.shape)                 # Q_ij - R_ij / 4 (module docstring)
     for i in range(k):
         for j in range(k):
             if W[i, j] == 0.0:
                 continue
-            Q = ViX.T @ first[i] @ ViViX[j]
-            term = Q - P[i] @ Phi @ P[j]
+            S[i, j] = ViX.T @ first[i] @ ViViX[j]
             key = (min(i, j), max(i, j))
             if key in second:
-                term = term - 0.25 * (ViX.T @ second[key] @ ViX)
-            inner += W[i, j] * term
-    PhiA = Phi + 2.0 * Phi @ inner @ Phi
-    return Phi, 0.5 * (PhiA + PhiA.T), P, W
+                S[i, j] -= 0.25 * (ViX.T @ second[key] @ ViX)
+    return Phi, adjusted_covariance(np, Phi, P, W, S), P, W

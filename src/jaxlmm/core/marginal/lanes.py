@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-LOG_2PI = float(np.log(2.0 * np.pi))
+from ..likelihood.criteria import marginal_criterion
+
 
 
 def lane_covariance(model, phis: np.ndarray, rows, layout, terms):
@@ -95,7 +96,7 @@ def evaluate_lanes(model, phis, Y, rows, reml: bool, layout, terms, extras: bool
     ld_V = 2.0 * np.sum(np.log(np.diagonal(L, axis1=-2, axis2=-1)), axis=(1, 2))
     ld_Q = 2.0 * np.sum(np.log(np.diagonal(LQ, axis1=-2, axis2=-1)), axis=1)
     quad = np.sum(Yb * Py, axis=(1, 2))
-    value = (n - p) * LOG_2PI + ld_V + ld_Q + quad if reml else n * LOG_2PI + ld_V + quad
+    value = marginal_criterion(ld_V, ld_Q, quad, n, p, reml)
 
     ViA = [_times(Vi, D) for D in first]
     AZ = [_apply_to_columns(D, Z) for D in first]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..likelihood.criteria import beta_covariance
 from ..linalg import factor as linalg, smallmat
 from .schur import factor as schur
 from . import sparse
@@ -70,7 +71,7 @@ def solve(theta: jnp.ndarray, cp: CrossProducts, reml: bool = True, transforms: 
     x_dense = jnp.concatenate([G[:, p] - G[:, :p] @ beta_s, beta_s])
     sigma2 = parts.pwrss / (parts.n_obs - p if reml else parts.n_obs)
     LX_inv = linalg.inverse_lower(LX)
-    vcov_beta = sigma2 * LX_inv.T @ LX_inv
+    vcov_beta = beta_covariance(sigma2, LX_inv)
     u = dict(unflatten_dense(x_dense[:qd], cp))
 
     # the block term: W_j x = G_j C_j (Lambda~ x), G_j = L_j^{-1} lambda_b^T

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from jax import lax
 
+from ..likelihood.ddf_parts import adjusted_covariance, information_inverse, satterthwaite_parts
 from .data import CrossProducts
 from .varpar import deviance_varpar, gamma_from_theta, marginal_parts, vcov_beta_varpar
 
@@ -43,11 +44,7 @@ def hessian_sequential(f, x):
 def satterthwaite_program(cp: CrossProducts, theta, sigma, reml: bool = True):
     """(A, J, V, H): vcov of (theta, sigma), d Cov(beta)/d varpar (m, p, p), Cov(beta), Hessian."""
     vp = jnp.concatenate([theta, jnp.reshape(sigma, (1,))])
-    H = jax.hessian(deviance_varpar)(vp, cp, reml)
-    H = 0.5 * (H + H.T)
-    A = 2.0 * jnp.linalg.inv(H)
-    J = jax.jacfwd(vcov_beta_varpar)(vp, cp)
-    return A, jnp.moveaxis(J, -1, 0), vcov_beta_varpar(vp, cp), H
+    return satterthwaite_parts(lambda v: deviance_varpar(v, cp, reml), lambda v: vcov_beta_varpar(v, cp), vp)
 
 
 @jax.jit
@@ -62,20 +59,12 @@ def kenward_roger_program(cp: CrossProducts, theta, sigma):
         log_det_v, M = marginal_parts(g, cp)
         return log_det_v + jnp.linalg.slogdet(M)[1]
 
-    def Phi_of(g):
-        return jnp.linalg.inv(M_of(g))
-
     IE2 = -hessian_sequential(ell, gamma)
     IE2 = 0.5 * (IE2 + IE2.T)
-    ok = jnp.all(jnp.isfinite(IE2))
-    IE2 = jnp.where(ok, IE2, jnp.nan * jnp.eye(IE2.shape[0]))  # NaN result, never a hanging eigensolver
-    IE2_safe = jnp.where(ok, IE2, jnp.eye(IE2.shape[0]))
-    Phi = Phi_of(gamma)
+    IE2 = jnp.where(jnp.all(jnp.isfinite(IE2)), IE2, jnp.nan)
+    M = M_of(gamma)
+    Phi = jnp.linalg.inv(M)
     P = jnp.moveaxis(jacobian_sequential(M_of, gamma), -1, 0)             # (g, p, p)
-    d2Phi = hessian_sequential(Phi_of, gamma)                             # (p, p, g, g)
-    eig = jnp.linalg.eigvalsh(IE2_safe)
-    cond = jnp.min(jnp.abs(eig))
-    W = jnp.where(cond > 1e-10, 2.0 * jnp.linalg.inv(IE2_safe), 2.0 * jnp.linalg.pinv(IE2_safe))
-    W = jnp.where(ok, W, jnp.nan)
-    PhiA = Phi - jnp.einsum("rs,pqrs->pq", W, d2Phi)
-    return Phi, 0.5 * (PhiA + PhiA.T), P, W, IE2
+    Q = jnp.moveaxis(hessian_sequential(M_of, gamma), (-2, -1), (0, 1))   # (g, g, p, p)
+    W = information_inverse(jnp, IE2)
+    return Phi, adjusted_covariance(jnp, Phi, P, W, 0.5 * Q), P, W, IE2

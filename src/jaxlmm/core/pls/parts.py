@@ -1,9 +1,8 @@
 """What one factorization of the penalized system yields, and the criterion built from it.
 
 Both factorizations of the blocked path (``pls/cross_dense.py``, ``pls/cross_sparse.py``)
-return a ``Factor`` and ``DevianceParts``; ``criterion_from_parts`` is the one
-place the REML criterion and the ML deviance are written (``pls/criterion.py``
-states them).
+return a ``Factor`` and ``DevianceParts``; ``criterion_from_parts`` reads the REML
+criterion or the ML deviance off them (``likelihood/criteria.py`` writes it).
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+
+from ..likelihood.criteria import profiled_criterion
 
 
 class Factor(NamedTuple):
@@ -32,9 +33,5 @@ class DevianceParts(NamedTuple):
 
 
 def criterion_from_parts(parts: DevianceParts, p: int, reml: bool) -> jnp.ndarray:
-    """REML criterion or ML deviance from its parts (sigma^2 profiled out)."""
-    n = parts.n_obs
-    if reml:
-        nmp = n - p
-        return parts.ldL2 + parts.ldRX2 + nmp * (1.0 + jnp.log(2.0 * jnp.pi * parts.pwrss / nmp)) - parts.sum_log_w
-    return parts.ldL2 + n * (1.0 + jnp.log(2.0 * jnp.pi * parts.pwrss / n)) - parts.sum_log_w
+    """REML criterion or ML deviance from its parts (sigma^2 profiled out; ``likelihood.criteria``)."""
+    return profiled_criterion(parts.ldL2, parts.ldRX2, parts.pwrss, parts.n_obs, p, reml, parts.sum_log_w)

@@ -31,6 +31,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from ..likelihood.criteria import explicit_criterion
 from ..linalg import factor as linalg
 from .data import CrossProducts
 from .criterion import criterion_from_parts, parts
@@ -103,8 +104,7 @@ def lane_deviance(z: jnp.ndarray, j, c, fixed, cp: CrossProducts) -> jnp.ndarray
     shift = jnp.where(fixed, c - cp.beta_shift[jnp.maximum(j, 0)], 0.0)
     held = held_cross_products(cp, jnp.where(fixed, j, -1), shift)
     pt = parts(theta, held)
-    sigma2 = sigma ** 2
-    at_sigma = pt.ldL2 + pt.pwrss / sigma2 + pt.n_obs * jnp.log(2.0 * jnp.pi * sigma2)
+    at_sigma = explicit_criterion(pt.ldL2, pt.ldRX2, pt.pwrss, pt.n_obs, cp.p, sigma ** 2, False)
     return jnp.where(fixed, criterion_from_parts(pt, cp.p, False), at_sigma)
 
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from ..likelihood.criteria import beta_covariance
 from ..linalg import factor as linalg, smallmat
 from .data import CrossProducts
 from .parts import DevianceParts, criterion_from_parts
@@ -64,7 +65,7 @@ def fixed_part(theta, cp: CrossProducts, reml: bool, deviance_parts):
     sigma2 = parts.pwrss / nmp
     LX = L22[qd:qd + p, qd:qd + p]
     LX_inv = linalg.inverse_lower(LX)
-    vcov_beta = sigma2 * LX_inv.T @ LX_inv
+    vcov_beta = beta_covariance(sigma2, LX_inv)
     return crit, parts, fac, x_dense, sigma2, vcov_beta
 
 

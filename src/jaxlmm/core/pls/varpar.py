@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..likelihood.criteria import beta_covariance, explicit_criterion
 from ..linalg import smallmat
 from . import sparse
 from .data import CrossProducts
@@ -40,13 +41,8 @@ from ..params.structure import theta_positions
 def deviance_varpar(varpar: jnp.ndarray, cp: CrossProducts, reml: bool = True) -> jnp.ndarray:
     """lmerTest's ``devfun_vp``: -2 log-likelihood at (theta, sigma), beta profiled."""
     theta, sigma = varpar[:-1], varpar[-1]
-    sigma2 = sigma ** 2
     pt = parts(theta, cp)
-    n, p = pt.n_obs, cp.p
-    dev = pt.ldL2 + pt.pwrss / sigma2 + n * jnp.log(2.0 * jnp.pi * sigma2)
-    if reml:
-        dev = dev + pt.ldRX2 - p * jnp.log(2.0 * jnp.pi * sigma2)
-    return dev
+    return explicit_criterion(pt.ldL2, pt.ldRX2, pt.pwrss, pt.n_obs, cp.p, sigma ** 2, reml)
 
 
 def vcov_beta_varpar(varpar: jnp.ndarray, cp: CrossProducts) -> jnp.ndarray:
@@ -58,7 +54,7 @@ def vcov_beta_varpar(varpar: jnp.ndarray, cp: CrossProducts) -> jnp.ndarray:
     qd, p = cp.structure.q_dense, cp.p
     LX = fac.L22[qd:qd + p, qd:qd + p]
     LX_inv = linalg.inverse_lower(LX)
-    return sigma ** 2 * LX_inv.T @ LX_inv
+    return beta_covariance(sigma ** 2, LX_inv)
 
 
 # --------------------------------------------------------------------- gamma

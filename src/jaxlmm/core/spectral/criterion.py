@@ -39,6 +39,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ..likelihood.criteria import beta_covariance, profiled_criterion
 from ..linalg import factor as linalg
 from ..params.heritability import heritability, heritability_se
 from ..optim.newton import NewtonOptions, OptimResult, minimize_newton, value_grad_hessian
@@ -89,10 +90,7 @@ def _parts(theta, d, tr: SpectralTrait):
 def criterion(theta, d, tr: SpectralTrait, reml: bool = True):
     """lme4's profiled REML criterion (or ML deviance) of one trait at ``theta = [lambda]``."""
     logdet, logdet_rx, pwrss, L = _parts(theta, d, tr)
-    p = L.shape[0] - 1
-    nmp = tr.n_obs - p if reml else tr.n_obs
-    crit = logdet + nmp * (1.0 + jnp.log(2.0 * jnp.pi * pwrss / nmp))
-    return crit + logdet_rx if reml else crit
+    return profiled_criterion(logdet, logdet_rx, pwrss, tr.n_obs, L.shape[0] - 1, reml)
 
 
 def estimates(theta, d, tr: SpectralTrait, reml: bool = True) -> Estimates:
@@ -100,12 +98,12 @@ def estimates(theta, d, tr: SpectralTrait, reml: bool = True) -> Estimates:
     logdet, logdet_rx, pwrss, L = _parts(theta, d, tr)
     p = L.shape[0] - 1
     nmp = tr.n_obs - p if reml else tr.n_obs
-    crit = logdet + nmp * (1.0 + jnp.log(2.0 * jnp.pi * pwrss / nmp)) + (logdet_rx if reml else 0.0)
+    crit = profiled_criterion(logdet, logdet_rx, pwrss, tr.n_obs, p, reml)
     LX = L[:p, :p]
     beta = linalg.solve_upper_t(LX, L[p, :p][:, None])[:, 0] + tr.beta_shift
     sigma2 = pwrss / nmp
     LX_inv = linalg.inverse_lower(LX)
-    return Estimates(crit, beta, jnp.sqrt(sigma2), sigma2 * LX_inv.T @ LX_inv, tr.n_obs)
+    return Estimates(crit, beta, jnp.sqrt(sigma2), beta_covariance(sigma2, LX_inv), tr.n_obs)
 
 
 def rotate(U, d, X, y, w, missing_index, missing_valid) -> SpectralTrait:

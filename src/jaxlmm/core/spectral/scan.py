@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..likelihood.criteria import profiled_criterion
 from .scan_data import MarkerMoments, impute, marker_moments, observed_relmat, trait_pieces
 from ..status import CONVERGED as SNP_OK
 from ..status import LAMBDA_AT_LOWER_BOUND, LAMBDA_AT_UPPER_BOUND
@@ -179,21 +180,13 @@ def _series(t, trait: TraitSeries, coef, k: int, order: int):
     return out
 
 
-def _constants(n, df, reml: bool):
-    m = df if reml else n
-    return 0.5 * m * (jnp.log(m) - jnp.log(2.0 * jnp.pi) - 1.0)
-
-
 def _loglik_from_gram(M, logdet_h, n_obs, k: int, reml: bool):
     """REML or ML log-likelihood (GEMMA's) from the packed Gram matrices ``M`` (..., P, S) of k columns, the
     last one y."""
     L = _cholesky_packed(M, k)
     px_yy = L[k - 1][k - 1] ** 2
-    df = n_obs - (k - 1)
-    if reml:
-        logdet_x = 2.0 * sum(jnp.log(L[i][i]) for i in range(k - 1))
-        return _constants(n_obs, df, True) - 0.5 * logdet_h - 0.5 * logdet_x - 0.5 * df * jnp.log(px_yy)
-    return _constants(n_obs, df, False) - 0.5 * logdet_h - 0.5 * n_obs * jnp.log(px_yy)
+    logdet_x = 2.0 * sum(jnp.log(L[i][i]) for i in range(k - 1)) if reml else 0.0
+    return -0.5 * profiled_criterion(logdet_h, logdet_x, px_yy, n_obs, k - 1, reml)
 
 
 def series_loglik(trait: TraitSeries, coef, k: int, reml: bool):
