@@ -179,7 +179,7 @@ def test_structured_result_html_has_covariance_parameters_and_z_tests(ar1_fit):
     out = ar1_fit._repr_html_()
     assert "z-tests" in out and "Pr(&gt;|z|)" in out and "Covariance parameters (Wald SEs):" in out
     assert "... (97 more)" in out and "rho" in out
-    assert repr(ar1_fit).startswith("<LmerResult")
+    assert repr(ar1_fit).startswith("<StructuredResult")
 
 
 def test_batch_html_shows_a_long_batch_in_part():

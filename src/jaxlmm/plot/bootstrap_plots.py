@@ -33,8 +33,9 @@ def bootstrap(boot_frame, estimates=None, level: float = 0.95, bins: int = 30, m
 
     ``boot_frame`` has one row per replicate and one numeric column per
     parameter (``fit.bootstrap()``).  ``estimates`` (a mapping or Series
-    keyed by column name, or a fitted ``LmerResult``, whose estimates are
-    taken under ``confint``'s names) draws the estimate as a solid vertical
+    keyed by column name, or a fitted model -- ``LmerResult``,
+    ``StructuredResult`` or ``GlmerResult`` -- whose estimates are taken
+    under ``confint``'s names) draws the estimate as a solid vertical
     line; dashed lines mark the percentile interval at ``level``.
     """
     frame = pd.DataFrame(boot_frame)
@@ -42,9 +43,9 @@ def bootstrap(boot_frame, estimates=None, level: float = 0.95, bins: int = 30, m
     if not cols:
         raise ValueError("boot_frame has no numeric columns")
     from ..results.glmer_result import GlmerResult
-    from ..results.lmer_result import LmerResult
+    from ..results.linear_result import LinearMixedResult
 
-    if isinstance(estimates, (LmerResult, GlmerResult)):
+    if isinstance(estimates, (LinearMixedResult, GlmerResult)):
         estimates = parameter_estimates(estimates)
     est = dict(estimates) if estimates is not None else {}
     alpha = (1 - level) / 2

@@ -4,10 +4,12 @@ Its parameters are absolute: ``theta`` holds each term's own parameters (ar1's
 ``(sd, a)``, exp's ``(sd, log range)``, ...); the residual's are one SD, or with a
 ``dispformula`` glmmTMB's dispersion coefficients ``dispersion.(Intercept)``, ... (the log
 of the residual variance, ``core/marginal/residual.py``), and ``residual_sd`` the residual
-SD of each level (each combination of the dispformula's variables).  ``varcorr`` lists each
-term's implied covariance in lme4's long layout, ``covariance_parameters`` each structure's
-reported quantities (variances, correlations, ranges) with Wald SEs from the exact Hessian
-(delta method), and fixed effects are tested with z tests (glmmTMB's summary) by default.
+SD of each level (each combination of the dispformula's variables); ``parameters`` lists them
+all by name.  ``varcorr`` lists each term's implied covariance in lme4's long layout,
+``covariance_parameters`` each structure's reported quantities (variances, correlations,
+ranges) with Wald SEs from the exact Hessian (delta method), and fixed effects are tested with
+z tests (glmmTMB's summary) by default.  It is not lme4's model class (``LmerResult``): what
+every linear fit reports alike is in ``LinearMixedResult`` (``linear_result.py``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import pandas as pd
 from .._x64 import float64_methods
 from ..core.params.covariance import sd_and_cor
 from ..model.naming import unique_group_names
-from .lmer_result import SINGULAR_TOL, LmerResult
+from .heritability import Heritability, marginal_heritability
+from .linear_result import SINGULAR_TOL, LinearMixedResult
 
 RESIDUAL_BOUND = 1e-5   # a residual SD at most this times the response's SD is at its bound 0
 
 
 @float64_methods
-class StructuredResult(LmerResult):
+class StructuredResult(Heritability, LinearMixedResult):
     """A fitted model with structured covariances (module docstring)."""
 
     kind = "structured"
@@ -40,6 +43,11 @@ class StructuredResult(LmerResult):
         return np.asarray(self._out.optim.theta, float)
 
     @property
+    def _refit_start(self) -> np.ndarray:
+        return self._phi
+
+    # ------------------------------------------------------ variance parameters
+    @property
     def theta(self) -> np.ndarray:
         """The terms' own parameters (absolute scale), in lme4's term order."""
         return self._phi[:self._marginal.offsets[-1]]
@@ -50,11 +58,20 @@ class StructuredResult(LmerResult):
                                             self._marginal.terms) for n in t.cov.names]
 
     @property
+    def parameters(self) -> pd.Series:
+        """Every parameter the fit estimated, absolute: the terms' own (``theta``), then the residual's
+        (``dispersion``), indexed by name."""
+        return pd.Series(self._phi, index=self.theta_names + list(self._marginal.residual.names),
+                         name="parameters")
+
+    @property
     def lower(self) -> np.ndarray:
+        """The lower bounds of ``theta``."""
         return self._marginal.lower()[:len(self.theta)]
 
     @property
     def df_model(self) -> int:
+        """Number of parameters: fixed effects and ``parameters`` (logLik's ``df``)."""
         return len(self.fixef_names) + len(self._phi)
 
     @property
@@ -81,17 +98,24 @@ class StructuredResult(LmerResult):
         return bool(spread > 0 and np.any(self._out.estimates.residual_sd <= RESIDUAL_BOUND * spread))
 
     @property
-    def messages(self) -> list[str]:
-        msgs = [m for m in super().messages if not m.startswith("boundary (residual")]
-        if self.residual_at_boundary:
-            msgs.append("boundary (residual variance): a residual SD is at its bound 0 -- the structured "
-                        "terms absorb all of that residual variance")
-        return msgs
+    def _residual_boundary_message(self) -> str:
+        return ("boundary (residual variance): a residual SD is at its bound 0 -- the structured "
+                "terms absorb all of that residual variance")
 
     @property
     def term_covariances(self) -> list[np.ndarray]:
         """Each term's implied covariance of one level's effects (absolute)."""
         return [np.asarray(c) for c in self._out.estimates.covariances]
+
+    @cached_property
+    def lambdas(self) -> list[np.ndarray]:
+        """Each term's covariance factor relative to ``sigma``, as ``LmerResult.lambdas``:
+        ``sigma^2 lambda lambda^T`` is ``term_covariances`` (a Cholesky factor, or a symmetric square root
+        where the covariance is singular)."""
+        from ..inference.bootstrap import _square_root
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return [_square_root(C) / self.sigma for C in self.term_covariances]
 
     @property
     def residual_variances(self) -> list[tuple[str, float]]:
@@ -134,15 +158,12 @@ class StructuredResult(LmerResult):
         return parameter_table(self.design, [t.cov for t in mm.terms], mm.residual, self._phi,
                                np.asarray(self._out.phi_cov, float))
 
-    def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
-        """Residuals ``y - fitted`` (``"response"``), or divided by each row's own residual SD,
-        ``sqrt(w_i) (y_i - fitted_i) / s_r(i)`` with ``s_r(i)`` the SD of its ``dispformula`` level
-        (``"pearson"``, glmmTMB's Pearson residuals; ``scaled=True`` gives these for either type).
-        Where a level's residual SD is at its bound 0 these are not defined: an error, not NaN."""
-        if type not in ("response", "pearson"):
-            raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
-        r = self.response - self.fitted
-        if type == "response" and not scaled:
+    def _weigh_residuals(self, r: np.ndarray, pearson: bool, scaled: bool) -> np.ndarray:
+        """glmmTMB's: Pearson residuals (and ``scaled=True`` of either type) divide ``y - fitted`` by each
+        row's own residual SD, ``sqrt(w_i) (y_i - fitted_i) / s_r(i)`` with ``s_r(i)`` the SD of its
+        ``dispformula`` level.  Where a level's residual SD is at its bound 0 these are not defined: an
+        error, not NaN."""
+        if not (pearson or scaled):
             return r
         sds = np.asarray(self._out.estimates.residual_sd, float)
         bound = sds <= RESIDUAL_BOUND * float(np.nanstd(self.response))
@@ -231,7 +252,12 @@ class StructuredResult(LmerResult):
                           "use confint(method='wald') and covariance_parameters (Wald SEs)")
 
     def profile(self, level: float = 0.95):
+        """Not yet for this model class (an error that says what to use instead)."""
         self._unsupported("profile()")
+
+    def influence(self, method: str = "newton", steps: int = 2):
+        """Not yet for this model class: ``LmerResult.influence`` differentiates lme4's profiled criterion."""
+        self._unsupported("influence()")
 
     def confint(self, method: str = "profile", level: float = 0.95, **kwargs) -> pd.DataFrame:
         """Wald intervals of the fixed effects (``method="wald"``) or percentile intervals of the parametric
@@ -250,10 +276,8 @@ class StructuredResult(LmerResult):
     def _default_ddf(self) -> str:
         return "asymptotic"
 
+    def _heritability(self, k: int) -> tuple[float, float]:
+        return marginal_heritability(self, k)
+
     def _refit(self, reml: bool):
         return self.model.fit(reml=reml, start=self._phi, warn=False)
-
-    def refit(self, new_response):
-        design = self.design.with_response(np.asarray(new_response, dtype=float))
-        return self.model.for_design(design).fit(start=self._phi)
-

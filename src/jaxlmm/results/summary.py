@@ -198,5 +198,5 @@ def format_short(fit) -> str:
     method = "REML" if fit.reml else "maximum likelihood"
     crit = f"REML criterion at convergence: {fit.criterion:.4f}" if fit.reml else f"deviance: {fit.criterion:.4f}"
     fe = ", ".join(f"{k} = {v:.4g}" for k, v in fit.fixef.items())
-    return (f"<LmerResult fit by {method}: {fit.formula}\n  {crit}; nobs = {fit.nobs}; sigma = {fit.sigma:.4g}\n"
+    return (f"<{type(fit).__name__} fit by {method}: {fit.formula}\n  {crit}; nobs = {fit.nobs}; sigma = {fit.sigma:.4g}\n"
             f"  fixef: {fe}>")
