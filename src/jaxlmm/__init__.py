@@ -54,7 +54,7 @@ _EXPORTS = {
     "FactorizationPlan": "model.plan",
     "covariance": "core.params.covfuns",
     "StructuredResult": "results.structured_result",
-    "fit_function": "model.fit_function",
+    "fit_function": "fitting.differentiable_fit",
     "FitFunction": "model.fit_function",
     "FitState": "core.pls.implicit",
     "scan": "gwas.association",

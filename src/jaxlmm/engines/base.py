@@ -15,6 +15,9 @@ Everything downstream asks the engine, never the design or the result's attribut
 - inference: ``satterthwaite_parts(fit)`` and ``kenward_roger_parts(fit)`` (what lmerTest's and
   pbkrtest's formulas need, ``inference/ddf.py``), ``default_ddf``, ``bootstrap(fit, Y, chunk_size)``
   (the engine's replicate path, or None for the generic batch refit) and ``supports_bootstrap_func``;
+- ``supports_fit_function``: whether ``jaxlmm.fit_function`` (``fitting/differentiable_fit.py``: the fit as a
+  pure JAX function of the response, with implicit derivatives) can build the model's fit -- lme4's
+  profiled criterion only; ``fit_function`` asks the engine that ``select_engine`` picks;
 - ``small``: a small-model engine (its host loops run fastest with one BLAS thread, its one-off
   programs compile with XLA's quick options); ``large``: a large dense part (column-by-column
   Hessians); ``check_memory(model, verbose)``: refuse before allocating what the device cannot hold.
@@ -37,6 +40,7 @@ class Engine:
     small = False
     large = False
     supports_bootstrap_func = True
+    supports_fit_function = True
 
     def __eq__(self, other) -> bool:
         return type(other) is type(self)

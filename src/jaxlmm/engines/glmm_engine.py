@@ -36,6 +36,7 @@ class GlmmEngine(Engine):
     batch_path = "many.glmm:fit_glmm_batch"
     default_ddf = "asymptotic"
     supports_bootstrap_func = False
+    supports_fit_function = False
 
     # -------------------------------------------------------------- parameters
     def layout(self, model):

@@ -20,6 +20,7 @@ class MarginalEngine(Engine):
     result_path = "results.structured_result:StructuredResult"
     default_ddf = "satterthwaite"
     supports_bootstrap_func = False
+    supports_fit_function = False
 
     def theta0(self, model) -> np.ndarray:
         from ..model.marginal_design import start_values

@@ -54,6 +54,17 @@ One iteration at ``x`` with ``f``, ``g``, ``H`` (``newton_step``):
    curvature, the damping and the boundary snap do: the callers scale each element of theta by
    the spread of its random-effect covariate (``theta_scale``), so that a covariate on the scale
    of 1e4 or 1e-3 does not leave its thetas at 1e-4 or 1e3 beside the others.
+
+Shared with the first-order path (``first_order.py``, optax and optimistix), which has no Newton step:
+the bounds ``lower <= x <= upper`` and the stopping quantity of every optimizer, the projected gradient
+
+    pg = x - clip(x - g, lower, upper)    (``projected_gradient``: 0 on a bound the gradient pushes
+                                           against, the distance to it near one, g elsewhere),
+
+its scaled size ``max_i |pg_i| max(1, |x_i|)`` (``projected_gradient_norm``; unscaled, ``max_i |pg_i|``,
+it is the trace's ``grad_norm``, ``trace.py``) and the first-order stopping test ``pg_norm <= factor gtol
+(1 + |f|)`` (``gradient_converged``).  The Newton iteration itself stops by item 4; its drivers report
+this projected gradient in the trace.  These three take one problem (k,) or a stack (B, k).
 """
 
 from __future__ import annotations
@@ -259,3 +270,26 @@ def ray_verdict(xp, x, f, status, points, values, tried):
     x_best = xp.take_along_axis(points, best[:, None, None], axis=1)[:, 0]
     return (xp.where(lower[:, None], x_best, x), xp.where(lower, low, f),
             xp.where(lower, UNBOUNDED, status).astype(status.dtype))
+
+
+def projected_gradient(xp, x, g, lower, upper):
+    """``pg = x - clip(x - g, lower, upper)`` for ``x`` within its bounds (module docstring), formed
+    componentwise so that it is ``g`` exactly where no bound is near: ``min(g, x - lower)`` where ``g > 0``
+    and ``lower`` is finite, ``max(g, x - upper)`` where ``g < 0`` and ``upper`` is finite."""
+    bounded, bounded_up = xp.isfinite(lower), xp.isfinite(upper)
+    gap = x - xp.where(bounded, lower, 0.0)
+    gap_up = x - xp.where(bounded_up, upper, 0.0)
+    return xp.where(bounded & (g > 0), xp.minimum(g, xp.maximum(gap, 0.0)),
+                    xp.where(bounded_up & (g < 0), xp.maximum(g, xp.minimum(gap_up, 0.0)), g))
+
+
+def projected_gradient_norm(xp, x, g, lower, upper, scaled: bool = True):
+    """``max_i |pg_i| max(1, |x_i|)`` (``scaled``: the stopping rule's size, the gradient in ``log x_i``
+    where ``|x_i| > 1``) or ``max_i |pg_i|`` (the trace's), over the last axis."""
+    pg = xp.abs(projected_gradient(xp, x, g, lower, upper))
+    return xp.max(pg * xp.maximum(1.0, xp.abs(x)) if scaled else pg, axis=-1)
+
+
+def gradient_converged(xp, f, pg_norm, gtol, factor=1.0):
+    """The first-order stopping test: ``pg_norm <= factor gtol (1 + |f|)`` (``pg_norm``: scaled)."""
+    return pg_norm <= factor * gtol * (1.0 + xp.abs(f))

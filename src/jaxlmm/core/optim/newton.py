@@ -38,7 +38,9 @@ gradient and Hessian from autodiff:
 
 Everything runs in ``lax.while_loop``; failures are status codes, never
 exceptions, so one bad problem in a vmapped batch does not stop the others.
-Any optax or optimistix optimizer can be used instead (``optimizers.minimize_first_order``).
+Any optax or optimistix optimizer can be used instead (``first_order.minimize_first_order``); it shares
+the bounds and the projected gradient of its stopping rule with this one (``kernel.projected_gradient``,
+``kernel.projected_gradient_norm``: the trace's ``grad_norm`` here).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from jax import lax
 from ..linalg import factor as linalg
 from . import kernel
 from ..carry import tie
-from .trace import Trace, projected_gradient
+from .trace import Trace
 
 from ..status import CONVERGED, LINE_SEARCH_FAILED, MAX_ITER, NONFINITE, NOT_IDENTIFIED  # noqa: F401
 
@@ -207,7 +209,7 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
         new = dict(x=jnp.where(moved, x_new[0], x_refl), f=f, g=s.g[0], it=it + 1,
                    status=status.astype(jnp.int32), done=done, step=s.step[0], n_small=s.n_small[0])
         if opt.trace:
-            pg = jnp.max(jnp.abs(projected_gradient(x_refl, s.g[0], lower[0])))
+            pg = kernel.projected_gradient_norm(jnp, x_refl, s.g[0], lower[0], upper[0], scaled=False)
             new["moved"] = jnp.where(moved, jnp.max(jnp.abs(x_new[0] - x_refl)), 0.0)
             new["trace"] = state["trace"].record(it, x_refl, f, pg, state["moved"])
         return new

@@ -3,11 +3,11 @@
 Row ``i`` holds the iterate after ``i`` accepted steps (row 0: the start): theta, the
 criterion ``f``, the largest component of the projected gradient
 
-    pg = theta - max(theta - grad f, lower),  i.e.  pg_i = min(df/dtheta_i, theta_i - lower_i) where
-    df/dtheta_i > 0 and theta_i is bounded, else df/dtheta_i,
+    pg = theta - clip(theta - grad f, lower, upper)
 
-(the quantity every optimizer's stopping rule looks at) and the step ``max_i |theta_i -
-theta_i^prev|`` that led to it (row 0: NaN).  A loop of at most ``max_iter`` iterations
+(the quantity every optimizer's stopping rule looks at; defined once, for the Newton drivers and the
+first-order path alike: ``kernel.projected_gradient`` and ``kernel.projected_gradient_norm``) and the
+step ``max_i |theta_i - theta_i^prev|`` that led to it (row 0: NaN).  A loop of at most ``max_iter`` iterations
 fills at most ``max_iter + 1`` rows; rows after the last iterate stay NaN, so a batch of
 traits stacks its traces as one array.
 """
@@ -35,10 +35,3 @@ class Trace(NamedTuple):
         return Trace(self.theta.at[i].set(theta, mode="drop"), self.criterion.at[i].set(f, mode="drop"),
                      self.grad_norm.at[i].set(grad_norm, mode="drop"), self.step.at[i].set(step, mode="drop"))
 
-
-def projected_gradient(theta, g, lower):
-    """``pg`` of the module docstring: 0 at a bound the gradient pushes against, and small near it
-    (an iterate that approaches such a bound, as a first-order method's does, converges)."""
-    bounded = jnp.isfinite(lower)
-    gap = theta - jnp.where(bounded, lower, 0.0)
-    return jnp.where(bounded & (g > 0), jnp.minimum(g, jnp.maximum(gap, 0.0)), g)
