@@ -248,11 +248,11 @@ def fit_dense(system: DenseSystem, row_of, theta0, lower, reflections, active_k:
             system = dense_reference.rereference(system, sol)
             if system is None:
                 break
-        stack = DenseStack.of(system, 1, row_of)
-        if round_ == 0:
-            plain = DenseStack.of(without_reference(system), 1, row_of)
-            res = fit_stack(plain, theta, lower, reflections, active_k, bool(reml), options, plain=True)
+        if round_ == 0:             # the estimates too: exact to eps times the cancellation checked next
+            stack = DenseStack.of(without_reference(system), 1, row_of)
+            res = fit_stack(stack, theta, lower, reflections, active_k, bool(reml), options, plain=True)
         else:
+            stack = DenseStack.of(system, 1, row_of)
             res = fit_stack(stack, theta, lower, reflections, active_k, bool(reml), options)
         n_iter += int(np.asarray(res.n_iter)[0])
         theta = np.asarray(res.theta, float)

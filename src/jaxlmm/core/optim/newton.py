@@ -218,7 +218,9 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
     # the reported f and g belong to the last evaluated point; a final accepted
     # step (max_iter reached) leaves them one step behind, which only happens
     # when the fit has not converged.
-    x, f, status = _ray(fun, out["x"], out["f"], out["status"].astype(jnp.int32), scale, opt)
+    x, f, status = out["x"], out["f"], out["status"].astype(jnp.int32)
+    if opt.ray_min < np.inf:          # item 9, statically off where the criterion is bounded below
+        x, f, status = _ray(fun, x, f, status, scale, opt)
     res = OptimResult(x, f, out["g"], out["it"], status, out["step"])
     return res, out.get("trace")
 
