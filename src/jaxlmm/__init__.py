@@ -29,6 +29,7 @@ _EXPORTS = {
     "build_design": "model.design",
     "lformula": "model.design",
     "LmerResult": "results.lmer_result",
+    "MultivariateResult": "results.multivariate_result",
     "LinearMixedResult": "results.linear_result",
     "load_dataset": "datasets",
     "list_datasets": "datasets",

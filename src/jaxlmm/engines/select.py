@@ -3,7 +3,8 @@
 It reads the design and the options once, when a ``Model`` is made, and nothing else in jaxlmm reads
 the predicates it uses:
 
-0. a family (``glmer``) -> ``GlmmEngine`` (the Laplace or adaptive Gauss-Hermite likelihood);
+0. a family (``glmer``) -> ``GlmmEngine`` (the Laplace or adaptive Gauss-Hermite likelihood); several
+   traits fitted jointly (``cbind(y1, y2, ...)`` in ``lmer``) -> ``MultivariateEngine``;
 1. structured covariances, user covariances or a ``dispformula`` -> ``MarginalEngine`` (the
    criterion of lme4 needs lambda linear in theta and one residual variance);
 2. otherwise lme4's profiled criterion: ``DenseEngine`` when the padded dense system is small
@@ -32,9 +33,10 @@ def is_marginal(design) -> bool:
     return structured(design)
 
 
-def select_engine(design, *, optimizer=None, trace: bool = False, glmm=None) -> Engine:
+def select_engine(design, *, optimizer=None, trace: bool = False, glmm=None, multivariate=None) -> Engine:
     """The engine for ``design`` fitted with ``optimizer`` (None: Newton) and ``trace`` (module docstring);
-    ``glmm`` (family, link, nAGQ) makes it a generalized model."""
+    ``glmm`` (family, link, nAGQ) makes it a generalized model, ``multivariate`` (traits, structures) a
+    multivariate one."""
     from ..core.dense.layout import fits_dense
     from ..core.linalg.factor import RECURSIVE_MAX
 
@@ -45,6 +47,13 @@ def select_engine(design, *, optimizer=None, trace: bool = False, glmm=None) -> 
             raise JaxlmmError("generalized models are fitted by the projected Newton method only "
                               "(optimizer= and trace= are not available for glmer)")
         return GlmmEngine()
+    if multivariate is not None:
+        from .multivariate_engine import MultivariateEngine
+
+        if optimizer is not None or trace:
+            raise JaxlmmError("multivariate models are fitted by the projected Newton method only "
+                              "(optimizer= and trace= are not available for them)")
+        return MultivariateEngine()
     if is_marginal(design):
         if optimizer is not None or trace:
             raise JaxlmmError("models with structured covariances or dispformula are fitted by the projected "

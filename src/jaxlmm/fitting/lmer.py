@@ -32,7 +32,7 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
          responses=None, chunk_size: int | None = None, progress: bool | None = None, device=None,
          relmat: dict | None = None, spectral: bool | None = None, devices=None, verbose: bool = False,
          REML: bool | None = None, trace: bool = False, dispformula: str | None = None,
-         covariances: dict | None = None):
+         covariances: dict | None = None, sigma_g: str = "us", sigma_e: str = "us"):
     """Fit a linear mixed model by REML (default) or ML, as ``lme4::lmer``; or many traits at once.
 
     Parameters
@@ -95,10 +95,18 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     covariances : dict, optional
         ``{"group": jaxlmm.covariance(fn, n_params, ...)}``: the term grouped by ``group``
         gets a covariance written as a JAX function of its own parameters.
+    sigma_g, sigma_e : str
+        A multivariate model's trait covariance structures (``"us"``, ``"diag"``, ``"fa<r>"``; see below).
     verbose : bool
         Print the factorization plan (block term, dense part, sparse or dense
         cross block, predicted work and memory; ``jaxlmm.plan``) before a single
         fit, and the iterations and time after it.
+
+    Several traits jointly: a response ``cbind(y1, y2, ...)`` (as sommer and MCMCglmm write it) fits
+    ``Y = X B + Z G + E`` with ``vec(G) ~ N(0, Sigma_g (x) K)`` and ``vec(E) ~ N(0, Sigma_e (x) I)`` for one
+    random term ``(1 | g)`` (K from ``relmat``, else I) and returns a ``MultivariateResult`` (genetic and
+    residual covariances and correlations, h2 per trait, B with SEs); a missing trait value is missing for
+    that trait only, and the likelihood is that of the observed values, exactly.
 
     Examples
     --------
@@ -111,6 +119,19 @@ def lmer(formula: str, data, *, reml: bool = True, weights=None, offset=None, st
     """
     if REML is not None:
         reml = bool(REML)
+    from .multivariate import cbind_traits
+
+    if cbind_traits(formula) is not None:
+        from ..errors import ArgumentError
+        from .multivariate import fit_multivariate
+
+        given = [n for n, v in (("responses", responses), ("optimizer", optimizer), ("dispformula", dispformula),
+                                ("covariances", covariances)) if v is not None] + (["trace"] if trace else [])
+        if given:
+            raise ArgumentError(f"a multivariate model (cbind response) does not take {', '.join(given)}=")
+        return fit_multivariate(formula, data, reml=reml, relmat=relmat, sigma_g=sigma_g, sigma_e=sigma_e,
+                                start=start, max_iter=max_iter, dtype=dtype, data_name=data_name, weights=weights,
+                                offset=offset, verbose=verbose)
     if responses is not None:
         from .responses import fit_batch
         from ..errors import count_argument

@@ -81,9 +81,11 @@ class Model:
     """
 
     def __init__(self, design: Design, reml: bool = True, dtype=None, *, max_iter: int = 100, optimizer=None,
-                 offset_arg=None, data_name: str | None = None, trace: bool = False, glmm=None):
+                 offset_arg=None, data_name: str | None = None, trace: bool = False, glmm=None,
+                 multivariate=None):
         self.design = design
         self.glmm = glmm            # ``engines.glmm_engine.GlmmOptions`` (family, link, nAGQ) of a GLMM, else None
+        self.multivariate = multivariate    # ``engines.multivariate_engine.MultivariateOptions``, else None
         self.reml = bool(reml)
         self.dtype = working_dtype(dtype)
         self.requested_dtype = dtype
@@ -96,7 +98,8 @@ class Model:
         self.offset_arg, self.data_name = offset_arg, data_name
         from ..engines import select_engine
 
-        self.engine = select_engine(design, optimizer=optimizer, trace=self.trace, glmm=glmm)
+        self.engine = select_engine(design, optimizer=optimizer, trace=self.trace, glmm=glmm,
+                                    multivariate=multivariate)
         self._data = self._cross_products = self._dense = self._plan = None
         self._marginal = self._marginal_fn = None
         self._prepared: dict = {}
@@ -112,7 +115,7 @@ class Model:
         """A model of the same kind (precision, options) on another design."""
         options = dict(reml=self.reml, dtype=self.requested_dtype, max_iter=self.max_iter,
                        optimizer=self.optimizer, offset_arg=self.offset_arg, data_name=self.data_name,
-                       trace=self.trace, glmm=self.glmm)
+                       trace=self.trace, glmm=self.glmm, multivariate=self.multivariate)
         options.update(changes)
         return Model(design, **options)
 
