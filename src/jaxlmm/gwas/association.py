@@ -48,7 +48,9 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
     Parameters
     ----------
     formula : str
-        ``"y ~ covariates + (1 | id)"``, or ``"~ covariates + (1 | id)"`` with ``responses``.
+        ``"y ~ covariates + (1 | id)"``, or ``"~ covariates + (1 | id)"`` with ``responses``; or
+        ``"cbind(y1, y2, y3) ~ covariates + (1 | id)"``: the traits tested jointly, one row per marker
+        (GEMMA ``-lmm 4 -n 1 2 3``; ``gwas/multivariate_scan.py``).
     data : DataFrame
         One row per individual: the id column, covariates and traits.
     genotypes : str, path, DataFrame or ``Genotypes``
@@ -85,6 +87,13 @@ def scan(formula: str, data, *, genotypes, relmat: dict, responses=None, test: s
     """
     snp_chunk = _positive_int("snp_chunk", snp_chunk)
     trait_chunk = _positive_int("trait_chunk", trait_chunk)
+    from ..fitting.multivariate import cbind_traits
+
+    if cbind_traits(formula) is not None:        # a trait set tested jointly (GEMMA -lmm 4 -n 1 2 ...)
+        from .multivariate_scan import multivariate_scan
+
+        return multivariate_scan(formula, data, genotypes=genotypes, relmat=relmat, snp_chunk=snp_chunk,
+                                 progress=progress)
     if mode not in ("exact", "null"):
         raise ValueError(f"mode must be 'exact' or 'null', got {mode!r}")
     if test not in ("all",) + TESTS:

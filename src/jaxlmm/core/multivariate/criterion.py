@@ -91,15 +91,22 @@ def _pieces(params, data: MultivariateData, spec: Spec) -> Pieces:
     return Pieces(Sg, Se, Vinv, logdet_V, LJ, z, yPy, d * m_max)
 
 
-def criterion(params, data: MultivariateData, spec: Spec, reml: bool):
-    """The REML criterion (``reml``) or ML deviance of the observed entries at ``params`` (module docstring)."""
+def criterion(params, data: MultivariateData, spec: Spec, reml):
+    """The REML criterion (``reml``) or ML deviance of the observed entries at ``params`` (module docstring).
+    ``reml`` may be a traced boolean (both are formed, one is kept: the scan's lanes mix them)."""
     pc = _pieces(params, data, spec)
     logdiag = jnp.log(linalg.diag(pc.LJ))
     logdet_J = 2.0 * jnp.sum(logdiag)
     logdet_Pmm = 2.0 * jnp.sum(logdiag[:pc.n_missing])
     q = pc.yPy - pc.z @ pc.z
     n_fixed = pc.LJ.shape[0] - pc.n_missing
-    return marginal_criterion(pc.logdet_V + logdet_Pmm, logdet_J - logdet_Pmm, q, data.n_obs, n_fixed, reml)
+
+    def value(flag: bool):
+        return marginal_criterion(pc.logdet_V + logdet_Pmm, logdet_J - logdet_Pmm, q, data.n_obs, n_fixed, flag)
+
+    if isinstance(reml, bool):
+        return value(reml)
+    return jnp.where(reml, value(True), value(False))
 
 
 class Estimates(NamedTuple):

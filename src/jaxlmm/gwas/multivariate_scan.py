@@ -1,0 +1,109 @@
+"""``jaxlmm.scan`` of a trait set: ``scan("cbind(y1, y2, y3) ~ sex + (1 | id)", data, genotypes=, relmat=)``.
+
+GEMMA's ``-lmm 4 -n 1 2 3``: the null multivariate model is fitted by REML and ML (``lmer`` with a ``cbind``
+response, complete individuals only, as GEMMA), then every marker is tested on all traits at once
+(``core/multivariate/scan.py``: Wald and likelihood-ratio tests with ``Sigma_g, Sigma_e`` re-estimated per
+marker, the score test at the null estimate; chi-square with d degrees of freedom).  Missing dosages are
+replaced by the marker's mean; a marker without variation is "monomorphic" with NaN statistics.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+CHUNK = 256    # markers per compiled call
+
+
+def multivariate_scan(formula: str, data, *, genotypes, relmat, snp_chunk: int | None = None,
+                      progress: bool | None = None) -> pd.DataFrame:
+    """One row per marker: ``beta_<trait>``, ``se_<trait>``, ``p_wald``, ``p_lrt``, ``p_score`` (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+    from scipy import special
+
+    from ..core.multivariate.scan import scan_program
+    from ..core.optim.newton import NewtonOptions
+    from ..core.status import STATUS_NAMES
+    from ..fitting.multivariate import fit_multivariate, multivariate_design
+    from ..model.data_checks import _as_frame
+    from ..model.plink import as_genotypes, match_individuals
+    from .association import _progress
+
+    genotypes = as_genotypes(genotypes)
+    frame = _as_frame(data)
+    design, traits = multivariate_design(formula, frame, relmat=relmat)
+    if design.terms[0].relmat is None:
+        raise DataError("scan needs relmat={'id': K}: one relationship matrix for the formula's (1 | id) term")
+    complete = np.isfinite(np.asarray(design.y, float)).all(axis=1)
+    kept = frame.loc[design.row_index[complete]]
+    messages = []
+    if (~complete).any():
+        messages.append(f"{int((~complete).sum())} individuals with a missing trait left out (as GEMMA)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        null_reml = fit_multivariate(formula, kept, relmat=relmat, reml=True)
+        null_ml = fit_multivariate(formula, kept, relmat=relmat, reml=False)
+    model = null_reml.model
+    engine = model.engine
+    term = model.design.terms[0]
+    if len(set(term.factor.codes)) != len(term.factor.codes):
+        raise DataError(f"scan needs one row per individual of {term.group!r}")
+    data_mv, rotation = engine.data(model)
+    levels = [term.factor.levels[c] for c in np.asarray(term.factor.codes)[rotation.rows]]
+    rows, extra = match_individuals(genotypes, levels, term.group)
+    if extra:
+        messages.append(f"{extra} genotyped individual{'s' if extra > 1 else ''} without data left out")
+    spec, dt = engine.spec(model), model.dtype
+    lower = jnp.asarray(engine.lower(model), dt)
+    R = jnp.asarray(engine.reflections(model), dt)
+    options = NewtonOptions(max_iter=100, ray_min=float("inf"))
+    width = int(snp_chunk or CHUNK)
+    n_snps, d = genotypes.n_snps, len(traits)
+    out = {k: [] for k in ("beta", "se", "wald", "score", "ml_deviance", "status_reml", "status_ml", "n_iter")}
+    af, n_miss = np.zeros(n_snps), np.zeros(n_snps, int)
+    bar = _progress(-(-n_snps // width), progress)
+    U = rotation.U
+    with jax.enable_x64(True):
+        theta_reml, theta_ml = jnp.asarray(null_reml.theta, dt), jnp.asarray(null_ml.theta, dt)
+        for start in range(0, n_snps, width):
+            stop = min(start + width, n_snps)
+            G = genotypes.read(rows, start, stop)
+            miss = ~np.isfinite(G)
+            mean = np.nanmean(np.where(miss, np.nan, G), axis=0)
+            G = np.where(miss, mean[None, :], G)
+            af[start:stop], n_miss[start:stop] = mean / 2.0, miss.sum(axis=0)
+            if G.shape[1] < width:                      # one compiled shape: pad with copies of the first marker
+                G = np.concatenate([G, np.repeat(G[:, :1], width - G.shape[1], axis=1)], axis=1)
+            res = jax.device_get(scan_program(jnp.asarray(U.T @ G, dt), data_mv, theta_reml, theta_ml, lower, R,
+                                              spec, options))
+            for k in out:
+                out[k].append(np.asarray(res[k])[:stop - start])
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    stats = {k: np.concatenate(v) for k, v in out.items()}
+    mono = af * (1 - af) <= 0
+    lrt = np.maximum(null_ml.criterion - stats["ml_deviance"], 0.0)
+    snps = genotypes.snps
+    table = pd.DataFrame({c: snps[c].to_numpy() for c in ("snp", "chrom", "pos", "allele1", "allele0")})
+    table["af"], table["n_miss"] = af, n_miss
+    for j, t in enumerate(traits):
+        table[f"beta_{t}"] = stats["beta"][:, j]
+        table[f"se_{t}"] = stats["se"][:, j]
+    table["p_wald"] = special.chdtrc(d, stats["wald"])
+    table["p_lrt"] = special.chdtrc(d, lrt)
+    table["p_score"] = special.chdtrc(d, stats["score"])
+    status = np.where(stats["status_reml"] != 0, stats["status_reml"], stats["status_ml"])
+    table["status"] = [STATUS_NAMES.get(int(s), str(int(s))) for s in status]
+    stat_cols = [c for c in table.columns if c.startswith(("beta_", "se_", "p_"))]
+    table.loc[mono, stat_cols] = np.nan
+    table.loc[mono, "status"] = "monomorphic"
+    table.attrs["messages"] = messages
+    table.attrs["null_reml"], table.attrs["null_ml"] = null_reml, null_ml
+    return table
