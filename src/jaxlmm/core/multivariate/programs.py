@@ -18,11 +18,16 @@ from ..optim.newton import NewtonOptions, value_grad_hessian
 from .criterion import Spec, criterion, estimates
 
 
-@partial(jax.jit, static_argnames=("spec", "reml"))
+@partial(jax.jit, static_argnames=("spec",))
+def _evaluate(params, data, spec: Spec, reml):
+    return value_grad_hessian(lambda x: criterion(x, data, spec, reml), params, sequential=True)
+
+
 def evaluate(params, data, spec: Spec, reml: bool):
     """``(f, g, H)`` of the criterion at ``params``; the Hessian's columns one by one (``J``'s factor may be a
-    LAPACK call, which must get no batch axis: ``linalg/factor.py``)."""
-    return value_grad_hessian(lambda x: criterion(x, data, spec, reml), params, sequential=True)
+    LAPACK call, which must get no batch axis: ``linalg/factor.py``).  ``reml`` is traced: the REML and the ML
+    fit of one model share the compiled program."""
+    return _evaluate(params, data, spec, jnp.asarray(bool(reml)))
 
 
 @partial(jax.jit, static_argnames=("spec",))

@@ -46,16 +46,25 @@ def _marker_effect(params, data: MultivariateData, spec: Spec):
 def scan_program(Xm, data: MultivariateData, theta_reml, theta_ml, lower, reflections, spec: Spec,
                  options: NewtonOptions):
     """For each rotated marker (columns of ``Xm``, (n, m)): the REML refit's effects, SEs, Wald statistic,
-    status and iterations; the ML refit's deviance and status; the score statistic at ``theta_reml``."""
+    status and iterations; the ML refit's deviance and status; the score statistic at ``theta_reml``.
+
+    The refits take the null model's Hessians (REML and ML, at their optima) as the kernel's curvature
+    (``minimize_newton(hessian=)``, the chord method): a marker moves the optimum a little, so a few
+    iterations of one value and gradient each reach it, where exact Hessians cost k (k + 1) / 2 directional
+    second derivatives per iteration."""
+    H = jnp.stack([jax.hessian(lambda th: criterion(th, data, spec, True))(theta_reml),
+                   jax.hessian(lambda th: criterion(th, data, spec, False))(theta_ml)])
+
     def one(x):
         dx = _with_marker(data, x)
 
-        def fit(theta0, reml):
-            return minimize_newton(lambda th: criterion(th, dx, spec, reml), theta0, lower, options, reflections)
+        def fit(theta0, reml, H0):
+            return minimize_newton(lambda th: criterion(th, dx, spec, reml), theta0, lower, options, reflections,
+                                   hessian=H0)
 
         starts = jnp.stack([theta_reml, theta_ml])
         flags = jnp.array([True, False])
-        res = jax.vmap(fit)(starts, flags)                # lane 0: REML, lane 1: ML
+        res = jax.vmap(fit)(starts, flags, H)             # lane 0: REML, lane 1: ML
         b, se, wald, _ = _marker_effect(res.theta[0], dx, spec)
         _, _, score, _ = _marker_effect(theta_reml, dx, spec)
         return dict(beta=b, se=se, wald=wald, score=score, ml_deviance=res.fun[1], status_reml=res.status[0],

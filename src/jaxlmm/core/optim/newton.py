@@ -145,9 +145,15 @@ def value_grad_hessian(fun: Callable, x: jnp.ndarray, sequential: bool | str = F
 
 
 def minimize_newton(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
-                    options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None, scale=None) -> OptimResult:
-    """Projected Newton minimization of ``fun`` subject to ``x >= lower`` (``_newton_loop``)."""
-    return _newton_loop(fun, x0, lower, options, reflections, fixed, scale=scale)[0]
+                    options: NewtonOptions = NewtonOptions(), reflections=None, fixed=None, scale=None,
+                    hessian=None) -> OptimResult:
+    """Projected Newton minimization of ``fun`` subject to ``x >= lower`` (``_newton_loop``).
+
+    ``hessian`` (k, k), optional: a fixed curvature used in place of the exact Hessian (the chord
+    method: each iteration costs one value and gradient, convergence is linear instead of quadratic;
+    the stopping rule still tests the gradient through the step ``H^-1 g``) -- for many small
+    perturbations of one problem started at its optimum, such as a scan's markers."""
+    return _newton_loop(fun, x0, lower, options, reflections, fixed, scale=scale, hessian=hessian)[0]
 
 
 def minimize_newton_traced(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
@@ -157,7 +163,7 @@ def minimize_newton_traced(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray,
 
 
 def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: NewtonOptions, reflections=None,
-                 fixed=None, upper=None, scale=None):
+                 fixed=None, upper=None, scale=None, hessian=None):
     """Projected Newton minimization of ``fun`` subject to ``lower <= x <= upper``: the iterations of
     ``newton_kernel`` driven by ``lax.while_loop``.
 
@@ -183,7 +189,10 @@ def _newton_loop(fun: Callable, x0: jnp.ndarray, lower: jnp.ndarray, options: Ne
 
     def body(state):
         x, it = state["x"], state["it"]
-        f, g, H = value_grad_hessian(fun, x, opt.sequential_hessian)
+        if hessian is None:
+            f, g, H = value_grad_hessian(fun, x, opt.sequential_hessian)
+        else:
+            (f, g), H = jax.value_and_grad(fun)(x), jnp.asarray(hessian, x.dtype)
         finite, g1, H1, f1 = kernel.sanitize(jnp, f[None], g[None], H[None])
         s = kernel.newton_step(jnp, linalg.symmetric_eigen, x[None], f1, g1, H1, lower, upper, held, R,
                                state["n_small"][None], tol, opt, scale)
