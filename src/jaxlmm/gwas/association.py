@@ -30,6 +30,7 @@ import pandas as pd
 from .._x64 import float64_scope
 from ..core import status as codes
 from ..errors import DataError, JaxlmmError
+from .progress import progress_bar
 
 TESTS = ("wald", "lrt", "score")
 RESULT_COLUMNS = ["trait", "snp", "chrom", "pos", "allele1", "allele0", "af", "n_obs", "n_miss", "beta", "se",
@@ -231,7 +232,7 @@ def run_scan(problem: ScanProblem, *, mode: str, lrt: bool, snp_chunk=None, trai
     chunks = _GenotypeCache(problem, snp_chunk, host, (~np.isnan(problem.Y.T)).astype(float))
     scale = relmat_scale(problem.K)     # the search runs on K / scale (relmat_scale says why)
     traits = _TraitCache(problem.K / scale, X, center)
-    bar = _progress(-(-todo.size // trait_chunk) * chunks.n_chunks, progress)
+    bar = progress_bar(-(-todo.size // trait_chunk) * chunks.n_chunks, progress)
     pending = None          # the last dispatched chunk, collected once the next one is dispatched
     program = None if host else on_mesh(core.scan_chunk, mesh, core.CHUNK_SPLIT, mode=mode, lrt=lrt)
 
@@ -392,17 +393,6 @@ class _GenotypeCache:
     def __iter__(self):
         for k in range(self.n_chunks):
             yield self.cached[k] if self.cached is not None else self._read(k)
-
-
-def _progress(total: int, enabled: bool | None):
-    import sys
-
-    show = enabled if enabled is not None else sys.stderr.isatty()
-    if not show or total <= 1:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="chunk", desc="jaxlmm scan", file=sys.stderr)
 
 
 def results_frame(problem: ScanProblem, stats: dict, test: str = "all") -> pd.DataFrame:

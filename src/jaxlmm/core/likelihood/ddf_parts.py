@@ -56,7 +56,10 @@ def information_inverse(xp, IE2, active=None):
     safe = xp.where(ok, IE2, xp.eye(IE2.shape[0], dtype=IE2.dtype))
     eig = xp.abs(xp.linalg.eigvalsh(safe))
     regular = xp.min(eig) > SINGULAR_RATIO * xp.maximum(xp.max(eig), 1e-300)
-    W = 2.0 * xp.where(regular, xp.linalg.inv(safe), xp.linalg.pinv(safe))
+    if xp.__name__ == "numpy":          # NumPy's inv raises on a singular matrix: choose before calling
+        W = 2.0 * (xp.linalg.inv(safe) if bool(regular) else xp.linalg.pinv(safe))
+    else:
+        W = 2.0 * xp.where(regular, xp.linalg.inv(safe), xp.linalg.pinv(safe))
     if active is not None:
         W = xp.where(active[:, None] & active[None, :], W, 0.0)
     return xp.where(ok, W, xp.nan)
