@@ -13,7 +13,43 @@ import pandas as pd
 
 class InformationCriteria:
     """``AIC`` and ``BIC`` from ``criterion`` (-2 log L, or the REML criterion), ``df_model`` and ``nobs``; the
-    messages every fit reports (the design's, the optimizer's when it did not converge, a singular fit's)."""
+    messages every fit reports (the design's, the optimizer's when it did not converge, a singular fit's);
+    the optimizer's outcome (``status``, ``status_name``, ``converged``, ``optimizer_message``) from the
+    status code ``_status_code`` of the result's output, and ``deviance`` / ``loglik`` from ``criterion``."""
+
+    @property
+    def status(self):
+        """The optimizer's outcome: a ``core.status.Status``, an int (``== 0``) whose ``str`` is its name."""
+        from ..core.status import as_status
+
+        return as_status(int(np.asarray(self._status_code).reshape(-1)[0]))
+
+    @property
+    def status_name(self) -> str:
+        """The name of ``status``: ``"converged"``, ``"max_iter"``, ``"line_search_failed"``, ..."""
+        from ..core.status import status_name
+
+        return status_name(int(self.status))
+
+    @property
+    def converged(self) -> bool:
+        from ..core.status import CONVERGED
+
+        return int(self.status) == CONVERGED
+
+    @property
+    def optimizer_message(self) -> str:
+        from ..core.status import OPTIMIZER_MESSAGES
+
+        return OPTIMIZER_MESSAGES.get(int(self.status), self.status_name)
+
+    @property
+    def deviance(self) -> float:
+        return self.criterion
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.criterion
 
     def _fit_messages(self) -> list[str]:
         out = list(self.design.messages)

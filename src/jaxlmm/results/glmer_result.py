@@ -15,7 +15,6 @@ import pandas as pd
 from scipy import special
 
 from .._x64 import float64_methods
-from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status, status_name as _name
 from .lmer_result import SINGULAR_TOL, _from_model
 from .common import InformationCriteria, RandomEffectsTables
 from .varcorr import varcorr_frame
@@ -104,11 +103,6 @@ class GlmerResult(RandomEffectsTables, InformationCriteria):
         """``-2 log L`` at the optimum (Laplace or AGQ)."""
         return float(np.asarray(self._out.optim.fun)[0])
 
-    deviance = criterion
-
-    @property
-    def loglik(self) -> float:
-        return -0.5 * self.criterion
 
     @property
     def nobs(self) -> int:
@@ -121,16 +115,8 @@ class GlmerResult(RandomEffectsTables, InformationCriteria):
 
     # ---------------------------------------------------------------- convergence
     @property
-    def status(self):
-        return as_status(int(np.asarray(self._out.optim.status)[0]))
-
-    @property
-    def status_name(self) -> str:
-        return _name(int(self.status))
-
-    @property
-    def converged(self) -> bool:
-        return int(self.status) == CONVERGED
+    def _status_code(self):
+        return self._out.optim.status
 
     @property
     def n_iter(self) -> int:
@@ -144,10 +130,6 @@ class GlmerResult(RandomEffectsTables, InformationCriteria):
     def is_singular(self) -> bool:
         lower = self.model.engine.lower(self.model)[:self._layout.ntheta]
         return bool(np.any(np.isfinite(lower) & (np.abs(self.theta) < SINGULAR_TOL)))
-
-    @property
-    def optimizer_message(self) -> str:
-        return STATUS_MESSAGES.get(int(self.status), self.status_name)
 
     @property
     def messages(self) -> list[str]:

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from .._x64 import float64_methods, float64_scope
-from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status, status_name as _name
 from .common import InformationCriteria, RandomEffectsTables
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -106,32 +105,10 @@ class LinearMixedResult(RandomEffectsTables, InformationCriteria):
         """REML criterion at convergence (REML fits) or deviance (ML fits)."""
         return float(self._out.solution.criterion)
 
-    @property
-    def deviance(self) -> float:
-        return self.criterion
-
-    @property
-    def loglik(self) -> float:
-        return -0.5 * self.criterion
-
     # -------------------------------------------------------------- optimizer
     @property
-    def status(self) -> int:
-        """The optimizer's outcome: a ``core.status.Status``, an int (``== 0``) whose ``str`` is its name."""
-        return as_status(self._out.optim.status)
-
-    @property
-    def status_name(self) -> str:
-        """The name of ``status``: ``"converged"``, ``"max_iter"``, ``"line_search_failed"``, ..."""
-        return _name(self._out.optim.status)
-
-    @property
-    def converged(self) -> bool:
-        return self.status == CONVERGED
-
-    @property
-    def optimizer_message(self) -> str:
-        return STATUS_MESSAGES.get(self.status, "unknown status")
+    def _status_code(self):
+        return self._out.optim.status
 
     @property
     def n_iter(self) -> int:

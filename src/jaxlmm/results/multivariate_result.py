@@ -17,7 +17,6 @@ import pandas as pd
 from scipy import special
 
 from .._x64 import float64_methods
-from ..core.status import CONVERGED, OPTIMIZER_MESSAGES as STATUS_MESSAGES, as_status, status_name as _name
 from .common import InformationCriteria
 from .linear_result import SINGULAR_TOL, _from_model
 
@@ -134,14 +133,6 @@ class MultivariateResult(InformationCriteria):
         return self._at_estimate[0]
 
     @property
-    def deviance(self) -> float:
-        return self.criterion
-
-    @property
-    def loglik(self) -> float:
-        return -0.5 * self.criterion
-
-    @property
     def nobs(self) -> int:
         """The number of observed trait values."""
         return int(np.isfinite(np.asarray(self.design.y, float)).sum())
@@ -151,20 +142,8 @@ class MultivariateResult(InformationCriteria):
         return len(self.theta) + self._estimates.B.size
 
     @property
-    def status(self) -> int:
-        return as_status(self._out.status[0])
-
-    @property
-    def status_name(self) -> str:
-        return _name(self._out.status[0])
-
-    @property
-    def converged(self) -> bool:
-        return self.status == CONVERGED
-
-    @property
-    def optimizer_message(self) -> str:
-        return STATUS_MESSAGES.get(self.status, "unknown status")
+    def _status_code(self):
+        return self._out.status
 
     @property
     def n_iter(self) -> int:
