@@ -86,7 +86,9 @@ def test_pattern_is_taken_and_sparse(crossed):
     design, data, _, cps, cpd = crossed
     assert sparse.is_sparse(cps.Cdb) and not sparse.is_sparse(cpd.Cdb)
     s = design.structure
-    assert s.q_dense + design.X.shape[1] + 1 > sparse.DENSE_MIN
+    from jaxlmm.model.plan import factorization_plan
+
+    assert factorization_plan(design, data).cross == "sparse"       # the plan a user sees says so too
     # the stored entries are exactly the nonzeros of the dense cross block
     dense_Cdb = np.asarray(cpd.Cdb)
     back = np.asarray(sparse.densify(cps.Cdb, s.q_dense, s.terms[s.block_term].nlevels))
