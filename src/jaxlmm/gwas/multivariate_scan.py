@@ -74,15 +74,16 @@ def _scan_markers(null_reml, null_ml, genotypes, rows, width: int, progress) -> 
     import jax.numpy as jnp
 
     from ..core.multivariate.scan import scan_program
+    from ..core.optim.lanes import map_padded
     from ..core.optim.newton import NewtonOptions
 
     model = null_reml.model
     engine, dt = model.engine, model.dtype
     data_mv, rotation = engine.data(model)
     n_snps = genotypes.n_snps
-    out = {k: [] for k in STATISTICS}
+    out = []
     af, n_miss = np.zeros(n_snps), np.zeros(n_snps, int)
-    bar = progress_bar(-(-n_snps // width), progress)
+    bar = progress_bar(-(-n_snps // READ_BLOCK), progress)
     with jax.enable_x64(True):
         fixed = (jnp.asarray(null_reml.theta, dt), jnp.asarray(null_ml.theta, dt), jnp.asarray(engine.lower(model), dt),
                  jnp.asarray(engine.reflections(model), dt))
@@ -94,19 +95,14 @@ def _scan_markers(null_reml, null_ml, genotypes, rows, width: int, progress) -> 
             mean = np.nanmean(np.where(miss, np.nan, G), axis=0)
             af[block:stop], n_miss[block:stop] = mean / 2.0, miss.sum(axis=0)
             rotated = rotation.U.T @ np.where(miss, mean[None, :], G)
-            for start in range(0, stop - block, width):
-                Gr = rotated[:, start:start + width]
-                size = Gr.shape[1]
-                if size < width:                        # one compiled shape: pad with copies of the first marker
-                    Gr = np.concatenate([Gr, np.repeat(Gr[:, :1], width - size, axis=1)], axis=1)
-                res = jax.device_get(scan_program(jnp.asarray(Gr, dt), data_mv, *fixed, engine.spec(model), options))
-                for k in out:
-                    out[k].append(np.asarray(res[k])[:size])
-                if bar is not None:
-                    bar.update(1)
+            out.append(map_padded(lambda take: scan_program(jnp.asarray(rotated[:, take], dt), data_mv, *fixed,
+                                                            engine.spec(model), options),
+                                  stop - block, width))       # one compiled shape: the last chunk padded
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
-    return {k: np.concatenate(v) for k, v in out.items()}, af, n_miss
+    return {k: np.concatenate([o[k] for o in out]) for k in STATISTICS}, af, n_miss
 
 
 def _table(genotypes, traits, stats: dict, af, n_miss, null_ml_deviance: float) -> pd.DataFrame:
