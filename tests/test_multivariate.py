@@ -304,3 +304,26 @@ def test_scan_of_a_trait_set_against_gemma(mv3, K):
         assert np.max(np.abs(res[f"beta_mv3_t{j}"].to_numpy() - ref[f"beta_{j}"].to_numpy()) / se) <= 0.05
     best = res.nsmallest(5, "p_wald").snp
     assert set(best) == set(ref.nsmallest(5, "p_wald").index)
+
+
+@pytest.mark.slow
+def test_command_line_joint_scan(tmp_path, mv3, K):
+    """``jaxlmm scan --joint``: the traits as one cbind response, one table with GEMMA's multivariate tests."""
+    from bed_reader import to_bed
+
+    from jaxlmm.cli.main import main
+
+    G = pd.read_csv(REF / "scan_markers.csv.gz", index_col=0).iloc[:, :16]
+    to_bed(str(tmp_path / "geno.bed"), G.to_numpy(float), properties={"iid": list(G.index), "fid": list(G.index),
+                                                                        "sid": list(G.columns)})
+    K.rename_axis("id").to_csv(tmp_path / "K.csv")
+    mv3.to_csv(tmp_path / "pheno.csv", index=False)
+    out = tmp_path / "out"
+    rc = main(["scan", "--bfile", str(tmp_path / "geno"), "--pheno", str(tmp_path / "pheno.csv"), "--relmat",
+               f"id={tmp_path / 'K.csv'}", "--covariates", "sex", "--responses", "mv3_t*", "--joint",
+               "--out", str(out), "--no-plots"])
+    assert rc == 0
+    table = pd.read_csv(out / "joint.assoc.csv")
+    ours = jaxlmm.scan(FORMULA, mv3, genotypes=G, relmat={"id": K})
+    np.testing.assert_allclose(table.p_wald, ours.p_wald, rtol=1e-8)
+    assert {"beta_mv3_t1", "se_mv3_t3", "p_lrt", "p_score"} <= set(table.columns)

@@ -1,6 +1,7 @@
 """``jaxlmm scan``: an association scan from the command line (``jaxlmm.scan``).
 
     jaxlmm scan --bfile geno --pheno traits.csv --relmat id=K.csv --responses 'trait*' --out results/
+    jaxlmm scan ... --responses 'y1,y2,y3' --joint --out results/    (the traits tested jointly)
 
 writes (``output_dir.write_tables``: each file complete or not at all, no other
 file of the folder touched) one table per trait (``STEM.assoc.csv``: the rows of
@@ -40,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="write into a non-empty --out folder: files of the "
                    "names written are replaced, every other file is left alone")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
+    p.add_argument("--joint", action="store_true", help="test the traits jointly: one multivariate scan of the "
+                   "trait set (GEMMA -lmm 4 -n 1 2 ...; chi-square tests with one df per trait) written to "
+                   "joint.assoc.csv")
     p.add_argument("--snp-chunk", type=int, metavar="N", help="markers per compiled call")
     p.add_argument("--trait-chunk", type=int, metavar="N", help="traits per compiled call")
     multi = p.add_argument_group("several hosts (jax.distributed)",
@@ -132,12 +136,40 @@ def _scan_and_write(args, formula, data, traits, relmat, out, genotypes) -> int:
     from ..gwas.association import scan
     from .output_dir import write_tables
 
+    if args.joint:
+        return _joint_scan_and_write(args, formula, data, traits, relmat, out, genotypes)
     results = scan(formula, data, genotypes=genotypes, relmat=relmat, responses=traits, test=args.test,
                    mode=args.mode, snp_chunk=args.snp_chunk, trait_chunk=args.trait_chunk, progress=True)
     tables = per_trait_files(results, args.test, plots=not args.no_plots)
     write_tables(out, tables, args.force, _inputs(args))
     print(f"scanned {len(traits)} trait{'s' if len(traits) > 1 else ''} x {results['snp'].nunique()} markers; "
           f"wrote {len(tables)} files to {out}", file=sys.stderr)
+    return 0
+
+
+def _joint_scan_and_write(args, formula, data, traits, relmat, out, genotypes) -> int:
+    """``--joint``: the traits as one ``cbind(...)`` response, one table ``joint.assoc.csv`` (and its plots)."""
+    from .inputs import fail
+    from ..gwas.association import scan
+    from .output_dir import write_tables
+
+    if len(traits) < 2:
+        fail("--joint needs two or more traits (--responses)")
+    if args.mode != "exact" or args.coordinator:
+        fail("--joint re-estimates the covariances per marker (--mode exact) on one host (no --coordinator)")
+    lhs = "cbind(" + ", ".join(f"`{t}`" for t in traits) + ")"
+    results = scan(f"{lhs} {formula}", data, genotypes=genotypes, relmat=relmat, snp_chunk=args.snp_chunk,
+                   progress=True)
+    shown = "wald" if args.test == "all" else args.test
+    files = {"joint.assoc.csv": (results, False)}
+    figures = None if args.no_plots else _plot_module()
+    tested = results[results["status"] == "converged"]
+    if figures is not None and len(tested):
+        files["joint.manhattan.png"] = (figures.manhattan(results, test=shown), False)
+        files["joint.qq.png"] = (figures.qq(results, test=shown), False)
+    write_tables(out, files, args.force, _inputs(args))
+    print(f"scanned {len(traits)} traits jointly x {len(results)} markers; wrote {len(files)} files to {out}",
+          file=sys.stderr)
     return 0
 
 

@@ -24,7 +24,7 @@ def cbind_traits(formula: str) -> tuple[list[str], str] | None:
     lhs, rhs = (part.strip() for part in formula.split("~", 1))
     if not (lhs.startswith("cbind(") and lhs.endswith(")")):
         return None
-    traits = [p.strip() for _, p in _split_top(lhs[len("cbind("):-1], ",")]
+    traits = [p.strip().strip("`") for _, p in _split_top(lhs[len("cbind("):-1], ",")]   # `name`: the column
     if len(traits) < 2 or any(not t for t in traits):
         raise FormulaError(f"cbind() in the response {lhs!r} needs two or more traits, e.g. cbind(y1, y2)")
     if len(set(traits)) != len(traits):
