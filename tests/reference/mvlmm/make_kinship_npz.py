@@ -1,6 +1,6 @@
 """kinship_K.npz: the lower triangle of shared/bench/kinship_K.csv (6 significant digits) as float32, with the
 ids; ``load_kinship`` rebuilds the CSV's values exactly (rounding back to 6 significant digits).
-usage: python make_kinship_npz.py ../../../../shared/bench/kinship_K.csv"""
+usage: python make_kinship_npz.py PATH/TO/shared/bench/kinship_K.csv"""
 import sys
 
 import numpy as np
